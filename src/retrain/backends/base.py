@@ -1,0 +1,86 @@
+"""The Backend protocol: what the RL step needs from a model runtime.
+
+A backend samples completions with per-token logprobs (and entropies when asked) and takes one
+optimizer step on a list of datums. `rl/step.py` talks to nothing else.
+
+Example (any backend)::
+
+    backend = make_backend(cfg)                     # retrain.backends.make_backend
+    groups_P_G = backend.sample(["What is 2 + 3?"], n=4, params=SamplingParams(max_tokens=16))
+    c = groups_P_G[0][0]                            # a Completion
+    datum = Datum(prompt_ids=c.prompt_ids, completion_ids=c.token_ids,
+                  old_logprobs_T=c.logprobs, advantages_T=[1.0] * len(c.token_ids))
+    result = backend.train_step([datum], lr=1e-4)  # TrainResult(loss=..., ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0  # sampling RNG seed; the run derives it from (run seed, step) so resume is exact
+    want_entropy: bool = False  # per-token Shannon entropy of the sampling distribution
+    greedy: bool = False  # argmax decoding (held-out evaluation)
+
+
+@dataclass
+class Completion:
+    """One sampled completion. All `_T` lists have one entry per completion token."""
+
+    prompt_ids: list[int]  # the chat-templated prompt, exactly as fed to the model
+    token_ids: list[int]  # generated tokens, including the stop token when one was produced
+    logprobs: list[float]  # log pi_sampler(token_t), same temperature scaling as the loss uses
+    text: str  # decoded completion, special tokens skipped
+    offsets: list[tuple[int, int]]  # (start, end) character span of each token in `text`
+    hit_max_tokens: bool  # stopped because it reached max_tokens, not a stop token
+    entropies: list[float] | None = None  # Shannon entropy per token when want_entropy
+
+
+@dataclass
+class Datum:
+    """One training sequence: the loss covers exactly the completion tokens."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    old_logprobs_T: list[float]
+    advantages_T: list[float]
+
+
+@dataclass
+class TrainResult:
+    loss: float | None  # None when the backend took no step; placeholder when not synchronous
+    clip_fraction: float = 0.0
+    kl_ref: float = 0.0  # mean k3 KL to the reference policy (0 when kl_beta = 0)
+    sampler_train_kl: float = 0.0  # mean (old_logprob - new_logprob) over completion tokens
+    grad_norm: float = 0.0
+    num_tokens: int = 0  # completion tokens trained on
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    reports_sync_loss: bool  # train_step's loss is the objective just optimised, not a placeholder
+    preserves_token_advantages: bool  # per-token advantages reach the loss unchanged
+
+    def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
+        """`n` completions for each prompt (a list of groups, one per prompt, in order)."""
+        ...
+
+    def train_step(self, datums: list[Datum], lr: float) -> TrainResult:
+        """One optimizer step over all datums (micro-batched internally)."""
+        ...
+
+    def save(self, path: str) -> None:
+        """Write the PEFT adapter (adapter_model.safetensors + adapter_config.json) and the
+        optimizer state (optimizer.pt) into directory `path`."""
+        ...
+
+    def load(self, path: str) -> None:
+        """Restore what `save` wrote."""
+        ...

@@ -1,0 +1,20 @@
+"""User-facing errors: the CLI prints them without a traceback and exits with `exit_code`."""
+
+
+class RetrainError(Exception):
+    """A problem the user can fix (bad input, missing file, missing optional package).
+
+    The message names the problem and the fix; the CLI prints it and exits 2.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(RetrainError):
+    """One or more problems in a config; `problems` lists each as `[table].key: message`."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
