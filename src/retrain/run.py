@@ -1,0 +1,450 @@
+"""A single run: set up, loop over `rl_step`, checkpoint, resume.
+
+    train(cfg)        → a new run dir (never overwrites one), steps 0..max_steps-1
+    resume(log_dir)   → continue the run whose config.toml is in log_dir, from its last checkpoint
+
+Exact resume (CPU): everything that decides the next step is in the checkpoint — adapter and
+optimizer (backend.save), data cursor, SEPA and back-pressure state, counters, RNG states — and
+sampling seeds are derived from (run seed, step), not from a running RNG. So a run killed after a
+checkpoint and resumed writes the same metrics as an uninterrupted one (tests/test_run.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import retrain
+from retrain.config import Config, config_to_dict, config_to_toml, load_config
+from retrain.errors import RetrainError
+from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink, write_json_atomic
+
+TRAINER_STATE = "trainer_state.json"
+# Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not.
+TIMING_KEYS = ("step_time_s", "sample_time_s", "score_time_s", "advantage_time_s", "train_time_s",
+               "eval_time_s", "tokens_per_second", "bp_throughput")
+
+
+def train(cfg: Config, log_dir: str | Path | None = None) -> int:
+    """Start a new run. Returns 0 when it completed, 1 when it failed."""
+    run_dir = Path(log_dir) if log_dir else fresh_run_dir(cfg)
+    if (run_dir / TRAINER_STATE).exists() or (run_dir / "metrics.jsonl").exists():
+        raise RetrainError(
+            f"{run_dir} already holds a run; continue it with `retrain resume {run_dir}` "
+            "or choose another [logging].log_dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
+    (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+    write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
+    return _execute(cfg, run_dir, state=None)
+
+
+def resume(log_dir: str | Path) -> int:
+    """Start or continue the run in `log_dir` (its config.toml decides everything).
+
+    A completed run returns 0 at once; a partial run continues after its last checkpoint; a run
+    that never checkpointed starts again from step 0 (its earlier rows are moved aside, not lost).
+    """
+    run_dir = Path(log_dir)
+    if not (run_dir / "config.toml").exists():
+        raise RetrainError(f"{run_dir} is not a run directory (no config.toml); pass a run or campaign dir")
+    cfg = load_config(run_dir / "config.toml")
+    info = _read_json(run_dir / "run.json")
+    if info.get("status") == "completed":
+        print(f"{run_dir}: already completed ({info.get('step', -1) + 1} steps); nothing to do")
+        return 0
+    state = _read_json(run_dir / TRAINER_STATE) or None
+    last_step = state["step"] if state else -1
+    _set_aside_rows_after(run_dir, last_step)
+    if not (run_dir / "config.json").exists():
+        write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
+    return _execute(cfg, run_dir, state=state)
+
+
+def fresh_run_dir(cfg: Config) -> Path:
+    """`[logging].log_dir`, or logs/<condition>_s<seed>; suffixed _2, _3, … when already used."""
+    base = Path(cfg.logging.log_dir or f"logs/{cfg.condition}_s{cfg.training.seed}")
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}_{n}")
+    if candidate != base:
+        print(f"{base} already holds a run; writing this one to {candidate}")
+    return candidate
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class Counters:
+    """Running totals that survive resume."""
+
+    total_correct: int = 0
+    total_completions: int = 0
+    num_updates: int = 0
+
+
+def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
+    from retrain.backpressure import USLController
+    from retrain.data import load_dataset
+    from retrain.data.cursor import Cursor
+    from retrain.rl.sepa import SEPAController
+    from retrain.rl.step import rl_step
+
+    info = RunInfo(run_dir, cfg)
+    sinks: list[MetricsSink] = []
+    start_step = state["step"] + 1 if state else 0
+    try:
+        seed_everything(cfg.training.seed)
+        ctx = build_context(cfg)
+        backend = ctx.backend
+        data = load_dataset(cfg.data, cfg.eval, cfg.training.seed)
+        if not data.train:
+            raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
+        cursor = Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle)
+        s = cfg.sepa
+        sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
+                              ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup)
+        bp_cfg = cfg.backpressure
+        bp = USLController(
+            enabled=bp_cfg.enabled, warmup_steps=bp_cfg.warmup_steps, ema_decay=bp_cfg.ema_decay,
+            throttle_margin=bp_cfg.throttle_margin, increase_margin=bp_cfg.increase_margin,
+            min_batch_size=bp_cfg.min_batch_size, max_batch_size=bp_cfg.max_batch_size,
+            group_size=cfg.training.group_size, initial_batch_size=cfg.training.batch_size,
+        )
+        counters = Counters()
+        if state:
+            backend.load(str(run_dir / state["checkpoint"]))
+            cursor.load_state_dict(state["cursor"])
+            sepa.load_state_dict(state["sepa"])
+            bp.load_state_dict(state["backpressure"])
+            counters = Counters(**state["counters"])
+            _restore_rng(state["rng"])
+        info.start(start_step - 1)
+
+        sinks = [JsonlSink(run_dir, cfg.logging.log_generations),
+                 ConsoleSink(f"{cfg.condition} s{cfg.training.seed}", cfg.training.max_steps, start_step)]
+        if cfg.logging.wandb_project and cfg.logging.wandb_mode != "disabled":
+            sinks.append(make_wandb_sink(cfg, run_dir, info))
+        evaluator = Evaluator(cfg, backend, ctx.score, data.eval, JsonlFile(run_dir / "eval.jsonl"))
+        if start_step == 0:
+            evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
+
+        for step in range(start_step, cfg.training.max_steps):
+            t0 = time.perf_counter()
+            batch_size = bp.batch_size_for_step(step)
+            examples_P = [data.train[i] for i in cursor.next_batch(batch_size)]
+            lam = sepa.resolve_lambda(step)
+            out = rl_step(ctx, examples_P, sepa_lambda=lam, seed=step_seed(cfg.training.seed, step))
+            # Controllers update after the step (SPEC §3): a gate that opens now acts from next step.
+            sepa.observe(out.metrics["correct_rate"], out.exec_uncertainties, step=step)
+            counters.total_correct += out.correct_count
+            counters.total_completions += out.total_count
+            counters.num_updates += out.metrics["loss"] is not None
+            step_time = time.perf_counter() - t0
+            bp.observe(batch_size, cfg.training.group_size, out.num_tokens, step_time)
+
+            row = {
+                "step": step,
+                "condition": cfg.condition,
+                "seed": cfg.training.seed,
+                **out.metrics,
+                "running_correct_rate": counters.total_correct / max(counters.total_completions, 1),
+                "sepa_lambda": lam,
+                "sepa_gate_open": sepa.gate_open,
+                "sepa_gate_open_step": sepa.gate_open_step,
+                "loss_is_placeholder": not backend.reports_sync_loss and out.metrics["loss"] is not None,
+                "backend_reports_sync_loss": backend.reports_sync_loss,
+                "batch_size": batch_size,
+                "group_size": cfg.training.group_size,
+                **bp.metrics(),
+                "step_time_s": step_time,
+                "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
+                **ctx.score.pop_counts(),
+                "eval_correct_rate": None,
+            }
+            if evaluator.due(step):
+                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=counters.num_updates)
+            for sink in sinks:
+                sink.log_step(row, out.generations)
+            last = step == cfg.training.max_steps - 1
+            if last or (cfg.training.save_every > 0 and (step + 1) % cfg.training.save_every == 0):
+                save_checkpoint(run_dir, step, backend, cursor, sepa, bp, counters, final=last)
+            info.progress(step)
+        if cfg.training.max_steps <= start_step and not (run_dir / "adapter" / "final").exists():
+            save_checkpoint(run_dir, start_step - 1, backend, cursor, sepa, bp, counters, final=True)
+        info.finish("completed")
+        print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
+              f"running correct rate {counters.total_correct / max(counters.total_completions, 1):.1%}; "
+              f"logs in {run_dir}")
+        return 0
+    except RetrainError as e:
+        info.finish("failed", error=str(e))
+        raise
+    except KeyboardInterrupt:
+        info.finish("interrupted")
+        raise
+    except Exception as e:  # a crash inside training: recorded, reported, exit 1 (campaigns go on)
+        info.finish("failed", error=f"{type(e).__name__}: {e}")
+        traceback.print_exc()
+        return 1
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def build_context(cfg: Config):
+    """Everything `rl_step` needs, chosen once from the config."""
+    from retrain.backends import make_backend
+    from retrain.backends.base import SamplingParams
+    from retrain.rewards import make_scorer
+    from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
+    from retrain.rl.registry import ADVANTAGES, TRANSFORMS, resolve
+    from retrain.rl.step import StepContext
+
+    t = cfg.training
+    return StepContext(
+        backend=make_backend(cfg),
+        score=make_scorer(cfg.reward),
+        advantage_fn=resolve(cfg.algorithm.advantage_mode, ADVANTAGES, "advantage"),
+        transform_fn=resolve(cfg.algorithm.transform_mode, TRANSFORMS, "transform"),
+        uncertainty_kind=cfg.algorithm.uncertainty_kind,
+        strategic_grams=list(cfg.planning.strategic_grams or DEFAULT_STRATEGIC_GRAMS),
+        gtpo_beta=cfg.gtpo.beta,
+        hicra_alpha=cfg.hicra.alpha,
+        group_size=t.group_size,
+        sampling=SamplingParams(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p),
+        lr=t.lr,
+        generations_per_prompt=cfg.logging.generations_per_prompt,
+    )
+
+
+class Evaluator:
+    """Greedy accuracy on held-out prompts the run never trains on (`[eval]`)."""
+
+    def __init__(self, cfg: Config, backend, scorer, examples, out: JsonlFile):
+        from retrain.backends.base import SamplingParams
+
+        self.every = cfg.eval.every
+        self.last_step = cfg.training.max_steps - 1
+        self.examples = examples[: cfg.eval.num_examples]
+        self.backend, self.scorer, self.out = backend, scorer, out
+        self.params = SamplingParams(max_tokens=cfg.eval.max_tokens or cfg.training.max_tokens,
+                                     temperature=cfg.training.temperature, greedy=True)
+        self.enabled = self.every > 0 and bool(self.examples)
+
+    def due(self, step: int) -> bool:
+        return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
+
+    def run(self, after_step: int, num_updates: int) -> float | None:
+        if not self.enabled:
+            return None
+        t0 = time.perf_counter()
+        groups = self.backend.sample([ex.prompt for ex in self.examples], 1, self.params)
+        correct = sum(self.scorer.score(g[0].text, ex) > 0.5 for g, ex in zip(groups, self.examples, strict=True))
+        rate = correct / len(self.examples)
+        self.out.append({"after_step": after_step, "num_updates": num_updates, "eval_correct_rate": rate,
+                         "num_examples": len(self.examples), "eval_time_s": time.perf_counter() - t0})
+        return rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds, checkpoints, run.json
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of one step: a pure function of (run seed, step), so resume is exact."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % 2**63
+
+
+def _rng_state() -> dict:
+    import torch
+
+    np_state = np.random.get_state()
+    return {
+        "python": repr(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
+
+
+def _restore_rng(state: dict) -> None:
+    import ast
+
+    import torch
+
+    random.setstate(ast.literal_eval(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+
+
+def save_checkpoint(run_dir: Path, step: int, backend, cursor, sepa, bp, counters: Counters, final: bool) -> None:
+    """Adapter + optimizer (backend.save), then trainer_state.json atomically, pointing at them.
+
+    trainer_state.json is written last, so a kill during the adapter write leaves the previous
+    checkpoint in force."""
+    name = "final" if final else f"checkpoint_step_{step + 1}"
+    rel = Path("adapter") / name
+    backend.save(str(run_dir / rel))
+    state = {
+        "step": step,
+        "checkpoint": str(rel),
+        "optimizer": str(rel / "optimizer.pt"),
+        "cursor": cursor.state_dict(),
+        "sepa": sepa.state_dict(),
+        "backpressure": bp.state_dict(),
+        "counters": counters.__dict__,
+        "rng": _rng_state(),
+        "saved_at": _now(),
+    }
+    write_json_atomic(run_dir / TRAINER_STATE, state)
+
+
+def _set_aside_rows_after(run_dir: Path, last_step: int) -> None:
+    """Rows logged after the last checkpoint will be logged again by the resumed run. Move them to
+    `<file>.discarded.jsonl` (appended, never deleted) so metrics.jsonl reads like one clean run."""
+    files = [run_dir / "metrics.jsonl", run_dir / "emergence" / "steps.jsonl",
+             run_dir / "emergence" / "generations.jsonl", run_dir / "eval.jsonl"]
+    for path in files:
+        if not path.exists():
+            continue
+        keep, drop = [], []
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                step = row.get("step", row.get("after_step", -1))
+            except json.JSONDecodeError:
+                step = None  # a half-written last line from a kill: set it aside too
+            (keep if last_step >= 0 and step is not None and step <= last_step else drop).append(line)
+        if not drop:
+            continue
+        with open(path.with_suffix(".discarded.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(line if line.endswith("\n") else line + "\n" for line in drop)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class RunInfo:
+    """run.json: status, progress, versions and code state; rewritten atomically after every step."""
+
+    def __init__(self, run_dir: Path, cfg: Config):
+        self.path = run_dir / "run.json"
+        old = _read_json(self.path)
+        self.data = {
+            "status": "pending",
+            "condition": cfg.condition,
+            "seed": cfg.training.seed,
+            "max_steps": cfg.training.max_steps,
+            "step": -1,
+            "created_at": old.get("created_at", _now()),
+            "wandb_id": old.get("wandb_id") or f"{cfg.condition}_s{cfg.training.seed}_{os.urandom(3).hex()}"
+            .replace("+", "-").replace("~", "-").replace("=", "-"),
+            "resumes": old.get("resumes", -1) + 1,
+            "versions": versions(),
+        }
+
+    def start(self, step: int) -> None:
+        self.data.update(status="running", step=step, pid=os.getpid(), hostname=socket.gethostname(),
+                         started_at=_now(), finished_at=None, error=None)
+        self._write()
+
+    def progress(self, step: int) -> None:
+        self.data["step"] = step
+        self._write()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data.update(status=status, finished_at=_now(), error=error)
+        self._write()
+
+    def _write(self) -> None:
+        self.data["updated_at"] = _now()
+        if self.path.parent.exists():
+            write_json_atomic(self.path, self.data)
+
+
+def make_wandb_sink(cfg: Config, run_dir: Path, info: RunInfo) -> WandbSink:
+    """wandb run `<condition>_s<seed>`, group `<condition>`, tags `[<condition>, seed<seed>]` (SPEC §4),
+    so "group by condition" in the wandb UI gives one line per condition."""
+    lg = cfg.logging
+    name = f"{cfg.condition}_s{cfg.training.seed}"
+    config = {
+        "condition": cfg.condition,
+        "advantage_mode": cfg.algorithm.advantage_mode,
+        "transform_mode": cfg.algorithm.transform_mode,
+        "seed": cfg.training.seed,
+        **_flatten(config_to_dict(cfg)),
+    }
+    return WandbSink(project=lg.wandb_project, entity=lg.wandb_entity, name=name,
+                     group=lg.wandb_group or cfg.condition,
+                     tags=[cfg.condition, f"seed{cfg.training.seed}", *lg.wandb_tags],
+                     config=config, mode=lg.wandb_mode, log_dir=run_dir, run_id=info.data["wandb_id"])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"retrain": retrain.__version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    out["git"] = _git_describe()
+    return out
+
+
+def _git_describe() -> str | None:
+    try:
+        r = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
+                           cwd=Path(retrain.__file__).parent, timeout=5)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
