@@ -137,6 +137,13 @@ def test_var_0_floor():
     assert sepa.resolve_lambda(0) == 1.0  # EMA 0 ≤ everything: fully pooled, no division by 0
 
 
+def test_warmup_zero_fixes_var_0_at_the_first_observation():
+    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0, warmup=0)
+    assert sepa.var_0 is None
+    sepa.observe(1.0, [0.0, 2.0])
+    assert sepa.var_0 == 1.0 and sepa.resolve_lambda(0) == 0.0
+
+
 def test_linear_schedule_does_not_track_variance():
     sepa = open_controller()
     sepa.observe(1.0, [0.0, 10.0])
@@ -158,7 +165,7 @@ def test_gate_closed_overrides_auto():
 def test_constructor_rejects_bad_settings_all_at_once():
     with pytest.raises(RetrainError) as err:
         SEPAController(steps=10, schedule="cosine", delay_steps=-1, correct_rate_gate=1.5,
-                       ema_decay=1.0, var_threshold=0.0, warmup=0)
+                       ema_decay=1.0, var_threshold=0.0, warmup=-1)
     msg = str(err.value)
     for key in ("schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold",
                 "warmup"):

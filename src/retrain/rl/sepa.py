@@ -63,7 +63,7 @@ class SEPAController:
     - auto:    λ = max(λ_auto, λ_linear), λ_auto = 1 − min(ema / var_0 / var_threshold, 1), where
                ema ← ema_decay·ema + (1 − ema_decay)·Var(batch's execution uncertainties)
                (seeded with the first batch's variance) and var_0 = max(ema, 1e-8) is fixed after
-               `warmup` observations.
+               `warmup` observations (warmup 0 behaves as 1: var_0 is the first batch's variance).
     - gate:    λ = 0 until the first observed step whose correct_rate ≥ correct_rate_gate; then it
                stays open for good. correct_rate_gate = 0 opens it from the start. NaN/None rates
                are ignored.
@@ -93,8 +93,8 @@ class SEPAController:
             problems.append(f"[sepa].ema_decay must be in [0, 1), got {ema_decay}")
         if not var_threshold > 0.0:
             problems.append(f"[sepa].var_threshold must be > 0, got {var_threshold}")
-        if warmup < 1:
-            problems.append(f"[sepa].warmup must be ≥ 1, got {warmup}")
+        if warmup < 0:
+            problems.append(f"[sepa].warmup must be ≥ 0, got {warmup}")
         if problems:
             raise RetrainError("invalid SEPA settings:\n" + "\n".join(f"  - {p}" for p in problems))
         self.steps = int(steps)
