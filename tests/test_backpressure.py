@@ -266,3 +266,12 @@ def test_batch_size_always_within_bounds(enabled, min_b, span, warmup, group, in
         json.dumps(bp.metrics(), allow_nan=False)
     if enabled:
         assert min_b <= bp.batch_size_for_step(len(steps) + warmup) <= max_b
+
+
+def test_from_the_real_config_defaults():
+    from retrain.config import Config
+
+    cfg = Config()
+    bp = USLController.from_config(cfg.backpressure, cfg.training.group_size, cfg.training.batch_size)
+    assert not bp.enabled and bp.batch_size_for_step(0) == cfg.training.batch_size
+    assert (bp.warmup_steps, bp.min_batch_size, bp.max_batch_size) == (10, 1, 64)

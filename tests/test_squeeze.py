@@ -419,3 +419,17 @@ def test_cli_errors_are_retrain_errors(known_adapter, tmp_path):
 def test_math_sanity_of_fixture_factors():
     A, B = _factors_with_spectrum([2.0], 5, 5, 2, seed=0)
     assert math.isclose(float(torch.linalg.svdvals((B @ A).double())[0]), 2.0, rel_tol=1e-5)
+
+
+def test_run_from_a_real_toml(known_adapter, tmp_path, capsys, fake_wandb):
+    from retrain.config import load_config
+
+    toml = tmp_path / "squeeze.toml"
+    toml.write_text(
+        f'[squeeze]\nadapter_path = "{known_adapter}"\nmin_variance_retention = 0.75\n'
+        f'output_path = "{tmp_path / "sq"}"\n[logging]\nwandb_project = "p"\nwandb_mode = "disabled"\n'
+    )
+    assert squeeze.run_from_config(load_config(toml)) == 0
+    assert "Recommended rank: 2" in capsys.readouterr().out
+    assert json.loads((tmp_path / "sq" / "adapter_config.json").read_text())["r"] == 2
+    assert fake_wandb == []  # wandb_mode = "disabled": no run, and wandb is not required

@@ -452,7 +452,7 @@ def run_from_config(cfg: Any) -> int:
     """Standalone squeeze for a TOML with `[squeeze]` and no `[campaign]` (returns the exit code).
 
     Reads `cfg.squeeze.{adapter_path, min_variance_retention, target_ranks, compress_to, output_path}`
-    and logs to wandb when `cfg.logging.wandb_project` is set.
+    and logs to wandb when `cfg.logging.wandb_project` is set (and wandb_mode is not disabled).
     """
     sq = cfg.squeeze
     if sq is None or not sq.adapter_path:
@@ -465,7 +465,7 @@ def run_from_config(cfg: Any) -> int:
         output_path=sq.output_path or None,
     )
     log = cfg.logging
-    if log.wandb_project:
+    if log.wandb_project and log.wandb_mode != "disabled":  # disabled: don't even require wandb
         log_squeeze_to_wandb(
             result, log.wandb_project, log.wandb_entity, log.wandb_mode, group=getattr(log, "wandb_group", None)
         )
