@@ -1,0 +1,9 @@
+"""Analysis of run and campaign logs: load, plot, compare (calibrated significance), litmus, power, report.
+
+`load_metrics`, `load_emergence` and `load_campaign` are the Python API of SPEC §8. Importing this
+package is cheap (pandas / matplotlib / scipy load inside the functions that need them).
+"""
+
+from retrain.analysis.load import load_campaign, load_emergence, load_metrics, load_run
+
+__all__ = ["load_campaign", "load_emergence", "load_metrics", "load_run"]
