@@ -1,0 +1,90 @@
+"""The campaign grid: conditions x seeds -> one fully resolved run config each.
+
+A pure function of the TOML (DESIGN: "campaigns are data"); executors only run what it returns.
+
+    runs = expand_campaign(load_config("sweep.toml"))
+    [r.name for r in runs]   # ["grpo+none_s42", "grpo+none_s101", ..., "maxrl+gtpo_sepa_s202"]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from retrain.config import ABLATION_CONDITIONS, Config, toml_value
+from retrain.errors import RetrainError
+
+# Labels name run directories (runs/<label>_s<seed>/), so override values keep only characters
+# that are safe in a path on every OS; anything else (a "/" in a model id, spaces) becomes "-".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\-]")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a campaign: its condition label, seed, directory name and full config."""
+
+    label: str
+    seed: int
+    name: str  # f"{label}_s{seed}"
+    config: Config
+
+
+def _label_value(value: Any) -> str:
+    """TOML-style scalars (`1e-05`, `false`), strings bare, lists comma-joined; path-safe."""
+    if isinstance(value, list):
+        return ",".join(_label_value(v) for v in value)
+    text = value if isinstance(value, str) else toml_value(value)
+    return _UNSAFE.sub("-", text)
+
+
+def condition_label(advantage_mode: str, transform_mode: str, overrides: Mapping[str, Any]) -> str:
+    """`adv+transform`, then `~key=value` per override sorted by key.
+
+    >>> condition_label("maxrl", "gtpo_sepa", {"training.lr": 1e-05, "sepa.steps": 100})
+    'maxrl+gtpo_sepa~sepa.steps=100~training.lr=1e-05'
+    """
+    label = f"{advantage_mode}+{transform_mode}"
+    for key in sorted(overrides):
+        label += f"~{key}={_label_value(overrides[key])}"
+    return label
+
+
+def campaign_conditions(cfg: Config) -> list[tuple[str, str, dict[str, Any]]]:
+    """(advantage_mode, transform_mode, overrides) per condition; the 5-condition ablation when
+    `[campaign]` lists none."""
+    if cfg.campaign is None:
+        raise RetrainError("this config has no [campaign] table; add one to run a campaign")
+    if not cfg.campaign.conditions:
+        return [(adv, tr, {}) for adv, tr in ABLATION_CONDITIONS]
+    return [(c.advantage_mode, c.transform_mode, dict(c.overrides)) for c in cfg.campaign.conditions]
+
+
+def expand_campaign(cfg: Config) -> list[RunSpec]:
+    """Every run of the campaign, condition-major (all seeds of condition 1, then condition 2, ...).
+
+    Each run's config is the full config with the condition's modes and overrides applied,
+    `training.seed` = the seed, `training.max_steps` = `[campaign].max_steps` when > 0,
+    `logging.condition` = the label, `logging.log_dir` = "" (the campaign runner places runs)
+    and no `[campaign]` table (a run config describes one run). Nothing else changes.
+    """
+    conditions = campaign_conditions(cfg)
+    assert cfg.campaign is not None
+    base = cfg.model_copy(update={"campaign": None})
+    runs: list[RunSpec] = []
+    for adv, transform, overrides in conditions:
+        label = condition_label(adv, transform, overrides)
+        for seed in cfg.campaign.seeds:
+            run_overrides: dict[str, Any] = {
+                "algorithm.advantage_mode": adv,
+                "algorithm.transform_mode": transform,
+                **overrides,
+                "training.seed": seed,
+                "logging.condition": label,
+                "logging.log_dir": "",
+            }
+            if cfg.campaign.max_steps > 0:
+                run_overrides["training.max_steps"] = cfg.campaign.max_steps
+            runs.append(RunSpec(label, seed, f"{label}_s{seed}", base.with_overrides(run_overrides)))
+    return runs

@@ -1,0 +1,152 @@
+"""Starter TOML files for `retrain init`, commented from the config models' descriptions.
+
+Values come from the models (the standard profile) or from QUICKSTART_OVERRIDES, so a template
+can never disagree with the defaults it documents; a test loads every template.
+
+    text = render_template("campaign")
+    write_template("experiment", "retrain.toml")   # refuses to overwrite
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from retrain.config import (
+    QUICKSTART_OVERRIDES,
+    CampaignConfig,
+    ConditionConfig,
+    Config,
+    field_type_text,
+    quickstart_config,
+    toml_value,
+)
+from retrain.errors import RetrainError
+
+TEMPLATES = ("quickstart", "experiment", "campaign")
+
+# The keys people edit for a real experiment; everything else keeps its default.
+EXPERIMENT_KEYS = [
+    "model.name", "model.lora_rank",
+    "algorithm.advantage_mode", "algorithm.transform_mode", "algorithm.uncertainty_kind",
+    "training.seed", "training.max_steps", "training.batch_size", "training.group_size",
+    "training.max_tokens", "training.temperature", "training.lr", "training.save_every",
+    "gtpo.beta", "hicra.alpha",
+    "sepa.steps", "sepa.schedule", "sepa.delay_steps", "sepa.correct_rate_gate",
+    "data.source", "data.split", "data.max_examples",
+    "reward.type",
+    "backend.backend", "backend.device",
+    "logging.log_dir", "logging.wandb_project",
+    "eval.every",
+]  # fmt: skip
+
+# The guide's "small sweep": validate with 3 seeds and 100 steps before scaling to 8 x 500.
+CAMPAIGN_EXAMPLE = {
+    "seeds": [42, 101, 202],
+    "max_steps": 100,
+    "executor": "sequential",
+    "conditions": [("grpo", "none"), ("maxrl", "gtpo_sepa")],
+}
+
+_HEADERS = {
+    "quickstart": [
+        "retrain quickstart: SmolLM2-135M (embedded, CPU) learns 2-operand addition in 40 steps.",
+        "Run it:          retrain retrain.toml",
+        "Preview it:      retrain explain retrain.toml",
+        "Every key is documented in docs/config.md; unlisted keys keep their defaults.",
+    ],
+    "experiment": [
+        "retrain experiment: the research guide's standard profile (Qwen3-4B, MATH, maxrl + gtpo_sepa).",
+        "Run it:          retrain retrain.toml      (override any key: --training.lr 1e-5 --seed 7)",
+        "Preview it:      retrain explain retrain.toml",
+        "Every key is documented in docs/config.md; unlisted keys keep their defaults.",
+    ],
+    "campaign": [
+        "retrain campaign: every condition x every seed, each a full run, logged side by side.",
+        "Run it:          retrain retrain.toml      (resume: retrain resume logs/campaign_<stamp>)",
+        "Preview it:      retrain explain retrain.toml   (shows the run matrix and total episodes)",
+        "Analyse it:      retrain report logs/campaign_<stamp>",
+    ],
+}
+
+
+def _comment(model: type, key: str) -> str:
+    field = model.model_fields[key]
+    if field.is_required():
+        return f"# {field.description}  [{field_type_text(field)}; required]"
+    default = field.get_default(call_default_factory=True)
+    return f"# {field.description}  [{field_type_text(field)}; default {toml_value(default)}]"
+
+
+def _render_tables(cfg: Config, keys: Sequence[str]) -> list[str]:
+    """`[table]` blocks holding `keys` (dotted), each key under its description comment."""
+    lines: list[str] = []
+    by_table: dict[str, list[str]] = {}
+    for dotted in keys:
+        table, key = dotted.split(".")
+        by_table.setdefault(table, []).append(key)
+    for table in Config.model_fields:  # file order follows the model, not the key list
+        if table not in by_table:
+            continue
+        section = getattr(cfg, table)
+        model = type(section)
+        lines += [f"# {(model.__doc__ or '').strip().splitlines()[0]}", f"[{table}]"]
+        for key in by_table[table]:
+            lines += [_comment(model, key), f"{key} = {toml_value(getattr(section, key))}"]
+        lines.append("")
+    return lines
+
+
+def _render_campaign() -> list[str]:
+    lines = [f"# {(CampaignConfig.__doc__ or '').strip()}", "[campaign]"]
+    for key in ("seeds", "max_steps", "executor"):
+        lines += [_comment(CampaignConfig, key), f"{key} = {toml_value(CAMPAIGN_EXAMPLE[key])}"]
+    lines += [
+        "",
+        "# One [[campaign.conditions]] per arm (none at all = the 5-condition ablation). Any key",
+        '# besides the two modes overrides that arm\'s runs, e.g. "sepa.steps" = 100 or "training.lr" = 1e-5.',
+    ]
+    for adv, transform in CAMPAIGN_EXAMPLE["conditions"]:
+        lines += ["[[campaign.conditions]]", _comment(ConditionConfig, "advantage_mode")]
+        lines += [f"advantage_mode = {toml_value(adv)}", _comment(ConditionConfig, "transform_mode")]
+        lines += [f"transform_mode = {toml_value(transform)}", ""]
+    return lines
+
+
+def render_template(name: str) -> str:
+    """The text `retrain init --template NAME` writes."""
+    if name not in TEMPLATES:
+        raise RetrainError(f"unknown template {name!r}; choose one of {', '.join(TEMPLATES)}")
+    lines = [f"# {line}" if line else "#" for line in _HEADERS[name]] + [""]
+    if name == "quickstart":
+        lines += _render_tables(quickstart_config(), list(QUICKSTART_OVERRIDES))
+    else:
+        lines += _render_tables(Config(), EXPERIMENT_KEYS)
+    if name == "campaign":
+        lines += _render_campaign()
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_template(name: str, path: str | Path) -> Path:
+    """Write template `name` to `path`; never overwrites (RetrainError when `path` exists)."""
+    text = render_template(name)
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise RetrainError(f"{target.parent} does not exist; create the directory first or choose another path")
+    try:
+        # "x" mode: the existence check and the creation are one step, so a file that appears
+        # in between is still never truncated.
+        with target.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise RetrainError(
+            f"{target} already exists; init never overwrites a file. "
+            f"Choose another path: retrain init --template {name} other.toml"
+        ) from None
+    return target
+
+
+def _values(cfg: Config, keys: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: value} of `cfg` (used by tests to check templates against the models)."""
+    return {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in keys}
