@@ -253,12 +253,12 @@ def test_reward_fn_protocol_accepts_a_plain_function(plugin_dir):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("my_rewards", "expected 'module:function'"),
-        ("my_rewards:", "expected 'module:function'"),
-        (":exact", "expected 'module:function'"),
+        ("my_rewards", "must look like 'package.module:function'"),
+        ("my_rewards:", "must look like 'package.module:function'"),
+        (":exact", "must look like 'package.module:function'"),
         ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
         ("my_rewards:missing", "has no attribute 'missing'"),
-        ("my_rewards:NOT_A_FUNCTION", "not a function"),
+        ("my_rewards:NOT_A_FUNCTION", "is not callable"),
     ],
 )
 def test_bad_custom_path_names_it_and_the_expected_form(plugin_dir, spec, message):

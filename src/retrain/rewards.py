@@ -17,17 +17,14 @@ pathological completion must not end a multi-hour run.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import re
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from retrain.errors import RetrainError
@@ -236,58 +233,16 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed") -
 
 
 # ---------------------------------------------------------------------------------------------
-# Plugins ("module:function")
+# Custom rewards ("module:function")
 # ---------------------------------------------------------------------------------------------
 
 
-def import_dotted(spec: str, what: str) -> Any:
-    """The object named by `"module:attr"` (or `"package.module:attr"`), for plugins.
-
-    The current directory is put on `sys.path` for the import, so a researcher's `my_rewards.py` next
-    to the TOML works with the `retrain` console script too (which, unlike `python -m`, does not add it).
-    `what` names the config key for error messages, e.g. "[reward].custom".
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr or ":" in attr:
-        raise RetrainError(
-            f"{what} = {spec!r}: expected 'module:function' (e.g. 'my_rewards:score' for a function "
-            "`score` in my_rewards.py)"
-        )
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise RetrainError(
-            f"{what} = {spec!r}: cannot import module {module_name!r} ({e}); make sure it is "
-            "installed or its file is in the current directory"
-        ) from e
-    finally:
-        if added:
-            sys.path.remove(cwd)
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise RetrainError(
-                f"{what} = {spec!r}: module {module_name!r} has no attribute {attr!r}; "
-                "expected 'module:function'"
-            ) from None
-    return obj
-
-
 def load_custom_reward(spec: str) -> RewardFn:
-    """The user's `RewardFn` named by `"module:function"`; RetrainError when missing or not callable."""
-    fn = import_dotted(spec, "[reward].custom")
-    if not callable(fn):
-        raise RetrainError(
-            f"[reward].custom = {spec!r} is a {type(fn).__name__}, not a function "
-            "(completion: str, reference: str) -> float"
-        )
-    return fn
+    """The user's `RewardFn` named by `"module:function"`, through the one plugin loader
+    (`retrain.rl.registry`: current directory on the import path); RetrainError naming the problem."""
+    from retrain.rl.registry import import_plugin
+
+    return import_plugin(spec, "[reward].custom")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ with `[data] source = "my_data:capitals"`.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -47,23 +46,13 @@ SOURCES: dict[str, SourceFn] = {
 
 
 def resolve_source(source: str) -> SourceFn:
-    """The loader for `[data].source`: a name in SOURCES, `reasoning_gym:<task>`, or a `module:function` plugin."""
-    name, colon, _ = source.partition(":")
-    if name == "reasoning_gym" or (name in SOURCES and not colon):
-        return SOURCES[name]  # reasoning_gym reads (and checks) its task from the source itself
-    if colon:
-        from retrain.rewards import import_dotted  # the one plugin loader, shared with [reward].custom
+    """The loader for `[data].source`: a name in SOURCES, `reasoning_gym:<task>`, or a `module:function`
+    plugin (through `retrain.rl.registry`, the one plugin mechanism)."""
+    from retrain.rl.registry import resolve
 
-        fn = import_dotted(source, "[data].source")
-        if not callable(fn):
-            raise RetrainError(
-                f"[data].source = {source!r} is not a function (data_cfg, eval_cfg, seed) -> Dataset"
-            )
-        return fn
-    names = [*(n for n in SOURCES if n != "reasoning_gym"), "reasoning_gym:<task>", "module:function"]
-    close = difflib.get_close_matches(source, list(SOURCES), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise RetrainError(f"[data].source = {source!r} is unknown{hint}; use one of {names}")
+    if source.partition(":")[0] == "reasoning_gym":
+        return SOURCES["reasoning_gym"]  # it reads (and checks) its task from the source itself
+    return resolve(source, SOURCES, "[data].source")
 
 
 def _check(dataset: Any, source: str) -> Dataset:
