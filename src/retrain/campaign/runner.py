@@ -81,8 +81,10 @@ def resume_campaign(campaign_dir: str | Path, *, executor: Executor | None = Non
     print(f"Resuming {manifest.campaign_dir}: {len(done)}/{len(done) + len(todo)} runs already completed, "
           f"{len(todo)} to run", flush=True)
     hook = SqueezeHook.from_config(cfg)
-    if done:
-        hook.maybe_run(manifest, next(e["name"] for e in manifest.runs if e["name"] in done))
+    if hook is not None and done:  # squeeze missing (killed before it ran): the earliest finished run
+        finished = sorted((e["finished_at"] or "~", i, e["name"]) for i, e in enumerate(manifest.runs)
+                          if e["name"] in done)
+        hook.maybe_run(manifest, finished[0][2])
     return execute(manifest, executor or executor_for(cfg), hook, only=todo)
 
 

@@ -370,7 +370,8 @@ def render(report: dict):
         f"Campaigns: {_tally(cstates) or 'none'}",
         f"Runs: {_tally(rstates) or 'none'}",
     ])  # fmt: skip
-    parts.append(Text(f"{report['root']}  {banner}", style="bold"))
+    parts.append(Text(f"{report['root']}", style="dim"))
+    parts.append(Text(banner, style="bold"))
     for c in camps:
         parts.append(Text(""))
         head = Text(f"Campaign {c['name']} ", style="bold")
