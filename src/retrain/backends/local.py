@@ -1,0 +1,430 @@
+"""The local backend: transformers + peft LoRA on CPU or one CUDA device.
+
+Precision: CPU runs fp32 (bf16 matmuls are ~100× slower on AVX2-only CPUs, embedded-default.md §6).
+CUDA defaults to bf16 base weights with fp32 LoRA weights and fp32 AdamW state (peft upcasts adapter
+weights; logits and losses are computed in fp32). No gradient checkpointing: on the target hardware
+it only costs time (perf-anchor.md, item 1).
+
+Temperature: the loss uses log_softmax(logits / T) with T = `self.temperature` (set from
+`[training].temperature`), the same scaling the sampler records, so on-policy the ratio is 1.
+
+LoRA on `lm_head` of a tied-embedding model (needed for a random tiny model to learn): peft wraps
+the output projection only; the shared base weight stays frozen and tied, so the embedding is
+unchanged and only the adapter delta acts on the logits. The adapter file holds the LoRA matrices
+only (`save_embedding_layers=False`): the frozen base weights belong to the base model. Merging such
+an adapter into the base weights would also change the embedding, so retrain never merges.
+
+Example::
+
+    backend = LocalBackend("tiny-random", lora_rank=8, target_modules=["q_proj", "lm_head"])
+    groups = backend.sample(["Say 7"], n=4, params=SamplingParams(max_tokens=8, temperature=1.0))
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from retrain.backends.base import Completion, Datum, SamplingParams, TrainResult
+from retrain.backends.models import load_model_and_tokenizer
+from retrain.backends.sampler import (
+    decode_with_offsets,
+    decoder_and_head,
+    logit_softcap,
+    run_decoder,
+    sample_groups,
+    token_logprobs_from_hidden,
+)
+from retrain.errors import RetrainError
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+OPTIONS = {
+    "micro_batch_size": "datums per forward/backward in train_step (default 8); does not change the result",
+    "max_sample_rows": "most completions decoded at once (default 256); bounds KV-cache memory",
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto → cuda when available, else cpu; `cuda[:N]` must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RetrainError(
+                f"[backend].device = {device!r} but torch sees no CUDA device (torch {torch.__version__}); "
+                "use device = \"cpu\" or \"auto\", or install a CUDA build of torch"
+            )
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RetrainError(
+                f"[backend].device = {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return dev
+    if device == "cpu":
+        return torch.device("cpu")
+    raise RetrainError(f"[backend].device = {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto → bfloat16 on CUDA, float32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise RetrainError(f"[backend].dtype = {dtype!r}: expected auto, float32 or bfloat16")
+    if table[dtype] is torch.bfloat16 and device.type == "cpu":
+        warnings.warn("bfloat16 on CPU is very slow without AVX512-BF16/AMX; float32 is the CPU default", stacklevel=2)
+    return table[dtype]
+
+
+def resolve_target_modules(model: torch.nn.Module, requested) -> list[str] | str:
+    """LoRA targets: the default projections present in the model, or the requested names (checked).
+
+    `requested` None/empty, or exactly the default set, means "the default projections this model
+    has" (GPT-2-style models have none: then the user must name theirs). "all-linear" passes through.
+    """
+    if requested == "all-linear":
+        return requested
+    if isinstance(requested, str):
+        requested = [requested]
+    names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    if not requested or set(requested) == set(DEFAULT_TARGETS):
+        present = [t for t in DEFAULT_TARGETS if t in names]
+        if not present:
+            raise RetrainError(
+                "[model].target_modules: this model has none of the default projections "
+                f"({', '.join(DEFAULT_TARGETS)}); set it to some of its linear layers: {', '.join(sorted(names))}"
+            )
+        return present
+    missing = [t for t in requested if t not in names]
+    if missing:
+        raise RetrainError(
+            f"[model].target_modules: {missing} not found in the model; its linear layers are: "
+            f"{', '.join(sorted(names))}"
+        )
+    return list(requested)
+
+
+class LocalBackend:
+    """`Backend` on transformers + peft. See the module docstring for precision and temperature."""
+
+    reports_sync_loss = True  # train_step returns the loss it just optimised
+    preserves_token_advantages = True  # per-token advantages reach the loss unchanged
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        revision: str | None = None,
+        lora_rank: int = 16,
+        lora_alpha: float = 0,
+        lora_dropout: float = 0.0,
+        target_modules: list[str] | str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        micro_batch_size: int = 8,
+        max_sample_rows: int = 256,
+        clip_eps: float = 0.0,
+        clip_eps_high: float = 0.0,
+        kl_beta: float = 0.0,
+        loss_agg: str = "token_mean",
+        weight_decay: float = 0.0,
+        grad_clip_norm: float = 1.0,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
+        from peft import LoraConfig, get_peft_model
+
+        if micro_batch_size < 1 or max_sample_rows < 1:
+            raise RetrainError("[backend.options]: micro_batch_size and max_sample_rows must be ≥ 1")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.micro_batch_size = micro_batch_size
+        self.max_sample_rows = max_sample_rows
+        self.clip_eps, self.clip_eps_high, self.kl_beta = clip_eps, clip_eps_high, kl_beta
+        self.loss_agg = loss_agg
+        self.grad_clip_norm = grad_clip_norm
+        self.temperature = temperature  # the loss's T; must equal the sampling temperature
+
+        base, self.tokenizer = load_model_and_tokenizer(model_name, revision, self.dtype)
+        targets = resolve_target_modules(base, target_modules)
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=lora_rank,
+            lora_alpha=lora_alpha or 2 * lora_rank,
+            lora_dropout=lora_dropout,
+            target_modules=targets,
+        )
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            # The tied-lm_head warning is about merging, which retrain never does (module docstring).
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            torch.manual_seed(seed)  # LoRA A init: the same seed gives the same starting adapter
+            self.model = get_peft_model(base, lora)
+        self.model.to(self.device)
+        self.model.eval()
+        self._softcap = logit_softcap(self.model)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # lr is set on the param groups at every step (the caller owns the schedule).
+        self.optimizer = torch.optim.AdamW(self._params, lr=0.0, weight_decay=weight_decay)
+        self.stop_ids = self._stop_ids()
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.stop_ids)
+
+    @classmethod
+    def from_config(cls, cfg) -> "LocalBackend":
+        """Build from a retrain Config ([model], [training], [backend], [backend.options])."""
+        options = dict(cfg.backend.options or {})
+        unknown = [k for k in options if k not in OPTIONS]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, list(OPTIONS), n=1)
+                hints.append(f"[backend.options].{key}: unknown option for the local backend" + (
+                    f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(OPTIONS)})"))
+            raise RetrainError("\n".join(hints))
+        for key, value in options.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RetrainError(f"[backend.options].{key}: must be an integer ≥ 1, got {value!r}")
+        m, t = cfg.model, cfg.training
+        return cls(
+            m.name,
+            revision=m.revision or None,
+            lora_rank=m.lora_rank,
+            lora_alpha=m.lora_alpha,
+            lora_dropout=m.lora_dropout,
+            target_modules=m.target_modules,
+            device=cfg.backend.device,
+            dtype=cfg.backend.dtype,
+            micro_batch_size=options.get("micro_batch_size", 8),
+            max_sample_rows=options.get("max_sample_rows", 256),
+            clip_eps=t.clip_eps,
+            clip_eps_high=t.clip_eps_high,
+            kl_beta=t.kl_beta,
+            loss_agg=t.loss_agg,
+            weight_decay=t.weight_decay,
+            grad_clip_norm=t.grad_clip_norm,
+            temperature=t.temperature,
+            seed=t.seed,
+        )
+
+    # ------------------------------------------------------------ sampling
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(int(i) for i in source)
+        if not ids:
+            raise RetrainError("the tokenizer and generation_config define no EOS token; cannot tell when to stop")
+        return ids
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of `prompt` as one user message with the assistant turn opened."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            # Base models without a template get the raw text.
+            return self.tokenizer(prompt, add_special_tokens=True).input_ids
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            tokenize=False,
+            enable_thinking=False,  # Qwen3-style templates; ignored by the others
+        )
+        # The template already holds BOS etc.; adding special tokens again would double them.
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
+        """`n` completions per prompt; see `sampler.sample_groups` (prefill once per prompt)."""
+        if n < 1 or params.max_tokens < 1:
+            raise RetrainError(f"sampling needs n ≥ 1 and max_tokens ≥ 1, got n={n}, max_tokens={params.max_tokens}")
+        if not params.greedy and params.temperature > 0 and abs(params.temperature - self.temperature) > 1e-12:
+            warnings.warn(
+                f"sampling at T={params.temperature} but the loss uses T={self.temperature}: "
+                "importance ratios will not be 1 on-policy",
+                stacklevel=2,
+            )
+        self.model.eval()  # LoRA dropout off while sampling (perf-anchor.md item 2)
+        ids_P = [self.prompt_ids(p) for p in prompts]
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(params.seed)
+        per_chunk = max(1, self.max_sample_rows // n)
+        groups: list[list[Completion]] = []
+        for start in range(0, len(ids_P), per_chunk):
+            chunk_P = ids_P[start : start + per_chunk]
+            raw_P_G = sample_groups(
+                self.model,
+                chunk_P,
+                n,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                greedy=params.greedy,
+                want_entropy=params.want_entropy,
+                generator=generator,
+                stop_ids=self.stop_ids,
+                pad_id=self.pad_id,
+                device=self.device,
+            )
+            for prompt_ids, raw_G in zip(chunk_P, raw_P_G, strict=True):
+                group = []
+                for raw in raw_G:
+                    text, offsets = decode_with_offsets(self.tokenizer, raw.token_ids)
+                    group.append(
+                        Completion(
+                            prompt_ids=list(prompt_ids),
+                            token_ids=raw.token_ids,
+                            logprobs=raw.logprobs,
+                            text=text,
+                            offsets=offsets,
+                            hit_max_tokens=raw.hit_max_tokens,
+                            entropies=raw.entropies,
+                        )
+                    )
+                groups.append(group)
+        return groups
+
+    # ------------------------------------------------------------ training
+
+    def completion_logprobs(self, datums: list[Datum]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logprobs_B_T, mask_B_T) of each datum's completion tokens under the current policy.
+
+        Right-padded prompt+completion; the lm_head runs only on the N real completion positions
+        (hidden state at position p predicts token p+1), never over the prompt or the padding.
+        """
+        lengths = [(len(d.prompt_ids), len(d.completion_ids)) for d in datums]
+        width = max(lp + lc for lp, lc in lengths)
+        t_max = max(lc for _, lc in lengths)
+        input_ids = torch.full((len(datums), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(datums), width), dtype=torch.long)
+        pos_B_T = torch.zeros((len(datums), t_max), dtype=torch.long)
+        mask_B_T = torch.zeros((len(datums), t_max), dtype=torch.bool)
+        for b, (d, (lp, lc)) in enumerate(zip(datums, lengths, strict=True)):
+            input_ids[b, : lp + lc] = torch.tensor(list(d.prompt_ids) + list(d.completion_ids))
+            attn[b, : lp + lc] = 1
+            pos_B_T[b, :lc] = torch.arange(lp - 1, lp - 1 + lc)
+            mask_B_T[b, :lc] = True
+        input_ids, attn = input_ids.to(self.device), attn.to(self.device)
+        pos_B_T, mask_B_T = pos_B_T.to(self.device), mask_B_T.to(self.device)
+        positions = torch.arange(width, device=self.device).expand(len(datums), width)
+
+        decoder, head = decoder_and_head(self.model)
+        hidden_B_L_d = run_decoder(decoder, input_ids, attn, positions)
+        rows_B_T = torch.arange(len(datums), device=self.device)[:, None].expand_as(pos_B_T)
+        hidden_N_d = hidden_B_L_d[rows_B_T[mask_B_T], pos_B_T[mask_B_T]]
+        targets_N = input_ids[rows_B_T[mask_B_T], pos_B_T[mask_B_T] + 1]
+        logprobs_N = token_logprobs_from_hidden(head, hidden_N_d, targets_N, self.temperature, self._softcap)
+        logprobs_B_T = torch.zeros(mask_B_T.shape, dtype=logprobs_N.dtype, device=self.device)
+        logprobs_B_T = logprobs_B_T.masked_scatter(mask_B_T, logprobs_N)
+        return logprobs_B_T, mask_B_T
+
+    def _padded(self, rows: list[list[float]], t_max: int) -> torch.Tensor:
+        out = torch.zeros((len(rows), t_max), dtype=torch.float32)
+        for b, row in enumerate(rows):
+            out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
+        return out.to(self.device)
+
+    def train_step(self, datums: list[Datum], lr: float) -> TrainResult:
+        """One AdamW step on the policy loss (retrain.rl.loss) over all datums, micro-batched.
+
+        Each micro-batch's loss is divided by the whole step's normalizer, so their sum is the
+        full-batch loss and their accumulated gradients the full-batch gradient.
+        """
+        from retrain.rl.loss import loss_normalizer, policy_loss
+
+        for d in datums:
+            if not (len(d.completion_ids) == len(d.old_logprobs_T) == len(d.advantages_T)):
+                raise ValueError("Datum: completion_ids, old_logprobs_T and advantages_T must have equal lengths")
+            if not d.prompt_ids:
+                raise ValueError("Datum: prompt_ids must not be empty")
+        datums = [d for d in datums if d.completion_ids]  # no tokens: no loss, no gradient
+        if not datums:
+            return TrainResult(loss=None)
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        normalizer = loss_normalizer([len(d.completion_ids) for d in datums], self.loss_agg)
+
+        loss_sum, tokens = 0.0, 0
+        weighted = {"clip_fraction": 0.0, "kl": 0.0, "sampler_train_kl": 0.0}
+        for start in range(0, len(datums), self.micro_batch_size):
+            mb = datums[start : start + self.micro_batch_size]
+            ref_B_T = None
+            if self.kl_beta > 0:
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref_B_T, _ = self.completion_logprobs(mb)
+            new_B_T, mask_B_T = self.completion_logprobs(mb)
+            t_max = mask_B_T.shape[1]
+            out = policy_loss(
+                new_B_T,
+                self._padded([d.old_logprobs_T for d in mb], t_max),
+                self._padded([d.advantages_T for d in mb], t_max),
+                mask_B_T,
+                clip_eps=self.clip_eps,
+                clip_eps_high=self.clip_eps_high,
+                loss_agg=self.loss_agg,
+                kl_beta=self.kl_beta,
+                ref_logprobs_B_T=ref_B_T,
+                normalizer=normalizer,
+            )
+            out.loss.backward()
+            loss_sum += float(out.loss.item())
+            tokens += out.num_tokens
+            for key in weighted:
+                weighted[key] += getattr(out, key) * out.num_tokens
+        max_norm = self.grad_clip_norm if self.grad_clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
+        self.optimizer.step()
+        self.model.eval()
+        return TrainResult(
+            loss=loss_sum,
+            clip_fraction=weighted["clip_fraction"] / max(tokens, 1),
+            kl_ref=weighted["kl"] / max(tokens, 1),
+            sampler_train_kl=weighted["sampler_train_kl"] / max(tokens, 1),
+            grad_norm=grad_norm,
+            num_tokens=tokens,
+        )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self, path: str) -> None:
+        """adapter_model.safetensors + adapter_config.json (LoRA matrices only) + optimizer.pt."""
+        os.makedirs(path, exist_ok=True)
+        self.model.save_pretrained(path, save_embedding_layers=False)
+        torch.save(self.optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
+
+    def load(self, path: str, *, optimizer: bool = True) -> None:
+        """Restore the adapter weights (and the optimizer state) written by `save`, exactly."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        weights, config = folder / "adapter_model.safetensors", folder / "adapter_config.json"
+        if not weights.is_file() or not config.is_file():
+            raise RetrainError(f"{folder}: not a saved adapter (needs adapter_model.safetensors and adapter_config.json)")
+        saved = json.loads(config.read_text())
+        ours = self.model.peft_config["default"]
+        if saved.get("r") != ours.r or set(saved.get("target_modules") or []) != set(ours.target_modules or []):
+            raise RetrainError(
+                f"{folder}: adapter has rank {saved.get('r')} on {sorted(saved.get('target_modules') or [])}, "
+                f"but this run's LoRA is rank {ours.r} on {sorted(ours.target_modules)}; "
+                "use the same [model] lora_rank and target_modules as the run that saved it"
+            )
+        state = load_file(str(weights), device=str(self.device))
+        result = set_peft_model_state_dict(self.model, state)
+        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        if getattr(result, "unexpected_keys", None) or missing:
+            raise RetrainError(f"{folder}: adapter does not match the model (unexpected: "
+                               f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
+        if optimizer:
+            opt_file = folder / "optimizer.pt"
+            if not opt_file.is_file():
+                raise RetrainError(f"{folder}: optimizer.pt is missing, so training cannot resume exactly")
+            self.optimizer.load_state_dict(torch.load(opt_file, map_location=self.device, weights_only=True))

@@ -1,0 +1,348 @@
+"""Group sampling with a shared-prefix KV cache, and the logits path the trainer shares with it.
+
+Why a hand-written decode loop rather than `generate` (perf-anchor.md): `generate` with
+`num_return_sequences` prefills every prompt once per completion (24% of sampling time at G = 8 on
+SmolLM2, more with longer prompts) and keeps decoding finished rows until the last one stops. Here each
+prompt is prefilled once, its cache is copied to its G rows (`batch_repeat_interleave`), and finished
+rows leave the decode batch (`batch_select_indices`).
+
+Both the sampler and `LocalBackend.train_step` turn hidden states into logprobs through
+`token_logprobs_from_hidden`, so on-policy the trainer's logprob of a sampled token equals the
+sampler's up to float noise (importance ratio 1):
+
+    logprob_t = log_softmax(logits_t / T)[token_t]      T = the sampling temperature
+
+With top_p < 1 the token is drawn from the nucleus (renormalised), but the recorded logprob is still
+the one above, i.e. what the loss computes; the difference shows up in `sampler_train_kl`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from retrain.errors import RetrainError
+
+
+@dataclass
+class RawSample:
+    """One completion as token ids plus per-token statistics (no text yet)."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    entropies: list[float] | None
+    hit_max_tokens: bool
+
+
+# ---------------------------------------------------------------- model plumbing
+
+
+def decoder_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer stack and the output projection of a (possibly PEFT-wrapped) causal LM.
+
+    LoRA layers are injected in place, so calling these directly runs the adapter too, and
+    `peft_model.disable_adapter()` still turns it off.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+@lru_cache(maxsize=32)
+def _cache_kwarg(forward_fn) -> str:
+    # transformers 5.2x renamed `past_key_values` to `cache`; accept both.
+    return "cache" if "cache" in inspect.signature(forward_fn).parameters else "past_key_values"
+
+
+def run_decoder(decoder, input_ids_B_L, attention_mask_B_L, position_ids_B_L, cache=None) -> torch.Tensor:
+    """Hidden states [B, L, d] of the transformer stack; `cache` (a DynamicCache) is updated in place."""
+    kwargs = {"input_ids": input_ids_B_L, "attention_mask": attention_mask_B_L, "position_ids": position_ids_B_L}
+    if cache is not None:
+        kwargs[_cache_kwarg(type(decoder).forward)] = cache
+        kwargs["use_cache"] = True
+    else:
+        kwargs["use_cache"] = False
+    return decoder(**kwargs).last_hidden_state
+
+
+def scaled_logits(head, hidden_N_d: torch.Tensor, temperature: float, softcap: float | None) -> torch.Tensor:
+    """fp32 logits / T for the given hidden states only (never for the whole sequence).
+
+    `softcap`: Gemma-style `cap · tanh(logits / cap)`, applied before the temperature as the model's
+    own forward would.
+    """
+    logits_N_V = head(hidden_N_d).float()
+    if softcap:
+        logits_N_V = softcap * torch.tanh(logits_N_V / softcap)
+    return logits_N_V / temperature
+
+
+def logit_softcap(model) -> float | None:
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    config = getattr(config, "text_config", config)
+    return getattr(config, "final_logit_softcapping", None)
+
+
+def token_logprobs_from_hidden(
+    head, hidden_N_d: torch.Tensor, targets_N: torch.Tensor, temperature: float, softcap: float | None
+) -> torch.Tensor:
+    """log_softmax(head(h) / T)[target] for each of N positions (differentiable)."""
+    logp_N_V = torch.log_softmax(scaled_logits(head, hidden_N_d, temperature, softcap), dim=-1)
+    return logp_N_V.gather(-1, targets_N[:, None]).squeeze(-1)
+
+
+# ---------------------------------------------------------------- token choice
+
+
+def choose_tokens(
+    logits_B_V: torch.Tensor,
+    *,
+    greedy: bool,
+    top_p: float,
+    want_entropy: bool,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pick one token per row of temperature-scaled fp32 logits.
+
+        logp = log_softmax(logits);  token ~ softmax(logits) (restricted to the top-p nucleus when
+        top_p < 1, renormalised), or argmax when greedy;  H = −Σ p·log p over the full vocabulary.
+
+    Sampling is by inverse CDF with one uniform per row (`searchsorted` on the cumulative sum), which
+    avoids `torch.multinomial`'s per-vocab-entry exponentials (39 ms per step at 32 × 49k on CPU,
+    perf-anchor.md). Returns (tokens_B, logprobs_B, entropies_B or None), all on the logits' device.
+    """
+    logp_B_V = torch.log_softmax(logits_B_V, dim=-1)
+    probs_B_V = logp_B_V.exp() if (want_entropy or not greedy) else None
+    if greedy:
+        tokens_B = logits_B_V.argmax(dim=-1)
+    else:
+        u_B = torch.rand(logits_B_V.shape[0], 1, generator=generator, device=logits_B_V.device)
+        if top_p < 1.0:
+            sorted_B_V, order_B_V = probs_B_V.sort(dim=-1, descending=True)
+            # Keep a token when the mass strictly before it is < top_p (the first is always kept).
+            keep_B_V = (sorted_B_V.cumsum(-1) - sorted_B_V) < top_p
+            cdf_B_V = torch.where(keep_B_V, sorted_B_V, 0.0).cumsum(-1)
+            pick_B = torch.searchsorted(cdf_B_V, u_B * cdf_B_V[:, -1:], right=True)
+            pick_B = pick_B.clamp(max=logits_B_V.shape[-1] - 1)
+            tokens_B = order_B_V.gather(-1, pick_B).squeeze(-1)
+        else:
+            cdf_B_V = probs_B_V.cumsum(-1)
+            pick_B = torch.searchsorted(cdf_B_V, u_B * cdf_B_V[:, -1:], right=True)
+            tokens_B = pick_B.clamp(max=logits_B_V.shape[-1] - 1).squeeze(-1)
+    logprobs_B = logp_B_V.gather(-1, tokens_B[:, None]).squeeze(-1)
+    entropies_B = None
+    if want_entropy:
+        # finfo.min keeps 0 · log 0 = 0 when a logit is -inf (masked vocabulary entries).
+        entropies_B = -(probs_B_V * logp_B_V.clamp(min=torch.finfo(logp_B_V.dtype).min)).sum(-1)
+    return tokens_B, logprobs_B, entropies_B
+
+
+# ---------------------------------------------------------------- the decode loop
+
+
+def left_pad(ids_P: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each [P, L], left-padded so every row ends at L−1."""
+    width = max(len(ids) for ids in ids_P)
+    input_ids = torch.full((len(ids_P), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids_P), width), dtype=torch.long)
+    for row, ids in enumerate(ids_P):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), mask.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def sample_groups(
+    model,
+    prompt_ids_P: list[list[int]],
+    n: int,
+    *,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+    want_entropy: bool,
+    generator: torch.Generator | None,
+    stop_ids: set[int],
+    pad_id: int,
+    device,
+) -> list[list[RawSample]]:
+    """`n` completions for each prompt; each prompt is prefilled ONCE and its cache shared by its group.
+
+    Rows leave the decode batch as soon as they emit a stop token (kept in `token_ids`) so finished
+    completions cost nothing more. Deterministic given `generator`'s seed and the weights.
+    The caller puts the model in eval mode (no dropout while sampling).
+    """
+    from transformers import DynamicCache
+
+    if any(len(ids) == 0 for ids in prompt_ids_P):
+        raise RetrainError("cannot sample from an empty prompt (the chat template produced no tokens)")
+    decoder, head = decoder_and_head(model)
+    softcap = logit_softcap(model)
+    T = temperature if temperature > 0 else 1.0
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    input_ids_P_L, mask_P_L, pos_P_L = left_pad(prompt_ids_P, pad_id, device)
+    cache = DynamicCache(config=base.config)
+    hidden_P_L_d = run_decoder(decoder, input_ids_P_L, mask_P_L, pos_P_L, cache)
+    # Only the last position's logits are needed; the group shares them, then its cache.
+    logits_B_V = scaled_logits(head, hidden_P_L_d[:, -1], T, softcap).repeat_interleave(n, dim=0)
+    cache.batch_repeat_interleave(n)
+    mask_B_L = mask_P_L.repeat_interleave(n, dim=0)
+    next_pos_B = mask_P_L.sum(-1).repeat_interleave(n, dim=0)
+
+    rows = len(prompt_ids_P) * n
+    tokens_R: list[list[int]] = [[] for _ in range(rows)]
+    logprobs_R: list[list[float]] = [[] for _ in range(rows)]
+    entropies_R: list[list[float]] | None = [[] for _ in range(rows)] if want_entropy else None
+    hit_max_R = [False] * rows
+    active = list(range(rows))  # original row index of each decode-batch row
+    stop_t = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+
+    for step in range(max_tokens):
+        tok_B, lp_B, ent_B = choose_tokens(
+            logits_B_V, greedy=greedy or temperature <= 0, top_p=top_p, want_entropy=want_entropy, generator=generator
+        )
+        done_B = torch.isin(tok_B, stop_t)
+        # One device→host copy per step: token ids, logprobs (and entropies), done flags.
+        stats = [lp_B] + ([ent_B] if want_entropy else []) + [done_B.float()]
+        stats_B = torch.stack(stats, dim=-1).tolist()
+        tok_list = tok_B.tolist()
+        last = step == max_tokens - 1
+        keep = []
+        for i, row in enumerate(active):
+            tokens_R[row].append(tok_list[i])
+            logprobs_R[row].append(stats_B[i][0])
+            if entropies_R is not None:
+                entropies_R[row].append(stats_B[i][1])
+            if stats_B[i][-1] > 0:
+                continue
+            if last:
+                hit_max_R[row] = True
+            else:
+                keep.append(i)
+        if last or not keep:
+            break
+        if len(keep) < len(active):
+            keep_t = torch.tensor(keep, dtype=torch.long, device=device)
+            cache.batch_select_indices(keep_t)
+            mask_B_L, next_pos_B, tok_B = mask_B_L[keep_t], next_pos_B[keep_t], tok_B[keep_t]
+            active = [active[i] for i in keep]
+        mask_B_L = torch.cat([mask_B_L, mask_B_L.new_ones(len(active), 1)], dim=-1)
+        hidden_B_1_d = run_decoder(decoder, tok_B[:, None], mask_B_L, next_pos_B[:, None], cache)
+        next_pos_B = next_pos_B + 1
+        logits_B_V = scaled_logits(head, hidden_B_1_d[:, -1], T, softcap)
+
+    groups: list[list[RawSample]] = []
+    for p in range(len(prompt_ids_P)):
+        group = []
+        for row in range(p * n, (p + 1) * n):
+            group.append(
+                RawSample(
+                    token_ids=tokens_R[row],
+                    logprobs=logprobs_R[row],
+                    entropies=entropies_R[row] if entropies_R is not None else None,
+                    hit_max_tokens=hit_max_R[row],
+                )
+            )
+        groups.append(group)
+    return groups
+
+
+# ---------------------------------------------------------------- text and offsets
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable-unicode → byte map, inverted (the ByteLevel pre-tokenizer's alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+def _is_byte_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None) if backend is not None else None
+    return decoder is not None and "ByteLevel" in repr(decoder)
+
+
+def _special_ids(tokenizer) -> set[int]:
+    ids = set(tokenizer.all_special_ids)
+    for token_id, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(added, "special", False):
+            ids.add(int(token_id))
+    return ids
+
+
+def _byte_level_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]] | None:
+    """Exact spans for byte-level BPE: feed each token's bytes to an incremental UTF-8 decoder.
+
+    A character split across tokens belongs to the token that completes it (earlier pieces get an
+    empty span). Returns None when a token cannot be mapped to bytes.
+    """
+    byte_of = _byte_decoder()
+    special = _special_ids(tokenizer)
+    added = {int(i): t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text_parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    last_real = -1
+    for token_id, piece in zip(ids, pieces, strict=True):
+        if token_id in special:
+            offsets.append((pos, pos))
+            continue
+        if token_id in added:
+            data = added[token_id].encode("utf-8")
+        else:
+            try:
+                data = bytes(byte_of[ch] for ch in piece)
+            except (KeyError, TypeError):
+                return None
+        chunk = decoder.decode(data)
+        last_real = len(offsets)
+        text_parts.append(chunk)
+        offsets.append((pos, pos + len(chunk)))
+        pos += len(chunk)
+    tail = decoder.decode(b"", final=True)
+    if tail:  # an unfinished UTF-8 sequence at the end becomes U+FFFD, owned by the last real token
+        text_parts.append(tail)
+        offsets[last_real] = (offsets[last_real][0], pos + len(tail))
+        offsets[last_real + 1 :] = [(pos + len(tail), pos + len(tail))] * (len(offsets) - last_real - 1)
+    return "".join(text_parts), offsets
+
+
+def decode_with_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """(text, offsets): `text = tokenizer.decode(ids, skip_special_tokens=True)` and, per token, the
+    (start, end) character span it contributes to `text` (special tokens: empty spans).
+
+    Byte-level tokenizers (GPT-2, Qwen, Llama 3, SmolLM2) use an O(T) exact path; others fall back to
+    prefix decoding, offsets[t] = (len(decode(ids[:t])), len(decode(ids[:t+1]))), O(T²) decodes.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if _is_byte_level(tokenizer):
+        fast = _byte_level_offsets(tokenizer, ids)
+        if fast is not None and fast[0] == text:
+            return fast
+    offsets = []
+    prev = 0
+    for t in range(len(ids)):
+        cur = len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True))
+        # Prefix decodes are not always monotone (a partial UTF-8 char decodes to U+FFFD).
+        cur = min(max(cur, prev), len(text))
+        offsets.append((prev, cur))
+        prev = cur
+    if offsets:
+        offsets[-1] = (offsets[-1][0], len(text))
+    return text, offsets
