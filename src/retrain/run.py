@@ -32,6 +32,7 @@ from retrain.errors import RetrainError
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink, write_json_atomic
 
 TRAINER_STATE = "trainer_state.json"
+DATA_SEED = 0  # see _execute: the data do not depend on the run seed
 # Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not.
 TIMING_KEYS = ("step_time_s", "sample_time_s", "score_time_s", "advantage_time_s", "train_time_s",
                "eval_time_s", "tokens_per_second", "bp_throughput")
@@ -113,7 +114,9 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
         seed_everything(cfg.training.seed)
         ctx = build_context(cfg)
         backend = ctx.backend
-        data = load_dataset(cfg.data, cfg.eval, cfg.training.seed)
+        # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
+        # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
+        data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
         if not data.train:
             raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
         cursor = Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle)
