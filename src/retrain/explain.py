@@ -1,0 +1,228 @@
+"""`retrain explain`: what a config would do, without doing it.
+
+    info = explain(load_config("sweep.toml"), Path("sweep.toml"))
+    info["num_runs"], info["total_episodes"], info["warnings"]
+    print(render_text(info))
+
+Everything here is arithmetic on the config (no model, no torch), so it answers in well under a
+second. Episodes are completions: a step samples batch_size x group_size of them, and each is at
+most one datum (groups whose rewards all tie contribute none, SPEC §3.1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from retrain.campaign.grid import expand_campaign
+from retrain.config import Config, config_to_dict, config_to_toml
+
+EMBEDDED_MODEL = "smollm2-135m"
+CPU_MAX_LORA_RANK = 64
+CPU_MAX_TOKENS = 1024
+LITMUS_MIN_SEEDS = 3  # SPEC §8: fewer seeds per arm and litmus answers INCONCLUSIVE
+
+
+def _cuda_present() -> bool:
+    """A cheap guess (no torch import) at whether CUDA is usable here."""
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def runs_on_cpu(cfg: Config, cuda_present: bool) -> bool:
+    """Whether the local backend would train on the CPU."""
+    if cfg.backend.backend != "local":
+        return False
+    return cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not cuda_present)
+
+
+def sepa_final_lambda(steps: int, delay_steps: int, max_steps: int) -> float:
+    """The linear λ at the last step: clamp((max_steps - delay) / steps, 0, 1); 0 when steps <= 0."""
+    if steps <= 0:
+        return 0.0
+    return min(max((max_steps - delay_steps) / steps, 0.0), 1.0)
+
+
+def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
+    """Likely mistakes in one run's config (legal, but probably not what was meant)."""
+    t, out = cfg.training, []
+    transform = cfg.algorithm.transform_mode
+    if t.group_size == 1:
+        out.append("group_size = 1: every group is uninformative (one reward cannot differ from itself), so no step ever trains")
+    if transform == "gtpo_sepa":
+        if cfg.sepa.delay_steps >= t.max_steps:
+            out.append(
+                f"sepa.delay_steps = {cfg.sepa.delay_steps} >= max_steps = {t.max_steps}: SEPA never starts, "
+                "so gtpo_sepa behaves exactly like gtpo"
+            )
+        elif cfg.sepa.schedule == "linear" and cfg.sepa.delay_steps + cfg.sepa.steps > t.max_steps:
+            final = sepa_final_lambda(cfg.sepa.steps, cfg.sepa.delay_steps, t.max_steps)
+            out.append(
+                f"sepa.delay_steps + sepa.steps = {cfg.sepa.delay_steps + cfg.sepa.steps} > max_steps = {t.max_steps}: "
+                f"λ never reaches 1 (about {final:.2f} at the last step); set sepa.steps <= {t.max_steps - cfg.sepa.delay_steps}"
+            )
+    if transform in ("gtpo_hicra", "gtpo_sepa") and not cfg.planning.strategic_grams:
+        out.append(f"planning.strategic_grams is empty: no planning tokens, so {transform} has nothing to act on")
+    if transform.startswith("gtpo") and cfg.gtpo.beta == 0:
+        out.append("gtpo.beta = 0: GTPO weights are uniform (no uncertainty reweighting)")
+    if cfg.model.name == EMBEDDED_MODEL and t.temperature >= 1:
+        out.append(f"temperature = {t.temperature} on {EMBEDDED_MODEL}: at 1.0 this model mostly babbles; 0.7 works")
+    if on_cpu and cfg.model.lora_rank > CPU_MAX_LORA_RANK:
+        out.append(f"lora_rank = {cfg.model.lora_rank} on CPU: slow for no measured gain; try 16-32")
+    if on_cpu and t.max_tokens > CPU_MAX_TOKENS:
+        out.append(f"max_tokens = {t.max_tokens} on CPU: sampling that long takes minutes per step; the quickstart uses 32")
+    if t.save_every == 0 or t.save_every > t.max_steps:
+        out.append("no intermediate checkpoint (save_every = 0 or > max_steps): an interrupted run restarts from step 0")
+    if cfg.eval.every > t.max_steps:
+        out.append(f"eval.every = {cfg.eval.every} > max_steps: held-out evaluation runs only at the end")
+    if cfg.logging.wandb_project and importlib.util.find_spec("wandb") is None:
+        out.append("logging.wandb_project is set but wandb is not installed: pip install 'retrain[wandb]'")
+    return out
+
+
+def _campaign_warnings(cfg: Config) -> list[str]:
+    assert cfg.campaign is not None
+    out = []
+    if len(cfg.campaign.seeds) < LITMUS_MIN_SEEDS:
+        out.append(
+            f"{len(cfg.campaign.seeds)} seed(s) per condition: litmus needs >= {LITMUS_MIN_SEEDS} and will say "
+            "INCONCLUSIVE; the guide suggests 3 to validate, 8 for a standard campaign"
+        )
+    if cfg.campaign.executor == "ray" and importlib.util.find_spec("ray") is None:
+        out.append("executor = \"ray\" but ray is not installed: pip install 'retrain[ray]'")
+    return out
+
+
+def estimate_step_time_s(log_dir: str | Path, tail_bytes: int = 256_000) -> float | None:
+    """Median `step_time_s` of a prior run's metrics.jsonl (its last `tail_bytes`), or None."""
+    path = Path(log_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - tail_bytes))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    times = []
+    for line in lines:
+        try:
+            value = json.loads(line).get("step_time_s")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a torn first line from the seek, or a bad row
+        if isinstance(value, (int, float)) and value > 0:
+            times.append(float(value))
+    return statistics.median(times) if times else None
+
+
+def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | None = None) -> dict[str, Any]:
+    """The dry-run summary as one JSON-able dict (what `retrain explain --json` prints)."""
+    cuda = _cuda_present() if cuda_present is None else cuda_present
+    datums_per_step = cfg.training.batch_size * cfg.training.group_size
+    info: dict[str, Any] = {
+        "kind": cfg.kind,
+        "config_path": str(config_path) if config_path is not None else None,
+        "config": config_to_dict(cfg),
+        "datums_per_step": datums_per_step,
+        "estimated_wall_time_s": None,
+        "estimated_step_time_s": None,
+    }
+    if cfg.kind == "campaign":
+        specs = expand_campaign(cfg)
+        runs = [
+            {"name": s.name, "condition": s.label, "seed": s.seed, "max_steps": s.config.training.max_steps,
+             "episodes": s.config.training.max_steps * datums_per_step}
+            for s in specs
+        ]  # fmt: skip
+        labels = list(dict.fromkeys(s.label for s in specs))
+        assert cfg.campaign is not None
+        info["seeds"] = list(cfg.campaign.seeds)
+        info["log_dir"] = f"{cfg.campaign.log_root}/campaign_<YYYYmmdd_HHMMSS>"
+        warnings = _merge_condition_warnings(
+            {s.label: run_warnings(s.config, runs_on_cpu(s.config, cuda)) for s in specs}
+        ) + _campaign_warnings(cfg)
+    elif cfg.kind == "run":
+        runs = [{"name": cfg.run_name, "condition": cfg.condition, "seed": cfg.training.seed,
+                 "max_steps": cfg.training.max_steps, "episodes": cfg.training.max_steps * datums_per_step}]  # fmt: skip
+        labels = [cfg.condition]
+        info["seeds"] = [cfg.training.seed]
+        info["log_dir"] = cfg.resolved_log_dir
+        warnings = run_warnings(cfg, runs_on_cpu(cfg, cuda))
+        step_time = estimate_step_time_s(cfg.resolved_log_dir)
+        if step_time is not None:
+            info["estimated_step_time_s"] = step_time
+            info["estimated_wall_time_s"] = step_time * cfg.training.max_steps
+    else:  # a standalone squeeze trains nothing
+        runs, labels, warnings = [], [], []
+        info["seeds"] = []
+        info["log_dir"] = None
+    steps = [r["max_steps"] for r in runs]
+    info.update(
+        conditions=labels,
+        runs=runs,
+        num_runs=len(runs),
+        steps_per_run=steps[0] if steps and len(set(steps)) == 1 else None,
+        total_steps=sum(steps),
+        episodes_per_run=runs[0]["episodes"] if runs and len({r["episodes"] for r in runs}) == 1 else None,
+        total_episodes=sum(r["episodes"] for r in runs),
+        warnings=warnings,
+    )
+    if cfg.backpressure.enabled and runs:
+        info["warnings"].append("backpressure is enabled: batch_size changes during the run, so episode counts are nominal")
+    return info
+
+
+def _merge_condition_warnings(by_label: dict[str, list[str]]) -> list[str]:
+    """One line per distinct warning; prefixed with the conditions it concerns unless it is all."""
+    owners: dict[str, list[str]] = {}
+    for label, messages in by_label.items():
+        for message in messages:
+            if label not in owners.setdefault(message, []):
+                owners[message].append(label)
+    return [msg if len(labels) == len(by_label) else f"{', '.join(labels)}: {msg}" for msg, labels in owners.items()]
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m" if hours else f"{m}m {s:02d}s"
+
+
+def render_text(info: dict[str, Any], cfg: Config) -> str:
+    """The human-readable explanation: resolved TOML, then the numbers, then warnings."""
+    source = info["config_path"] or "built-in quickstart"
+    lines = [f"# retrain explain: {source} ({info['kind']})", "# resolved config:", "", config_to_toml(cfg).rstrip(), ""]
+    lines.append("# summary")
+    if info["kind"] == "squeeze":
+        assert cfg.squeeze is not None
+        lines += [f"#   squeeze {cfg.squeeze.adapter_path}: analysis only" if not cfg.squeeze.output_path
+                  else f"#   squeeze {cfg.squeeze.adapter_path} -> {cfg.squeeze.output_path}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
+    t = cfg.training
+    rows = [
+        ("condition(s)", ", ".join(info["conditions"])),
+        ("datums/step", f"{info['datums_per_step']} ({t.batch_size} prompts x {t.group_size} completions; uninformative groups add none)"),
+        ("steps per run", str(info["steps_per_run"]) if info["steps_per_run"] is not None else "varies"),
+        ("episodes per run", str(info["episodes_per_run"]) if info["episodes_per_run"] is not None else "varies"),
+    ]
+    if info["kind"] == "campaign":
+        n_cond, n_seeds = len(info["conditions"]), len(info["seeds"])
+        rows += [
+            ("runs", f"{n_cond} condition(s) x {n_seeds} seed(s) = {info['num_runs']}"),
+            ("total steps", str(info["total_steps"])),
+            ("total episodes", str(info["total_episodes"])),
+        ]
+    rows.append(("log dir", str(info["log_dir"])))
+    if info["estimated_wall_time_s"] is not None:
+        rows.append(("est. wall time", f"{_duration(info['estimated_wall_time_s'])} (median step {info['estimated_step_time_s']:.1f}s from {info['log_dir']}/metrics.jsonl)"))
+    width = max(len(k) for k, _ in rows)
+    lines += [f"#   {k:<{width}}  {v}" for k, v in rows]
+    if info["kind"] == "campaign":
+        lines += ["", "# run matrix (condition x seed)"]
+        width = max(len(c) for c in info["conditions"])
+        for label in info["conditions"]:
+            seeds = " ".join(str(r["seed"]) for r in info["runs"] if r["condition"] == label)
+            lines.append(f"#   {label:<{width}}  seeds {seeds}")
+    lines += ["", "# warnings" if info["warnings"] else "# warnings: none"]
+    lines += [f"#   - {w}" for w in info["warnings"]]
+    return "\n".join(lines) + "\n"
