@@ -339,3 +339,12 @@ def test_python_dash_m_retrain(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "retrain", "explain", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["conditions"] == ["maxrl+gtpo_sepa"]
+
+
+def test_explain_standalone_squeeze_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[squeeze]\nadapter_path = "a"\noutput_path = "b"\n')
+    info = _explain_json(capsys, ["s.toml"])
+    assert (info["kind"], info["num_runs"], info["total_episodes"], info["conditions"]) == ("squeeze", 0, 0, [])
+    assert main(["explain", "s.toml"]) == 0
+    assert "squeeze a -> b" in capsys.readouterr().out

@@ -18,7 +18,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,5 +285,3 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {path} (template {args.template}); preview with `retrain explain {path}`, run with `retrain {path}`")
     return 0
 
-
-Handler = Callable[[argparse.Namespace], int]

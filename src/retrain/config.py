@@ -802,7 +802,7 @@ def _validate(raw: Any, origins: Mapping[tuple[str, ...], str]) -> tuple[Config 
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        return None, [_translate(err, raw, origins) for err in e.errors()]
+        return None, [_translate(err, origins) for err in e.errors()]
     return cfg, _cross_field_problems(cfg)
 
 
@@ -888,7 +888,7 @@ _BOUND = {
 }
 
 
-def _translate(err: Mapping[str, Any], raw: Any, origins: Mapping[tuple[str, ...], str]) -> str:
+def _translate(err: Mapping[str, Any], origins: Mapping[tuple[str, ...], str]) -> str:
     """One pydantic error -> `[table].key: what is wrong and how to fix it`."""
     loc = tuple(err["loc"])
     kind, value = err["type"], err.get("input")
@@ -908,7 +908,7 @@ def _translate(err: Mapping[str, Any], raw: Any, origins: Mapping[tuple[str, ...
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
         msg = f"must be {op} {bound}, got {_show(value)}"
     elif kind == "literal_error":
-        expected = [a for a in _literal_args(loc)]
+        expected = _literal_args(loc)
         shown = ", ".join(repr(a) for a in expected) if expected else err["ctx"]["expected"]
         msg = f"must be one of {shown}, got {_show(value)}"
         if isinstance(value, str) and expected:
@@ -949,8 +949,8 @@ def _unknown_key_message(loc: Sequence[Any], value: Any) -> str:
     if len(loc) == 1:  # top level: a table (or a stray key outside any table)
         tables = list(Config.model_fields)
         if isinstance(value, dict):
-            hint = _suggest(key, tables, quote=False)
-            hint = hint.replace("did you mean ", "did you mean [").rstrip("?") + "]?" if hint else f"; valid tables: {', '.join(tables)}"
+            close = difflib.get_close_matches(key, tables, n=1, cutoff=0.6)
+            hint = f"; did you mean [{close[0]}]?" if close else f"; valid tables: {', '.join(tables)}"
             return f"[{key}]: unknown table{hint}"
         owners = [".".join(p.split(".")[:-1]) for p in _all_dotted_paths() if p.split(".")[-1] == key]
         if owners:
@@ -977,8 +977,6 @@ def _cross_field_problems(cfg: Config) -> list[str]:
     problems: list[str] = []
     if cfg.data.source == "jsonl" and not cfg.data.path:
         problems.append('[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})')
-    if cfg.data.source.startswith("reasoning_gym:") and not cfg.data.source.partition(":")[2]:
-        problems.append('[data].source: name the task, e.g. source = "reasoning_gym:basic_arithmetic"')
     if cfg.reward.type == "custom" and not cfg.reward.custom:
         problems.append('[reward].custom: required when type = "custom"; set custom = "my_module:my_reward"')
     if cfg.reward.custom and cfg.reward.type != "custom":

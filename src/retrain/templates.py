@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from retrain.config import (
     QUICKSTART_OVERRIDES,
@@ -146,7 +145,3 @@ def write_template(name: str, path: str | Path) -> Path:
         ) from None
     return target
 
-
-def _values(cfg: Config, keys: Sequence[str]) -> dict[str, Any]:
-    """{dotted key: value} of `cfg` (used by tests to check templates against the models)."""
-    return {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in keys}
