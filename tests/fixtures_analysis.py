@@ -115,3 +115,28 @@ def long_campaign(tmp_path_factory) -> Path:
     return write_campaign(tmp_path_factory.mktemp("camp") / "campaign_20260202_000000", num_steps=500,
                           gate_open_step=50)
 
+
+
+def run_cli(argv: list[str]) -> int:
+    """Parse `argv` with a bare parser holding only the analysis verbs and run it, mapping
+    RetrainError to exit 2 as the main CLI does (litmus handles its own errors and returns 3)."""
+    import argparse
+
+    from retrain.analysis.cli import register
+    from retrain.errors import RetrainError
+
+    parser = argparse.ArgumentParser(prog="retrain")
+    register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RetrainError as err:
+        print(f"retrain: error: {err}")
+        return err.exit_code
+
+
+def two_arm_campaign(root: Path, *, lift: float, seeds=(1, 2, 3, 4, 5, 6, 7, 8), num_steps: int = 20,
+                     seed_sd: float = 0.01, base_rate: float = 0.2) -> Path:
+    """A campaign with conditions maxrl+gtpo_hicra (baseline) and maxrl+gtpo_sepa (lift planted)."""
+    return write_campaign(root, conditions=("maxrl+gtpo_hicra", "maxrl+gtpo_sepa"), seeds=seeds, num_steps=num_steps,
+                          lifts={"maxrl+gtpo_sepa": lift}, seed_sd=seed_sd, base_rate=base_rate, squeeze=False)

@@ -244,33 +244,35 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBS = ("plot", "compare", "litmus", "power", "report")
+
+
 def register(subparsers) -> None:
-    """Add plot, compare, litmus, power and report to the main CLI's subparsers."""
-    p = subparsers.add_parser("plot", help="learning curves and entropy panels (PNG + SVG)",
-                              description="Learning curves per condition (mean ± std over seeds) and the "
-                                          "SEPA mechanism panel, as PNG and SVG.")
-    add_plot_arguments(p)
-    p.set_defaults(func=run_plot)
+    """Add plot, compare, litmus, power and report to the main CLI's subparsers.
 
-    p = subparsers.add_parser("compare", help="significance report: baseline vs candidate",
-                              description="Seed-level permutation / sign-flip tests, bootstrap CI, Hedges' g, "
-                                          "pooled Fisher with design effect, sample sizes, recommendation.")
-    add_compare_arguments(p)
-    p.set_defaults(func=run_compare)
-
-    p = subparsers.add_parser("litmus", help="CONFIRMED / FAILED / INCONCLUSIVE verdict (exit 0 / 1 / 2; 3 error)",
-                              description="Evidence gates, then threshold checks on candidate - baseline.")
-    add_litmus_arguments(p)
-    exit_3_on_usage_error(p)
-    p.set_defaults(func=run_litmus)
-
-    p = subparsers.add_parser("power", help="episodes (and steps x seeds) per arm to detect a lift",
-                              description="n = ceil((z_{1-a/2} sqrt(2 pbar qbar) + z_power sqrt(p0q0 + p1q1))^2 / (p1-p0)^2)")
-    add_power_arguments(p)
-    p.set_defaults(func=run_power)
-
-    p = subparsers.add_parser("report", help="one self-contained HTML (+ markdown) report of a campaign",
-                              description="Run table, curves, mechanism panel, every condition vs the baseline, "
-                                          "SEPA vs HICRA, litmus, power and the squeeze table.")
-    add_report_arguments(p)
-    p.set_defaults(func=run_report)
+    A verb already present (e.g. a placeholder the main CLI added for help listing) is left alone, so
+    registering is safe whichever of the five verbs triggered the import.
+    """
+    specs = {
+        "plot": (run_plot, add_plot_arguments, "learning curves and entropy panels (PNG + SVG)",
+                 "Learning curves per condition (mean ± std over seeds) and the SEPA mechanism panel, as PNG and SVG."),
+        "compare": (run_compare, add_compare_arguments, "significance report: baseline vs candidate",
+                    "Seed-level permutation / sign-flip tests, bootstrap CI, Hedges' g, pooled Fisher with "
+                    "design effect, sample sizes, recommendation."),
+        "litmus": (run_litmus, add_litmus_arguments, "CONFIRMED / FAILED / INCONCLUSIVE verdict (exit 0 / 1 / 2; 3 error)",
+                   "Evidence gates, then threshold checks on candidate - baseline."),
+        "power": (run_power, add_power_arguments, "episodes (and steps x seeds) per arm to detect a lift",
+                  "n = ceil((z_{1-a/2} sqrt(2 pbar qbar) + z_power sqrt(p0q0 + p1q1))^2 / (p1-p0)^2)"),
+        "report": (run_report, add_report_arguments, "one self-contained HTML (+ markdown) report of a campaign",
+                   "Run table, curves, mechanism panel, every condition vs the baseline, SEPA vs HICRA, litmus, "
+                   "power and the squeeze table."),
+    }
+    for verb in VERBS:
+        if verb in subparsers.choices:
+            continue
+        func, add_arguments, help_text, description = specs[verb]
+        p = subparsers.add_parser(verb, help=help_text, description=description)
+        add_arguments(p)
+        if verb == "litmus":
+            exit_3_on_usage_error(p)
+        p.set_defaults(func=func)
