@@ -348,3 +348,24 @@ def test_explain_standalone_squeeze_trains_nothing(tmp_path, monkeypatch, capsys
     assert (info["kind"], info["num_runs"], info["total_episodes"], info["conditions"]) == ("squeeze", 0, 0, [])
     assert main(["explain", "s.toml"]) == 0
     assert "squeeze a -> b" in capsys.readouterr().out
+
+
+def test_sepa_ramp_warning_only_when_lambda_falls_short():
+    from retrain.config import Config
+    from retrain.explain import run_warnings, sepa_final_lambda
+
+    assert sepa_final_lambda(40, 5, 40) == 0.875 and sepa_final_lambda(500, 50, 100) == 0.1
+    assert sepa_final_lambda(0, 0, 10) == 0.0 and sepa_final_lambda(10, 0, 50) == 1.0
+
+    def ramp_warnings(**sepa):
+        cfg = Config().with_overrides({f"sepa.{k}": v for k, v in sepa.items()} | {"training.max_steps": 100})
+        return [w for w in run_warnings(cfg, on_cpu=False) if "λ never reaches 1" in w]
+
+    assert ramp_warnings(steps=90, delay_steps=20) == []  # ends at 0.89: "near 1", as in the standard profile
+    assert ramp_warnings(steps=500, delay_steps=50) == [
+        "sepa.delay_steps + sepa.steps = 550 > max_steps = 100: λ never reaches 1 (about 0.1 at the last step); "
+        "set sepa.steps <= 50"
+    ]
+    assert len(ramp_warnings(steps=101, delay_steps=0)) == 1  # longer than the run, however close
+    assert ramp_warnings(steps=500, delay_steps=0, schedule="auto") == []  # auto can reach 1 on its own
+    assert run_warnings(Config(), on_cpu=False) == [] and run_warnings(quickstart_config(), on_cpu=True) == []
