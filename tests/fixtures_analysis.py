@@ -78,10 +78,13 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
 
 def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS, seeds=(42, 101, 202),
                    num_steps: int = 20, lifts: dict[str, float] | None = None, seed_sd: float = 0.01,
-                   squeeze: bool = True, gate_open_step: int = 3, base_rate: float = 0.2) -> Path:
+                   squeeze: bool = True, gate_open_step: int = 3, base_rate: float = 0.2,
+                   exec_vars: dict[str, float] | None = None) -> Path:
     """A campaign dir: manifest.json + runs/<condition>_s<seed>/. Seed effects are shared across
-    conditions (same seed = same data order and init), drawn once per seed."""
+    conditions (same seed = same data order and init), drawn once per seed. exec_entropy_var starts at
+    `exec_vars[condition]` (default 0.3 for HICRA, 0.5 otherwise) and SEPA shrinks it as λ grows."""
     lifts = GUIDE_LIFTS if lifts is None else lifts
+    exec_vars = exec_vars or {}
     rng = np.random.default_rng(12345)
     seed_effects = {s: float(rng.normal(0, seed_sd)) for s in seeds}
     runs = []
@@ -90,7 +93,7 @@ def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS
             name = f"{cond}_s{seed}"
             write_run(root / "runs" / name, condition=cond, seed=seed, num_steps=num_steps, base_rate=base_rate,
                       lift=lifts.get(cond, 0.0), seed_effect=seed_effects[seed],
-                      exec_var=0.3 if "hicra" in cond else 0.5, gate_open_step=gate_open_step,
+                      exec_var=exec_vars.get(cond, 0.3 if "hicra" in cond else 0.5), gate_open_step=gate_open_step,
                       rng_seed=1000 * ci + seed)
             runs.append({"name": name, "condition": cond, "seed": seed, "state": "done",
                          "log_dir": f"runs/{name}"})
@@ -136,7 +139,8 @@ def run_cli(argv: list[str]) -> int:
 
 
 def two_arm_campaign(root: Path, *, lift: float, seeds=(1, 2, 3, 4, 5, 6, 7, 8), num_steps: int = 20,
-                     seed_sd: float = 0.01, base_rate: float = 0.2) -> Path:
+                     seed_sd: float = 0.01, base_rate: float = 0.2, exec_vars: dict[str, float] | None = None) -> Path:
     """A campaign with conditions maxrl+gtpo_hicra (baseline) and maxrl+gtpo_sepa (lift planted)."""
     return write_campaign(root, conditions=("maxrl+gtpo_hicra", "maxrl+gtpo_sepa"), seeds=seeds, num_steps=num_steps,
-                          lifts={"maxrl+gtpo_sepa": lift}, seed_sd=seed_sd, base_rate=base_rate, squeeze=False)
+                          lifts={"maxrl+gtpo_sepa": lift}, seed_sd=seed_sd, base_rate=base_rate, squeeze=False,
+                          exec_vars=exec_vars)

@@ -80,3 +80,11 @@ def test_power_cli_json_and_run_sd(capsys):
     assert plan["by_seeds"] == [{"seeds": 4, "steps_per_run": math.ceil(plan["episodes_per_arm"] / 512),
                                  "episodes_per_arm": math.ceil(plan["episodes_per_arm"] / 512) * 512}]
     assert run_cli(["power", "--baseline-rate", "0.3", "--lift", "0"]) == 2
+
+
+def test_min_seeds_for_resampling_test():
+    # paired: 2 / 2^n < alpha; unpaired equal arms: 2 / C(2n, n) < alpha
+    assert power.min_seeds_for_resampling_test(0.05, paired=True) == 6  # 2/64 = 0.031; 2/32 = 0.0625
+    assert power.min_seeds_for_resampling_test(0.05, paired=False) == 4  # 2/70 = 0.029; 2/20 = 0.1
+    assert power.min_seeds_for_resampling_test(0.01, paired=True) == 8
+    assert power.min_seeds_for_resampling_test(0.01, paired=False) == 5

@@ -95,6 +95,16 @@ def seeds_per_arm(delta: float, sd: float, alpha: float = 0.05, power: float = 0
     return hi
 
 
+def min_seeds_for_resampling_test(alpha: float = 0.05, paired: bool = False) -> int:
+    """Fewest runs per arm at which the exact test CAN give p < alpha, whatever the effect:
+    paired sign-flip needs 2 / 2^n < alpha (n = 6 at 0.05); the permutation test with equal arms
+    needs 2 / C(2n, n) < alpha (n = 4 at 0.05)."""
+    n = 1
+    while (2 / 2**n if paired else 2 / math.comb(2 * n, n)) >= alpha:
+        n += 1
+    return n
+
+
 def power_plan(baseline_rate: float, lift: float, alpha: float = 0.05, power: float = 0.8,
                batch_size: int = 8, group_size: int = 16, seeds: tuple[int, ...] = (3, 8, 16),
                run_sd: float | None = None) -> dict:

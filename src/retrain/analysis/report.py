@@ -35,7 +35,7 @@ from retrain.errors import RetrainError
 DEFAULT_BASELINE = "grpo+none"
 GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;background:#fff;line-height:1.45}
 h1{border-bottom:2px solid #d62728;padding-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;
@@ -44,6 +44,7 @@ img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}
 .statistically_significant_improvement,.CONFIRMED{color:#1a7f37;font-weight:600}
 .significant_degradation,.FAILED{color:#c62828;font-weight:600}
 .insufficient_statistical_evidence,.INCONCLUSIVE{color:#8a6d00}
+.scroll{overflow-x:auto}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.4em 0}
 """
 SCRIPT = ("window.addEventListener('load',function(){document.querySelectorAll('img').forEach(function(i){"
@@ -94,7 +95,7 @@ class Doc:
         body = []
         for kind, val in self.parts:
             if kind == "h":
-                body.append(f"<h{val[0]}>{html.escape(val[1])}</h{val[0]}>")
+                body.append(f"<h{val[0]}>{_inline(val[1])}</h{val[0]}>")
             elif kind == "p":
                 body.append(f"<p>{_inline(val)}</p>")
             elif kind == "warn":
@@ -105,7 +106,7 @@ class Doc:
                 headers, rows = val
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
                 trs = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+                body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>')
             elif kind == "img":
                 data = base64.b64encode(val[0].read_bytes()).decode("ascii")
                 body.append(f'<figure><img alt="{html.escape(val[1])}" src="data:image/png;base64,{data}">'
@@ -177,14 +178,22 @@ def pick_sepa_hicra(conditions: list[str]) -> tuple[str, str] | None:
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
-    """An output dir is usable when new, empty, or holding an earlier retrain report (regenerated)."""
+    """An output dir is usable when everything in it is ours: report.{html,md,json} and figures/
+    written by an earlier `retrain report` (then regenerated). Anything else there is refused."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise RetrainError(f"--out {out_dir}: exists and is not a directory. Pass a directory path.")
-        report = out_dir / "report.html"
-        if any(out_dir.iterdir()) and not (report.is_file() and is_ours(report)):
-            raise RetrainError(f"--out {out_dir}: this directory holds files that are not a retrain report; "
-                               f"refusing to write into it. Pass an empty or new directory.")
+        foreign = []
+        for entry in out_dir.iterdir():
+            if entry.name in ("report.html", "report.md", "report.json") and entry.is_file() and is_ours(entry):
+                continue
+            if entry.name == "figures" and entry.is_dir() and all(f.is_file() and is_ours(f) for f in entry.iterdir()):
+                continue
+            foreign.append(entry.name)
+        if foreign:
+            raise RetrainError(f"--out {out_dir}: this directory holds files that are not a retrain report "
+                               f"({', '.join(sorted(foreign)[:5])}); refusing to write into it. "
+                               f"Pass an empty or new directory.")
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
 
@@ -199,13 +208,13 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
     if not runs:
         raise RetrainError(f"{campaign_dir}: no run under runs/ has logged a step yet; nothing to report.")
     manifest = load_manifest(campaign_dir)
-    out_dir = Path(out_dir) if out_dir is not None else campaign_dir / "report"
-    _prepare_out_dir(out_dir)
     conditions = sorted({r.condition for r in runs})
     by_cond = {c: [r for r in runs if r.condition == c] for c in conditions}
     if baseline is not None and baseline not in by_cond:
         raise RetrainError(f"--baseline {baseline!r}: no run of this condition in {campaign_dir}. "
                            f"Conditions there: {', '.join(conditions)}.")
+    out_dir = Path(out_dir) if out_dir is not None else campaign_dir / "report"
+    _prepare_out_dir(out_dir)
     base_label = baseline or DEFAULT_BASELINE
     start, end, is_default = resolve_window(runs, window)
     colors = condition_colors(conditions)

@@ -76,6 +76,13 @@ def _min_attainable_p(r: stats.ResamplingResult, symmetric: bool) -> float:
     return min(1.0, (2 if symmetric else 1) / r.n_relabelings)
 
 
+def _seeds_for_power(delta: float, sd: float, alpha: float, power: float, paired: bool) -> int | None:
+    """Seeds per arm for `power` at the observed effect: the t-test size, but never fewer than the
+    exact resampling test needs to be able to reach p < alpha at all (6 pairs / 4 per arm at 0.05)."""
+    n = power_mod.seeds_per_arm(delta, sd, alpha, power, paired=paired)
+    return None if n is None else max(n, power_mod.min_seeds_for_resampling_test(alpha, paired))
+
+
 def seed_level_metric(base: list[Run], cand: list[Run], metric: str, start: int, end: int, *,
                       alpha: float, resamples: int, seed: int, power: float) -> dict[str, Any]:
     """The seed-level block of one metric (see `stats.seed_level_tests`)."""
@@ -111,7 +118,7 @@ def seed_level_metric(base: list[Run], cand: list[Run], metric: str, start: int,
         "permutation_p_value": float(res.permutation.p_K[0]), "permutation_method": res.permutation.method,
         "ci_level": 1 - alpha, "ci_low": float(res.ci_low_K[0]), "ci_high": float(res.ci_high_K[0]),
         "hedges_g": float(res.g_K[0]),
-        "seeds_per_arm_for_power": power_mod.seeds_per_arm(delta, sd, alpha, power, paired=paired),
+        "seeds_per_arm_for_power": _seeds_for_power(delta, sd, alpha, power, paired),
         "sd_for_power": sd,
         "recommendation": str(res.verdict_K[0]),
         "runs": {"baseline": {r.name: mb[r.name] for r in kept_b}, "candidate": {r.name: mc[r.name] for r in kept_c}},
