@@ -16,6 +16,7 @@ Exit codes: 0 every run completed, 1 some run failed, 130 interrupted (resume wi
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -141,6 +142,19 @@ def sync_completed(manifest: Manifest) -> set[str]:
 
 
 @contextlib.contextmanager
+def _env_default(key: str, value: str):
+    """Set an environment variable for the block unless the user set it; restore afterwards."""
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM (a scheduler or `kill`) is handled like Ctrl-C: a clean, resumable stop."""
     if threading.current_thread() is not threading.main_thread():
@@ -261,7 +275,8 @@ class SqueezeHook:
         manifest.set_field("squeeze", {**result.to_dict(), "run": run_name})
         if self.wandb_project:
             try:
-                log_squeeze_to_wandb(result, self.wandb_project, self.wandb_entity, self.wandb_mode,
-                                     group=self.wandb_group)
+                with _env_default("WANDB_DIR", str(manifest.campaign_dir)):  # not ./wandb in the cwd
+                    log_squeeze_to_wandb(result, self.wandb_project, self.wandb_entity, self.wandb_mode,
+                                         group=self.wandb_group)
             except Exception as e:  # noqa: BLE001 - wandb trouble must not stop the campaign
                 print(f"[campaign] could not log the squeeze to wandb: {e}", flush=True)
