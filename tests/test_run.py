@@ -207,20 +207,58 @@ def test_wandb_offline_records_name_group_tags_and_keys(tmp_path: Path, monkeypa
     assert record["steps"] == [0, 1]
 
 
+def _wandb_log_records(path: Path):
+    """Records of a .wandb file: a 7-byte header (":W&B", magic, version), then LevelDB-log-style
+    32 KiB blocks of chunks (crc32 4 bytes, length 2, type 1: full/first/middle/last)."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left_in_block = block - pos % block
+        if left_in_block < 7:  # block trailer padding
+            pos += left_in_block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+            pending = b""
+
+
+def _has_exit_record(path: Path) -> bool:
+    from wandb.proto import wandb_internal_pb2
+
+    for data in _wandb_log_records(path):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "exit":
+            return True
+    return False
+
+
 def read_offline_wandb(log_dir: Path) -> dict:
     """Decode the offline run's .wandb file: run name, group, tags, config and logged keys."""
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
 
     files = list((log_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    ds = datastore.DataStore()
-    ds.open_for_scan(str(files[0]))
+    # wandb's service process may still be writing after run.finish() returns: wait for the exit record.
+    deadline = time.time() + 30
+    while time.time() < deadline and not _has_exit_record(files[0]):
+        time.sleep(0.2)
     out = {"keys": set(), "steps": [], "config": {}}
-    while True:
-        data = ds.scan_data()
-        if data is None:
-            break
+    for data in _wandb_log_records(files[0]):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")

@@ -194,8 +194,10 @@ class WandbSink:
     def log_step(self, row: dict, generations: list[dict]) -> None:
         data = {"step": row["step"]}
         for key, value in row.items():
-            if key in WANDB_KEYS and value is not None:
-                data[WANDB_KEYS[key]] = float(value) if isinstance(value, bool) else value
+            if key in WANDB_KEYS:
+                # None (e.g. no planning tokens this step) is logged as NaN: a gap in the chart,
+                # and the key still exists for panels and "group by condition".
+                data[WANDB_KEYS[key]] = float("nan") if value is None else float(value) if isinstance(value, bool) else value
             elif key.startswith("bp_") and value is not None:
                 data[f"train/backpressure/{key[3:]}"] = value
         self.run.log(data, step=row["step"])

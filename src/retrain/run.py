@@ -167,6 +167,8 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
                 "condition": cfg.condition,
                 "seed": cfg.training.seed,
                 **out.metrics,
+                "correct_count": out.correct_count,
+                "total_count": out.total_count,
                 "running_correct_rate": counters.total_correct / max(counters.total_completions, 1),
                 "sepa_lambda": lam,
                 "sepa_gate_open": sepa.gate_open,
