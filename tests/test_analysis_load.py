@@ -117,3 +117,21 @@ def test_resolve_arm_errors(small_campaign, tmp_path):
         resolve_arm(["maxrl+gtpo_sepa"], None, "baseline")
     with pytest.raises(RetrainError, match="not a run dir.*pass the campaign dir first"):
         resolve_arm([str(small_campaign)], None, "baseline")
+
+
+def test_counts_come_from_steps_jsonl_when_metrics_lack_batch_fields(tmp_path):
+    d = tmp_path / "r_s1"
+    write_jsonl(d / "metrics.jsonl", [{"step": i, "condition": "r", "seed": 1, "correct_rate": 0.5} for i in range(3)])
+    write_jsonl(d / "emergence" / "steps.jsonl", [{"step": i, "correct_count": 3 + i, "total_count": 8} for i in range(3)])
+    r = load_run(d)
+    assert r.episode_counts_by_step() == {0: (3, 8), 1: (4, 8), 2: (5, 8)}
+    assert r.completions() == 24
+
+
+def test_window_values_skip_nulls_and_bools(tmp_path):
+    d = tmp_path / "r_s1"
+    write_jsonl(d / "metrics.jsonl", [{"step": 0, "v": 1.0}, {"step": 1, "v": None}, {"step": 2, "v": True},
+                                      {"step": 3, "v": 3}, {"step": 4, "v": 5.0}])
+    r = load_run(d)
+    assert r.window_values("v", 0, 4) == [1.0, 3.0]
+    assert [row["step"] for row in r.rows_in_window(1, 3)] == [1, 2]

@@ -46,8 +46,8 @@ def resolve_window(runs: list[Run], window: tuple[int | None, int | None] | None
 
 def window_mean(run: Run, metric: str, start: int, end: int) -> float:
     """Mean of `metric` over the run's steps in [start, end); NaN when it has none there."""
-    vals = [v for s, v in run.metric_by_step(metric).items() if start <= s < end]
-    return float(np.mean(vals)) if vals else float("nan")
+    vals = run.window_values(metric, start, end)
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def window_counts(run: Run, start: int, end: int) -> tuple[int, int]:
@@ -197,7 +197,7 @@ def compare_arms(base: list[Run], cand: list[Run], *, metrics: tuple[str, ...] =
         raise RetrainError(f"cannot compare on {primary_metric}: {primary['reason']}. Widen --window or check the runs.")
     ep = episode_level(base, cand, start, end, alpha=alpha, power=power)
     notes = []
-    short = [r.name for r in base + cand if not any(start <= int(row["step"]) < end for row in r.metrics)]
+    short = [r.name for r in base + cand if not r.rows_in_window(start, end)]
     if short:
         notes.append(f"runs with no steps in the window [{start}, {end}) were left out: {', '.join(short)}")
     if primary["min_attainable_p"] >= alpha:

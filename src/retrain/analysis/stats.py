@@ -89,10 +89,9 @@ def permutation_test(x_K_A: np.ndarray, y_K_B: np.ndarray, resamples: int, rng: 
             indicator_R_N[r, list(combo)] = 1.0
         method, used = "exact", n_relabelings
     else:
-        keys_R_N = rng.random((resamples, n))
-        chosen_R_A = np.argpartition(keys_R_N, a - 1, axis=1)[:, :a] if a > 0 else np.empty((resamples, 0), int)
-        indicator_R_N = np.zeros((resamples, n))
-        np.put_along_axis(indicator_R_N, chosen_R_A, 1.0, axis=1)
+        # each row a uniform random permutation of run indices; the first A positions are "baseline"
+        perm_R_N = rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int32), (resamples, n)), axis=1)
+        indicator_R_N = (perm_R_N < a).astype(float)
         method, used = "monte_carlo", resamples
     sum_x_K_R = pooled_K_N @ indicator_R_N.T
     delta_star_K_R = (total_K[:, None] - sum_x_K_R) / b - sum_x_K_R / a
@@ -131,10 +130,13 @@ def sign_flip_test(d_K_N: np.ndarray, resamples: int, rng: np.random.Generator) 
 def _resample_means(v_K_N: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Means of `resamples` bootstrap resamples of each row: (K, resamples).
 
-    A resample's multiplicities are Multinomial(N, 1/N each), so one matrix product gives every mean.
+    A resample draws N runs with replacement; with its multiplicities (Multinomial(N, 1/N each)) one
+    matrix product gives every mean.
     """
     n = v_K_N.shape[-1]
-    counts_R_N = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    # bincount over row-offset indices: the same counts as rng.multinomial, ~8x faster (measured)
+    draws_R_N = rng.integers(0, n, size=(resamples, n)) + (n * np.arange(resamples))[:, None]
+    counts_R_N = np.bincount(draws_R_N.ravel(), minlength=resamples * n).reshape(resamples, n)
     return v_K_N @ counts_R_N.T / n
 
 
