@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from retrain.backends.models import build_tiny_random, cache_root  # noqa: E402
+from retrain.backends.models import build_tiny_random, cache_root
 
 _USER_CACHE = cache_root()
 

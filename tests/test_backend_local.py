@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from retrain.backends import make_backend
 from retrain.backends.base import Backend, Datum, SamplingParams
 from retrain.backends.local import LocalBackend, resolve_target_modules
-from retrain.backends.sampler import _byte_level_offsets, choose_tokens, decode_with_offsets, decoder_and_head
+from retrain.backends.sampler import (
+    _byte_level_offsets,
+    _windowed_offsets,
+    choose_tokens,
+    decode_with_offsets,
+    decoder_and_head,
+)
 from retrain.errors import RetrainError
 
 PROMPTS = ["What is 2 + 3?", "Say something", "Count: 1, 2, 3"]
@@ -22,7 +28,8 @@ T = 0.7
 
 
 def tiny(model_dir, **kw) -> LocalBackend:
-    args = dict(lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cpu", temperature=T, seed=0)
+    args = {"lora_rank": 4, "target_modules": ["q_proj", "v_proj", "lm_head"], "device": "cpu", "temperature": T,
+            "seed": 0}
     args.update(kw)
     return LocalBackend(model_dir, **args)
 
@@ -230,6 +237,26 @@ def test_offsets_fall_back_to_prefix_decoding_for_other_tokenizers():
     assert text[offsets[1][0] : offsets[1][1]].strip() == "world"
 
 
+def test_sentencepiece_style_offsets_use_windowed_decoding():
+    """Metaspace + byte fallback (Llama 2 / Mistral style): é is two byte tokens <0xC3><0xA9>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "</s>": 1, "▁hello": 2, "▁world": 3, "!": 4, "▁": 5, "a": 6, "<0xC3>": 7, "<0xA9>": 8}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>")
+    ids = [3, 7, 8, 6, 2, 4, 1]
+    text, offsets = decode_with_offsets(tok, ids)
+    assert text == "worldéa hello!"
+    # The first byte of é gets an empty span, the second the character; </s> is empty at the end.
+    assert offsets == [(0, 5), (5, 5), (5, 6), (6, 7), (7, 13), (13, 14), (14, 14)]
+    assert _windowed_offsets(tok, ids, text) == offsets  # the O(T) path, not prefix decoding
+
+
 # ---------------------------------------------------------------- choose_tokens
 
 
@@ -284,7 +311,7 @@ def trainable(backend):
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(loss_agg="token_mean"), dict(loss_agg="seq_mean"), dict(clip_eps=0.1, clip_eps_high=0.2, kl_beta=0.05)],
+    [{"loss_agg": "token_mean"}, {"loss_agg": "seq_mean"}, {"clip_eps": 0.1, "clip_eps_high": 0.2, "kl_beta": 0.05}],
     ids=["token_mean", "seq_mean", "clip_kl"],
 )
 def test_micro_batching_changes_neither_loss_nor_weights(tiny_model_dir, kw):
@@ -471,9 +498,9 @@ def test_bad_device_is_a_clear_error(tiny_model_dir):
 @pytest.mark.slow
 def test_smollm2_one_sample_and_one_train_step(user_model_cache, monkeypatch):
     pytest.importorskip("gguf")
-    from retrain.backends.models import SMOLLM2_DIST
-
     import importlib.metadata as md
+
+    from retrain.backends.models import SMOLLM2_DIST
 
     try:
         md.distribution(SMOLLM2_DIST)

@@ -11,7 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from retrain.backends import models
-from retrain.backends.models import build_tiny_random, load_model_and_tokenizer, resolve_model
+from retrain.backends.models import (
+    build_tiny_random,
+    load_model_and_tokenizer,
+    resolve_model,
+)
 from retrain.errors import RetrainError
 
 

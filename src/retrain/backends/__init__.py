@@ -9,7 +9,13 @@ a backend is built.
 
 from __future__ import annotations
 
-from retrain.backends.base import Backend, Completion, Datum, SamplingParams, TrainResult
+from retrain.backends.base import (
+    Backend,
+    Completion,
+    Datum,
+    SamplingParams,
+    TrainResult,
+)
 from retrain.errors import RetrainError
 
 __all__ = ["Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend"]

@@ -177,7 +177,7 @@ class LocalBackend:
         self.pad_id = pad if pad is not None else min(self.stop_ids)
 
     @classmethod
-    def from_config(cls, cfg) -> "LocalBackend":
+    def from_config(cls, cfg) -> LocalBackend:
         """Build from a retrain Config ([model], [training], [backend], [backend.options])."""
         options = dict(cfg.backend.options or {})
         unknown = [k for k in options if k not in OPTIONS]

@@ -323,18 +323,48 @@ def _byte_level_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int,
     return "".join(text_parts), offsets
 
 
+def _windowed_offsets(tokenizer, ids: list[int], text: str, window: int = 4) -> list[tuple[int, int]] | None:
+    """Spans from short windowed decodes: the text token t adds is decode(ids[w:t+1]) minus
+    decode(ids[w:c]), c = tokens already placed, w = c − window. Exact for tokenizers whose decoding
+    is local (SentencePiece/Metaspace, WordPiece, byte fallback). A token that leaves a character
+    unfinished (U+FFFD at the end) gets an empty span and the token completing it gets the character,
+    as on the byte-level path. None when the pieces do not rebuild `text`."""
+    offsets: list[tuple[int, int]] = []
+    pos, placed = 0, 0
+    for t in range(len(ids)):
+        w = max(0, placed - window)
+        before = tokenizer.decode(ids[w:placed], skip_special_tokens=True) if placed > w else ""
+        after = tokenizer.decode(ids[w : t + 1], skip_special_tokens=True)
+        if not after.startswith(before):
+            return None
+        piece = after[len(before) :]
+        if piece.endswith("\ufffd") and t < len(ids) - 1 and t - placed < 3:
+            offsets.append((pos, pos))  # maybe the first bytes of a character: wait for the rest
+            continue
+        if text[pos : pos + len(piece)] != piece:
+            return None
+        offsets.append((pos, pos + len(piece)))
+        pos += len(piece)
+        placed = t + 1
+    return offsets if pos == len(text) else None
+
+
 def decode_with_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
     """(text, offsets): `text = tokenizer.decode(ids, skip_special_tokens=True)` and, per token, the
     (start, end) character span it contributes to `text` (special tokens: empty spans).
 
-    Byte-level tokenizers (GPT-2, Qwen, Llama 3, SmolLM2) use an O(T) exact path; others fall back to
-    prefix decoding, offsets[t] = (len(decode(ids[:t])), len(decode(ids[:t+1]))), O(T²) decodes.
+    Byte-level tokenizers (GPT-2, Qwen, Llama 3, SmolLM2) use an exact O(T) byte path; others use
+    short windowed decodes (O(T)), checked to rebuild the text; failing both, prefix decoding,
+    offsets[t] = (len(decode(ids[:t])), len(decode(ids[:t+1]))), O(T²) decodes.
     """
     text = tokenizer.decode(ids, skip_special_tokens=True)
     if _is_byte_level(tokenizer):
         fast = _byte_level_offsets(tokenizer, ids)
         if fast is not None and fast[0] == text:
             return fast
+    windowed = _windowed_offsets(tokenizer, ids, text)
+    if windowed is not None:
+        return text, windowed
     offsets = []
     prev = 0
     for t in range(len(ids)):
