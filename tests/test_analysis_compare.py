@@ -175,3 +175,23 @@ def test_script_main_and_module(effect_campaign, tmp_path, capsys):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"Recommendation: {IMPROVEMENT}" in proc.stdout
+
+
+def test_run_that_stopped_early_is_left_out_with_a_note(tmp_path):
+    base = [write_run(tmp_path / f"{BASE}_s{s}", condition=BASE, seed=s, num_steps=20, rng_seed=s) for s in range(1, 7)]
+    cand = [write_run(tmp_path / f"{CAND}_s{s}", condition=CAND, seed=s, num_steps=20 if s > 1 else 9, lift=0.3,
+                      rng_seed=50 + s) for s in range(1, 7)]
+    res = compare_arms(resolve_arm([str(p) for p in base]), resolve_arm([str(p) for p in cand]), resamples=2000)
+    cr = res["seed_level"]["correct_rate"]
+    assert res["window"]["start"] == 16  # the window follows the longest run, not the crashed one
+    assert cr["n_candidate"] == 5 and cr["dropped_runs"] == [f"{CAND}_s1"]
+    assert not cr["paired"]  # seed 1 is missing from the candidate arm, so the arms no longer pair up
+    assert any(f"{CAND}_s1" in n for n in res["notes"])
+
+
+def test_primary_metric_flag(effect_campaign, capsys):
+    assert run_cli(["compare", str(effect_campaign), "--baseline", BASE, "--candidate", CAND, "--metric", "mean_reward",
+                    "--resamples", "500"]) == 0
+    assert "(seed-level test on mean_reward)" in capsys.readouterr().out
+    assert run_cli(["compare", str(effect_campaign), "--baseline", BASE, "--candidate", CAND, "--metric", "nope"]) == 2
+    assert "cannot compare on nope" in capsys.readouterr().out

@@ -34,12 +34,13 @@ from retrain.errors import RetrainError
 
 DEFAULT_BASELINE = "grpo+none"
 GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
+TEST_LABELS = {"paired_sign_flip": "sign-flip (paired)", "permutation": "permutation"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;background:#fff;line-height:1.45}
 h1{border-bottom:2px solid #d62728;padding-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .5em;
+text-align:right}td{white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}
 .statistically_significant_improvement,.CONFIRMED{color:#1a7f37;font-weight:600}
 .significant_degradation,.FAILED{color:#c62828;font-weight:600}
@@ -271,15 +272,18 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
             for metric, m in res["seed_level"].items():
                 if not m["available"]:
                     continue
-                rows.append([cond, metric, m["delta"], f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]", m["p_value"],
-                             m["test"], m["hedges_g"], m["seeds_per_arm_for_power"],
+                rows.append([cond, metric, m["delta"], f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+                             f"{_cell(m['p_value'])}{'' if m['paired'] else ' (perm.)'}", m["hedges_g"],
+                             m["seeds_per_arm_for_power"],
                              ep.get("p_value") if metric == "correct_rate" else None,
                              ep.get("design_effect") if metric == "correct_rate" else None, m["recommendation"]])
             data["warnings"] += [f"{cond}: {w}" for w in res["warnings"]]
-        doc.p("Seed-level tests on run means over the window (primary); Fisher p on pooled episodes is shown "
-              "with its design effect for reference only.")
-        doc.table(["candidate", "metric", "delta", f"{round(100 * (1 - alpha))}% CI", "p (seed-level)", "test",
-                   "Hedges' g", "seeds/arm for 80% power", "Fisher p (pooled)", "design effect", "verdict"], rows)
+        doc.p("Seed-level tests on run means over the window (primary): p from the paired sign-flip test when "
+              "the arms share their seeds, else from the permutation test (marked perm.); g = Hedges' g; "
+              "seeds for 80% power at the observed effect. Fisher p on pooled episodes is shown with its design "
+              "effect (DEFF) for reference only.")
+        doc.table(["candidate", "metric", "delta", f"{round(100 * (1 - alpha))}% CI", "p",
+                   "g", "seeds for 80%", "Fisher p (pooled)", "DEFF", "verdict"], rows)
 
     doc.h(2, "SEPA vs HICRA")
     pair = pick_sepa_hicra(conditions)
@@ -330,7 +334,7 @@ def _compare_section(doc: Doc, res: dict[str, Any]) -> None:
     for metric, m in res["seed_level"].items():
         if m["available"]:
             rows.append([metric, m["baseline_mean"], m["candidate_mean"], m["delta"],
-                         f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]", m["p_value"], m["test"], m["method"],
+                         f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]", m["p_value"], TEST_LABELS[m["test"]], m["method"],
                          m["hedges_g"], m["recommendation"]])
     doc.table(["metric", "baseline", "candidate", "delta", "CI", "p", "test", "method", "Hedges' g", "verdict"], rows)
     ep = res["episode_level"]["correct_rate"]
