@@ -16,8 +16,16 @@ from pathlib import Path
 import pytest
 
 from retrain.campaign.executors import (
-    Job, Outcome, ProcessExecutor, RayExecutor, SequentialExecutor, classify, make_executor,
-    resolve_workers, threads_per_worker, wants_gpu,
+    Job,
+    Outcome,
+    ProcessExecutor,
+    RayExecutor,
+    SequentialExecutor,
+    classify,
+    make_executor,
+    resolve_workers,
+    threads_per_worker,
+    wants_gpu,
 )  # fmt: skip
 from retrain.errors import RetrainError
 

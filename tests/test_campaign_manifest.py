@@ -12,7 +12,12 @@ import pytest
 
 from retrain.campaign.grid import expand_campaign
 from retrain.campaign.manifest import (
-    Manifest, is_campaign_dir, new_manifest, read_manifest, run_entry, write_json_atomic,
+    Manifest,
+    is_campaign_dir,
+    new_manifest,
+    read_manifest,
+    run_entry,
+    write_json_atomic,
 )  # fmt: skip
 from retrain.campaign.runner import make_campaign_dir, prepare_run_dir
 from retrain.config import Config, load_config

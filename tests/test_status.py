@@ -146,7 +146,7 @@ def test_campaign_matrix_states_elapsed_and_eta(logs):
     c = report["campaigns"][0]
     assert c["state"] == "running" and c["squeeze_rank"] == 8 and c["executor"] == "processes"
     assert c["counts"] == {"done": 1, "running": 1, "stale": 1, "pending": 1}
-    cell = lambda cond, seed: c["matrix"][cond][str(seed)]  # noqa: E731
+    cell = lambda cond, seed: c["matrix"][cond][str(seed)]
     assert cell("grpo+none", 1) == {"steps_done": 4, "max_steps": 4, "correct_rate": 0.5, "state": "done"}
     assert cell("grpo+none", 2) == {"steps_done": 2, "max_steps": 4, "correct_rate": 0.2, "state": "running"}
     assert cell("maxrl+gtpo", 1) == {"steps_done": 1, "max_steps": 4, "correct_rate": 0.1, "state": "stale"}

@@ -130,7 +130,8 @@ class SequentialExecutor:
     def _resume(self, run_dir: Path) -> int:
         if self._run_fn is not None:
             return self._run_fn(str(run_dir))
-        from retrain.run import resume  # imported late: torch and transformers load with it
+        # Imported late: torch and transformers load with it.
+        from retrain.run import resume
 
         return resume(str(run_dir))
 
@@ -352,7 +353,7 @@ class RayExecutor:
     def _outcome(ray, ref, job: Job) -> Outcome:
         try:
             rc = ray.get(ref)
-        except Exception as e:  # task or worker died: the run failed, the campaign goes on
+        except Exception as e:  # noqa: BLE001 - task or worker died: the run failed, the campaign goes on
             return Outcome("failed", None, f"{type(e).__name__}: {e}".strip()[:2000])
         error = None if rc == 0 else f"exit code {rc}; see {job.run_dir / STDERR_NAME}"
         return Outcome(classify(rc, read_run_status(job.run_dir)), rc, error)

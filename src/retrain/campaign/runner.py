@@ -25,9 +25,21 @@ from datetime import datetime
 from pathlib import Path
 
 from retrain.campaign.executors import (
-    STDERR_NAME, STDOUT_NAME, Executor, Job, Outcome, make_executor, read_run_status,
+    STDERR_NAME,
+    STDOUT_NAME,
+    Executor,
+    Job,
+    Outcome,
+    make_executor,
+    read_run_status,
 )  # fmt: skip
-from retrain.campaign.manifest import Manifest, new_manifest, now_iso, run_entry, write_json_atomic
+from retrain.campaign.manifest import (
+    Manifest,
+    new_manifest,
+    now_iso,
+    run_entry,
+    write_json_atomic,
+)
 from retrain.errors import RetrainError
 
 EXIT_INTERRUPTED = 130

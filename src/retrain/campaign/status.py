@@ -139,7 +139,7 @@ def format_duration(seconds: float | None) -> str:
     """12s, 5m03s, 3h02m, 2d04h; '—' when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
-    s = int(round(max(seconds, 0.0)))
+    s = round(max(seconds, 0.0))
     if s < 60:
         return f"{s}s"
     if s < 3600:
