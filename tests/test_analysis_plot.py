@@ -27,6 +27,10 @@ def test_condition_colors_fixed_and_order_free():
     b = condition_colors(["maxrl+gtpo_hicra", "alpha+y", "zeta+x"])
     assert a == b and a["maxrl+gtpo_hicra"] == FIXED_COLORS["maxrl+gtpo_hicra"]
     assert len(set(a.values())) == 3
+    # a campaign label with overrides keeps its base condition's colour unless two variants share it
+    assert condition_colors(["maxrl+gtpo_sepa~sepa.steps=5", "grpo+none"])["maxrl+gtpo_sepa~sepa.steps=5"] == "#d62728"
+    two = condition_colors(["maxrl+gtpo_sepa~sepa.steps=5", "maxrl+gtpo_sepa~sepa.steps=50"])
+    assert len(set(two.values())) == 2 and "#d62728" not in two.values()
 
 
 def test_curve_stats_hand_values(small_campaign):
@@ -77,3 +81,15 @@ def test_plot_cli_defaults_and_never_overwrites_foreign_files(small_campaign, tm
     out = tmp_path / "sel" / "c.png"
     assert run_cli(["plot", str(camp / "runs" / "maxrl+gtpo*_s*"), "--out", str(out)]) == 0
     assert "maxrl+gtpo_sepa (n=3)" in out.with_suffix(".svg").read_text()
+
+
+def test_gate_markers_only_for_sepa_conditions():
+    import pandas as pd
+
+    from retrain.analysis.plot import is_sepa_condition
+
+    # the trainer logs the SEPA gate for every run; only SEPA conditions get a marker
+    df = pd.DataFrame({"condition": ["grpo+none", "grpo+none", "maxrl+gtpo_sepa~sepa.steps=5", "maxrl+gtpo_sepa~sepa.steps=5"],
+                       "run": ["a", "a", "b", "b"], "step": [0, 1, 0, 1], "sepa_gate_open": [True, True, False, True]})
+    assert gate_open_steps(df) == {"maxrl+gtpo_sepa~sepa.steps=5": [1]}
+    assert is_sepa_condition("grpo+gtpo_sepa") and not is_sepa_condition("maxrl+gtpo_hicra")

@@ -147,3 +147,8 @@ def test_report_in_headless_chromium(report, tmp_path):
     # the SEPA curve's red (#d62728) is on screen, i.e. the figures rendered, not just the tables
     red = (np.abs(img.astype(int) - [214, 39, 40]).sum(-1) < 40).sum()
     assert red > 500
+
+
+def test_pick_sepa_hicra_with_override_labels():
+    conds = ["grpo+none", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa~sepa.steps=5", "maxrl+gtpo_sepa~sepa.steps=50"]
+    assert pick_sepa_hicra(conds) == ("maxrl+gtpo_hicra", "maxrl+gtpo_sepa~sepa.steps=5")

@@ -31,10 +31,14 @@ MECHANISM_METRICS = (("exec_entropy_var", "execution entropy variance"),
 
 
 def condition_colors(conditions) -> dict[str, str]:
-    """{condition: colour}: the fixed colour for known labels; the others take EXTRA_COLORS in sorted
-    label order (cycling), so the mapping depends only on the set of labels, not on plotting order."""
-    out = {c: FIXED_COLORS[c] for c in conditions if c in FIXED_COLORS}
-    for i, c in enumerate(sorted(set(conditions) - set(out))):
+    """{condition: colour}: the fixed colour for known labels (also with '~overrides' when no other
+    condition shares the base label); the others take EXTRA_COLORS in sorted label order (cycling),
+    so the mapping depends only on the set of labels, not on plotting order."""
+    conditions = sorted(set(conditions))
+    bases = [c.partition("~")[0] for c in conditions]
+    out = {c: FIXED_COLORS[b] for c, b in zip(conditions, bases, strict=True)
+           if b in FIXED_COLORS and bases.count(b) == 1}
+    for i, c in enumerate(c for c in conditions if c not in out):
         out[c] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
     return out
 
@@ -52,11 +56,20 @@ def curve_stats(df, metric: str):
     return out
 
 
+def is_sepa_condition(label: str) -> bool:
+    """True for labels whose transform is SEPA ('maxrl+gtpo_sepa', 'grpo+gtpo_sepa~sepa.steps=5')."""
+    return label.partition("~")[0].partition("+")[2].endswith("sepa")
+
+
 def gate_open_steps(df) -> dict[str, list[int]]:
-    """{condition: [first step with sepa_gate_open true, per run whose gate opened]}."""
+    """{SEPA condition: [first step with sepa_gate_open true, per run whose gate opened]}.
+
+    Only SEPA conditions: the trainer runs the controller (and logs its gate) for every run, but the
+    gate only matters where λ is used.
+    """
     if "sepa_gate_open" not in df.columns:
         return {}
-    opened = df[df["sepa_gate_open"] == True]  # noqa: E712 — the column may hold None/NaN too
+    opened = df[(df["sepa_gate_open"] == True) & df["condition"].map(is_sepa_condition)]  # noqa: E712 — may hold None
     firsts = opened.groupby(["condition", "run"])["step"].min()
     out: dict[str, list[int]] = {}
     for (cond, _), step in firsts.items():

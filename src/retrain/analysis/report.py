@@ -166,15 +166,20 @@ def _median_int(runs: list[Run], key: str) -> int | None:
     return int(statistics.median(vals)) if vals else None
 
 
+def split_label(label: str) -> tuple[str, str, str]:
+    """'maxrl+gtpo_sepa~sepa.steps=5' → ('maxrl', 'gtpo_sepa', 'sepa.steps=5'); no '+' → ('', label, '')."""
+    base, _, overrides = label.partition("~")
+    adv, plus, transform = base.partition("+")
+    return (adv, transform, overrides) if plus else ("", base, overrides)
+
+
 def pick_sepa_hicra(conditions: list[str]) -> tuple[str, str] | None:
-    """(HICRA, SEPA) condition labels with the same advantage mode, maxrl preferred; None if absent."""
-    pairs = []
-    for sepa in conditions:
-        if sepa.endswith("+gtpo_sepa"):
-            hicra = sepa[: -len("gtpo_sepa")] + "gtpo_hicra"
-            if hicra in conditions:
-                pairs.append((hicra, sepa))
-    pairs.sort(key=lambda p: (not p[1].startswith("maxrl+"), p[1]))
+    """(HICRA, SEPA) condition labels with the same advantage mode (overrides after '~' allowed,
+    e.g. 'maxrl+gtpo_sepa~sepa.steps=100'), maxrl preferred, then the shortest labels; None if absent."""
+    parsed = [(c, *split_label(c)) for c in conditions]
+    pairs = [(h, s) for s, adv_s, tr_s, _ in parsed if tr_s == "gtpo_sepa"
+             for h, adv_h, tr_h, _ in parsed if tr_h == "gtpo_hicra" and adv_h == adv_s and adv_s]
+    pairs.sort(key=lambda p: (split_label(p[1])[0] != "maxrl", len(p[0]) + len(p[1]), p))
     return pairs[0] if pairs else None
 
 
