@@ -40,6 +40,7 @@ def on_int(*_):
     sys.exit(130)
 signal.signal(signal.SIGINT, signal.SIG_IGN if spec.get("ignore_int") else on_int)
 (d / "pid").write_text(str(os.getpid()))
+(d / "cwd").write_text(os.getcwd())
 print("out", d.name, flush=True)
 print("err", d.name, "threads", os.environ.get("OMP_NUM_THREADS"), file=sys.stderr, flush=True)
 status("running")
@@ -203,6 +204,14 @@ def test_processes_run_all_record_failures_and_keep_logs(tmp_path: Path, monkeyp
     assert (jobs[0].run_dir / "stdout.log").read_text() == "out a_s1\nout a_s1\n"
 
 
+def test_processes_run_in_the_callers_cwd(tmp_path: Path, monkeypatch):
+    """Relative paths in a TOML ([data].path, plugin modules) mean the same for every executor."""
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, "a_s1")
+    ProcessExecutor(command=child_command).run([job], lambda j: None, lambda j, o: None)
+    assert (job.run_dir / "cwd").read_text() == str(tmp_path)
+
+
 def test_processes_respect_max_workers(tmp_path: Path):
     jobs = [make_job(tmp_path, f"r_s{i}", sleep=0.2) for i in range(3)]
     rec = Recorder()
@@ -285,6 +294,7 @@ def test_ray_local_cluster_runs_tasks_and_records_failures(tmp_path: Path):
     assert {n: (o.state, o.returncode) for n, o in rec.finished.items()} == {
         "a_s1": ("completed", 0), "b_s1": ("failed", 2)}
     assert (jobs[0].run_dir / "stdout.log").read_text() == "out a_s1\n"
+    assert (jobs[0].run_dir / "cwd").read_text() == os.getcwd()  # the driver's, as for the other executors
     assert not ray.is_initialized()  # the local Ray it started is shut down
 
 

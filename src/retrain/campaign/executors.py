@@ -157,12 +157,18 @@ def _open_logs(run_dir: Path):
 
 
 def _stop_process(proc: subprocess.Popen, grace_s: float) -> int | None:
-    """SIGINT (the run saves its state), then SIGTERM, then SIGKILL; returns the exit code."""
-    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    """SIGINT (the run saves its state), then SIGTERM, then SIGKILL; returns the exit code.
+
+    A terminal's Ctrl-C already reached the child (same process group), so it first gets a moment
+    to stop on its own: a second SIGINT could cut its cleanup short.
+    """
+    steps = ((None, 1.0), (signal.SIGINT, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+    for sig, wait_s in steps:
         if proc.poll() is not None:
             break
         try:
-            proc.send_signal(sig)
+            if sig is not None:
+                proc.send_signal(sig)
             proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             continue
@@ -211,8 +217,10 @@ class ProcessExecutor:
                     on_start(job)
                     try:
                         proc = subprocess.Popen(
+                            # cwd inherited: relative paths in the TOML ([data].path, plugin
+                            # modules) mean what they meant where `retrain` was started.
                             self._command(job.run_dir), stdout=logs[0], stderr=logs[1], env=env,
-                            cwd=job.run_dir, stdin=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL,
                         )  # fmt: skip
                     except OSError as e:
                         for f in logs:
@@ -241,11 +249,13 @@ class ProcessExecutor:
             raise
 
 
-def _ray_run_job(run_dir: str, command: list[str] | None, grace_s: float) -> int:
+def _ray_run_job(run_dir: str, command: list[str] | None, grace_s: float, driver_cwd: str) -> int:
     """Body of one Ray task: run `python -m retrain resume RUN_DIR` on the worker, output to the run dir.
 
     A subprocess (rather than training inside the Ray worker) isolates torch and CUDA state per run and
-    lets a cancelled task stop its run with the same Ctrl-C handling as a terminal.
+    lets a cancelled task stop its run with the same Ctrl-C handling as a terminal. It runs in the
+    driver's working directory when the node has it (shared filesystem), so relative paths in the
+    TOML resolve as they do for the other executors; else in the run dir.
     """
     path = Path(run_dir)
     if not (path / "config.toml").is_file():
@@ -258,7 +268,8 @@ def _ray_run_job(run_dir: str, command: list[str] | None, grace_s: float) -> int
     stdout, stderr = _open_logs(path)
     with stdout, stderr:
         proc = subprocess.Popen(command + [run_dir] if command else resume_command(path),
-                                stdout=stdout, stderr=stderr, cwd=run_dir, stdin=subprocess.DEVNULL)
+                                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                cwd=driver_cwd if os.path.isdir(driver_cwd) else run_dir)
         try:
             return proc.wait()
         except BaseException:  # ray.cancel raises KeyboardInterrupt in the task: stop the run gracefully
@@ -340,7 +351,7 @@ class RayExecutor:
                 while pending and len(in_flight) < cap:
                     job = pending.popleft()
                     on_start(job)
-                    in_flight[task.remote(str(job.run_dir), self._command, self.grace_s)] = job
+                    in_flight[task.remote(str(job.run_dir), self._command, self.grace_s, os.getcwd())] = job
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 for ref in done:
                     job = in_flight.pop(ref)

@@ -215,7 +215,8 @@ def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None 
 
     with sigterm_as_interrupt():
         try:
-            executor.run(jobs, on_start, on_finish)
+            if jobs:  # nothing to do must not start a Ray cluster
+                executor.run(jobs, on_start, on_finish)
         except KeyboardInterrupt:
             stopped = manifest.mark_running_as("interrupted")
             print(f"\nInterrupted ({len(stopped)} run(s) stopped). Continue with: "
