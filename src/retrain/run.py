@@ -152,7 +152,9 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
             t0 = time.perf_counter()
             batch_size = bp.batch_size_for_step(step)
             examples_P = [data.train[i] for i in cursor.next_batch(batch_size)]
-            lam = sepa.resolve_lambda(step)
+            # λ only means something to SEPA (and to plugins, which may use it); the built-in
+            # non-SEPA transforms log 0 so "sepa_lambda is nonzero only for gtpo_sepa" holds (guide).
+            lam = sepa.resolve_lambda(step) if uses_sepa_lambda(cfg.algorithm.transform_mode) else 0.0
             out = rl_step(ctx, examples_P, sepa_lambda=lam, seed=step_seed(cfg.training.seed, step))
             # Controllers update after the step (SPEC §3): a gate that opens now acts from next step.
             sepa.observe(out.metrics["correct_rate"], out.exec_uncertainties, step=step)
@@ -211,6 +213,10 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
     finally:
         for sink in sinks:
             sink.close()
+
+
+def uses_sepa_lambda(transform_mode: str) -> bool:
+    return transform_mode not in ("none", "gtpo", "gtpo_hicra")
 
 
 def build_context(cfg: Config):

@@ -1,0 +1,81 @@
+"""Per-phase time of one RL step at the quickstart settings (sample / score / advantages / train / log).
+
+Runs a short real run through `retrain.run.train` (eval off) and reports the median of each phase
+over the steps after the first (which pays one-time costs). Run by hand, not in the test suite:
+
+    python benchmarks/bench_step.py                          # SmolLM2-135M on this machine
+    python benchmarks/bench_step.py --model tiny-random --steps 5
+    python benchmarks/bench_step.py --device cuda --out benchmarks/results/step_cuda.txt
+
+Timing on a shared 2-core VM swings by ±15% or more (reference/perf-anchor.md): compare numbers
+taken in the same session only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHASES = ["sample_time_s", "score_time_s", "advantage_time_s", "train_time_s"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+
+    from retrain.config import quickstart_config
+    from retrain.run import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = quickstart_config().with_overrides({
+            "model.name": args.model,
+            "training.max_steps": args.steps,
+            "training.batch_size": args.batch_size,
+            "training.group_size": args.group_size,
+            "training.max_tokens": args.max_tokens,
+            "training.save_every": 0,
+            "eval.every": 0,
+            "backend.device": args.device,
+            "logging.log_dir": str(Path(tmp) / "run"),
+        })
+        t0 = time.perf_counter()
+        assert train(cfg) == 0
+        wall = time.perf_counter() - t0
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        info = json.loads((Path(tmp) / "run" / "run.json").read_text())
+
+    timed = rows[1:] if len(rows) > 1 else rows
+    med = {k: statistics.median(r[k] for r in timed) for k in PHASES + ["step_time_s", "tokens_per_second"]}
+    med["log_and_rest_s"] = med["step_time_s"] - sum(med[k] for k in PHASES)
+    lines = [
+        f"bench_step: model={args.model} device={args.device} batch={args.batch_size} group={args.group_size} "
+        f"max_tokens={args.max_tokens} steps={args.steps} (median of steps 1..{len(rows) - 1})",
+        f"versions: {json.dumps(info['versions'])}",
+        f"total wall (incl. model load): {wall:.1f} s",
+        *(f"  {k:<18} {med[k]:8.3f} s" for k in PHASES + ["log_and_rest_s", "step_time_s"]),
+        f"  tokens/s           {med['tokens_per_second']:8.1f}",
+        f"  completion tokens/completion (mean over steps): "
+        f"{statistics.mean(r['mean_completion_tokens'] for r in rows):.1f}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
