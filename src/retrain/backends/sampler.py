@@ -300,7 +300,9 @@ def _byte_level_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int,
     pos = 0
     last_real = -1
     for token_id, piece in zip(ids, pieces, strict=True):
-        if token_id in special:
+        if token_id in special or piece is None:
+            # Specials are skipped by decode; so are ids past the tokenizer's vocabulary (models pad
+            # their embedding matrix, e.g. Qwen: 151936 rows for ~151.7k tokens, and may sample them).
             offsets.append((pos, pos))
             continue
         if token_id in added:
