@@ -35,8 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
 
+    from retrain import logs
     from retrain.config import quickstart_config
     from retrain.run import train
+
+    log_times = _time_sinks(logs)
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = quickstart_config().with_overrides({
@@ -58,13 +61,15 @@ def main(argv=None) -> int:
 
     timed = rows[1:] if len(rows) > 1 else rows
     med = {k: statistics.median(r[k] for r in timed) for k in PHASES + ["step_time_s", "tokens_per_second"]}
-    med["log_and_rest_s"] = med["step_time_s"] - sum(med[k] for k in PHASES)
+    med["rest_s"] = statistics.median(r["step_time_s"] - sum(r[k] for k in PHASES) for r in timed)
+    med["log_s"] = statistics.median(log_times[1:] or log_times)
     lines = [
         f"bench_step: model={args.model} device={args.device} batch={args.batch_size} group={args.group_size} "
         f"max_tokens={args.max_tokens} steps={args.steps} (median of steps 1..{len(rows) - 1})",
         f"versions: {json.dumps(info['versions'])}",
         f"total wall (incl. model load): {wall:.1f} s",
-        *(f"  {k:<18} {med[k]:8.3f} s" for k in PHASES + ["log_and_rest_s", "step_time_s"]),
+        *(f"  {k:<18} {med[k]:8.3f} s" for k in PHASES + ["log_s", "rest_s", "step_time_s"]),
+        "  (log_s: JSONL + console sinks, outside step_time_s; rest_s: data, controllers, bookkeeping)",
         f"  tokens/s           {med['tokens_per_second']:8.1f}",
         f"  completion tokens/completion (mean over steps): "
         f"{statistics.mean(r['mean_completion_tokens'] for r in rows):.1f}",
@@ -75,6 +80,24 @@ def main(argv=None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
+
+
+def _time_sinks(logs) -> list[float]:
+    """Wrap the JSONL and console sinks so each step's log time is measured without touching run.py."""
+    times: list[float] = []
+    per_step: dict[int, float] = {}
+    for cls in (logs.JsonlSink, logs.ConsoleSink):
+        original = cls.log_step
+
+        def timed(self, row, generations, _original=original):
+            t = time.perf_counter()
+            _original(self, row, generations)
+            per_step[row["step"]] = per_step.get(row["step"], 0.0) + time.perf_counter() - t
+            if isinstance(self, logs.ConsoleSink):  # the last sink of a step
+                times.append(per_step.pop(row["step"]))
+
+        cls.log_step = timed
+    return times
 
 
 if __name__ == "__main__":

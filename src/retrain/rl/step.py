@@ -75,6 +75,7 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
         for ex, group_G in zip(examples_P, groups_P_G, strict=True)
     ]
     score_time = time.perf_counter() - t0 - sample_time
+    t_adv = time.perf_counter()  # credit assignment: uncertainty, planning masks, advantages, datums
 
     # 3. Token uncertainty and planning masks for every completion. Needed even for
     #    transforms that ignore them: the entropy metrics compare conditions (research guide).
@@ -90,7 +91,6 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
     # 4. Episode advantages per group, then token advantages per completion → datums.
     #    A group whose rewards all tie carries no learning signal: no datums, but it still counts
     #    in every reward metric below (SPEC §3.1).
-    t_adv = time.perf_counter()
     datums_D: list[Datum] = []
     for group_G, rewards_G, h_G_T, mask_G_T in zip(groups_P_G, rewards_P_G, h_P_G_T, mask_P_G_T, strict=True):
         if is_uninformative(rewards_G):
