@@ -100,105 +100,86 @@ class Counters:
     num_updates: int = 0
 
 
-def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
+@dataclass
+class Components:
+    """What a run carries from step to step; everything but `ctx` and `data` is checkpointed."""
+
+    ctx: object  # StepContext
+    data: object  # Dataset
+    cursor: object  # data.cursor.Cursor
+    sepa: object  # SEPAController
+    bp: object  # USLController
+    counters: Counters
+
+
+def build_components(cfg: Config) -> Components:
     from retrain.backpressure import USLController
     from retrain.data import load_dataset
     from retrain.data.cursor import Cursor
     from retrain.rl.sepa import SEPAController
-    from retrain.rl.step import rl_step
 
+    seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
+    ctx = build_context(cfg)
+    # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
+    # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
+    data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
+    if not data.train:
+        raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
+    s = cfg.sepa
+    return Components(
+        ctx=ctx,
+        data=data,
+        cursor=Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle),
+        sepa=SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
+                            ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup),
+        bp=USLController.from_config(cfg.backpressure, group_size=cfg.training.group_size,
+                                     initial_batch_size=cfg.training.batch_size),
+        counters=Counters(),
+    )
+
+
+def restore_components(c: Components, run_dir: Path, state: dict) -> None:
+    c.ctx.backend.load(str(run_dir / state["checkpoint"]))
+    c.cursor.load_state_dict(state["cursor"])
+    c.sepa.load_state_dict(state["sepa"])
+    c.bp.load_state_dict(state["backpressure"])
+    c.counters = Counters(**state["counters"])
+    _restore_rng(state["rng"])
+
+
+def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
     info = RunInfo(run_dir, cfg)
     sinks: list[MetricsSink] = []
     start_step = state["step"] + 1 if state else 0
     try:
-        seed_everything(cfg.training.seed)
-        ctx = build_context(cfg)
-        backend = ctx.backend
-        # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
-        # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
-        data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
-        if not data.train:
-            raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
-        cursor = Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle)
-        s = cfg.sepa
-        sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
-                              ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup)
-        bp_cfg = cfg.backpressure
-        bp = USLController(
-            enabled=bp_cfg.enabled, warmup_steps=bp_cfg.warmup_steps, ema_decay=bp_cfg.ema_decay,
-            throttle_margin=bp_cfg.throttle_margin, increase_margin=bp_cfg.increase_margin,
-            min_batch_size=bp_cfg.min_batch_size, max_batch_size=bp_cfg.max_batch_size,
-            group_size=cfg.training.group_size, initial_batch_size=cfg.training.batch_size,
-        )
-        counters = Counters()
+        c = build_components(cfg)
         if state:
-            backend.load(str(run_dir / state["checkpoint"]))
-            cursor.load_state_dict(state["cursor"])
-            sepa.load_state_dict(state["sepa"])
-            bp.load_state_dict(state["backpressure"])
-            counters = Counters(**state["counters"])
-            _restore_rng(state["rng"])
+            restore_components(c, run_dir, state)
         info.start(start_step - 1)
-
         sinks = [JsonlSink(run_dir, cfg.logging.log_generations),
                  ConsoleSink(f"{cfg.condition} s{cfg.training.seed}", cfg.training.max_steps, start_step)]
         if cfg.logging.wandb_project and cfg.logging.wandb_mode != "disabled":
             sinks.append(make_wandb_sink(cfg, run_dir, info))
-        evaluator = Evaluator(cfg, backend, ctx.score, data.eval, JsonlFile(run_dir / "eval.jsonl"))
+        evaluator = Evaluator(cfg, c.ctx.backend, c.ctx.score, c.data.eval, JsonlFile(run_dir / "eval.jsonl"))
         if start_step == 0:
             evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
 
         for step in range(start_step, cfg.training.max_steps):
-            t0 = time.perf_counter()
-            batch_size = bp.batch_size_for_step(step)
-            examples_P = [data.train[i] for i in cursor.next_batch(batch_size)]
-            # λ only means something to SEPA (and to plugins, which may use it); the built-in
-            # non-SEPA transforms log 0 so "sepa_lambda is nonzero only for gtpo_sepa" holds (guide).
-            lam = sepa.resolve_lambda(step) if uses_sepa_lambda(cfg.algorithm.transform_mode) else 0.0
-            out = rl_step(ctx, examples_P, sepa_lambda=lam, seed=step_seed(cfg.training.seed, step))
-            # Controllers update after the step (SPEC §3): a gate that opens now acts from next step.
-            sepa.observe(out.metrics["correct_rate"], out.exec_uncertainties, step=step)
-            counters.total_correct += out.correct_count
-            counters.total_completions += out.total_count
-            counters.num_updates += out.metrics["loss"] is not None
-            step_time = time.perf_counter() - t0
-            bp.observe(batch_size, cfg.training.group_size, out.num_tokens, step_time)
-
-            row = {
-                "step": step,
-                "condition": cfg.condition,
-                "seed": cfg.training.seed,
-                **out.metrics,
-                "correct_count": out.correct_count,
-                "total_count": out.total_count,
-                "running_correct_rate": counters.total_correct / max(counters.total_completions, 1),
-                "sepa_lambda": lam,
-                "sepa_gate_open": sepa.gate_open,
-                "sepa_gate_open_step": sepa.gate_open_step,
-                "loss_is_placeholder": not backend.reports_sync_loss and out.metrics["loss"] is not None,
-                "backend_reports_sync_loss": backend.reports_sync_loss,
-                "batch_size": batch_size,
-                "group_size": cfg.training.group_size,
-                **bp.metrics(),
-                "step_time_s": step_time,
-                "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
-                **ctx.score.pop_counts(),
-                "eval_correct_rate": None,
-            }
+            row, generations = run_one_step(cfg, c, step)
             if evaluator.due(step):
-                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=counters.num_updates)
+                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=c.counters.num_updates)
             for sink in sinks:
-                sink.log_step(row, out.generations)
+                sink.log_step(row, generations)
             last = step == cfg.training.max_steps - 1
             if last or (cfg.training.save_every > 0 and (step + 1) % cfg.training.save_every == 0):
-                save_checkpoint(run_dir, step, backend, cursor, sepa, bp, counters, final=last)
+                save_checkpoint(run_dir, step, c, final=last)
             info.progress(step)
         if cfg.training.max_steps <= start_step and not (run_dir / "adapter" / "final").exists():
-            save_checkpoint(run_dir, start_step - 1, backend, cursor, sepa, bp, counters, final=True)
+            save_checkpoint(run_dir, start_step - 1, c, final=True)
         info.finish("completed")
+        running = c.counters.total_correct / max(c.counters.total_completions, 1)
         print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
-              f"running correct rate {counters.total_correct / max(counters.total_completions, 1):.1%}; "
-              f"logs in {run_dir}")
+              f"running correct rate {running:.1%}; logs in {run_dir}")
         return 0
     except RetrainError as e:
         info.finish("failed", error=str(e))
@@ -213,6 +194,49 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
     finally:
         for sink in sinks:
             sink.close()
+
+
+def run_one_step(cfg: Config, c: Components, step: int) -> tuple[dict, list[dict]]:
+    """One RL step plus the controllers around it; returns the metrics row and the generations."""
+    from retrain.rl.step import rl_step
+
+    t0 = time.perf_counter()
+    batch_size = c.bp.batch_size_for_step(step)
+    examples_P = [c.data.train[i] for i in c.cursor.next_batch(batch_size)]
+    # λ only means something to SEPA (and to plugins, which may use it); the built-in non-SEPA
+    # transforms log 0, so "sepa_lambda is nonzero only for gtpo_sepa" holds (research guide).
+    lam = c.sepa.resolve_lambda(step) if uses_sepa_lambda(cfg.algorithm.transform_mode) else 0.0
+    out = rl_step(c.ctx, examples_P, sepa_lambda=lam, seed=step_seed(cfg.training.seed, step))
+    # Controllers update after the step (SPEC §3): a gate that opens now acts from the next step.
+    c.sepa.observe(out.metrics["correct_rate"], out.exec_uncertainties, step=step)
+    c.counters.total_correct += out.correct_count
+    c.counters.total_completions += out.total_count
+    c.counters.num_updates += out.metrics["loss"] is not None
+    step_time = time.perf_counter() - t0
+    c.bp.observe(batch_size, cfg.training.group_size, out.num_tokens, step_time)
+    backend = c.ctx.backend
+    row = {
+        "step": step,
+        "condition": cfg.condition,
+        "seed": cfg.training.seed,
+        **out.metrics,
+        "correct_count": out.correct_count,
+        "total_count": out.total_count,
+        "running_correct_rate": c.counters.total_correct / max(c.counters.total_completions, 1),
+        "sepa_lambda": lam,
+        "sepa_gate_open": c.sepa.gate_open,
+        "sepa_gate_open_step": c.sepa.gate_open_step,
+        "loss_is_placeholder": not backend.reports_sync_loss and out.metrics["loss"] is not None,
+        "backend_reports_sync_loss": backend.reports_sync_loss,
+        "batch_size": batch_size,
+        "group_size": cfg.training.group_size,
+        **c.bp.metrics(),
+        "step_time_s": step_time,
+        "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
+        **c.ctx.score.pop_counts(),
+        "eval_correct_rate": None,
+    }
+    return row, out.generations
 
 
 def uses_sepa_lambda(transform_mode: str) -> bool:
@@ -313,22 +337,22 @@ def _restore_rng(state: dict) -> None:
     torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
 
 
-def save_checkpoint(run_dir: Path, step: int, backend, cursor, sepa, bp, counters: Counters, final: bool) -> None:
+def save_checkpoint(run_dir: Path, step: int, c: Components, final: bool) -> None:
     """Adapter + optimizer (backend.save), then trainer_state.json atomically, pointing at them.
 
     trainer_state.json is written last, so a kill during the adapter write leaves the previous
     checkpoint in force."""
     name = "final" if final else f"checkpoint_step_{step + 1}"
     rel = Path("adapter") / name
-    backend.save(str(run_dir / rel))
+    c.ctx.backend.save(str(run_dir / rel))
     state = {
         "step": step,
         "checkpoint": str(rel),
         "optimizer": str(rel / "optimizer.pt"),
-        "cursor": cursor.state_dict(),
-        "sepa": sepa.state_dict(),
-        "backpressure": bp.state_dict(),
-        "counters": counters.__dict__,
+        "cursor": c.cursor.state_dict(),
+        "sepa": c.sepa.state_dict(),
+        "backpressure": c.bp.state_dict(),
+        "counters": c.counters.__dict__,
         "rng": _rng_state(),
         "saved_at": _now(),
     }
