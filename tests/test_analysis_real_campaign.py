@@ -13,38 +13,14 @@ from pathlib import Path
 
 import pytest
 from fixtures_analysis import run_cli
+from runutil import tiny_campaign_base
 
 from retrain.analysis import load_campaign
 from retrain.analysis.load import load_campaign_runs
 
 TESTS_DIR = Path(__file__).parent
 HICRA, SEPA = "maxrl+gtpo_hicra", "maxrl+gtpo_sepa~sepa.steps=2"
-CAMPAIGN_TOML = """
-[model]
-name = "tiny-random"
-lora_rank = 4
-target_modules = ["q_proj", "v_proj", "lm_head"]
-
-[training]
-max_steps = 50
-batch_size = 2
-group_size = 4
-max_tokens = 8
-temperature = 1.0
-lr = 1e-2
-save_every = 100
-
-[sepa]
-delay_steps = 0
-correct_rate_gate = 0.0
-
-[data]
-source = "arithmetic"
-
-[reward]
-type = "custom"
-custom = "retrain_test_plugins:digit_fraction"
-
+CAMPAIGN_TOML = tiny_campaign_base(100) + """
 [campaign]
 seeds = [11, 12, 13]
 max_steps = 3

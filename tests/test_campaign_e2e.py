@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from runutil import read_jsonl, without_timing
+from runutil import read_jsonl, tiny_campaign_base, without_timing
 
 from retrain.campaign.manifest import read_manifest
 from retrain.campaign.runner import resume_campaign, run_campaign
@@ -27,32 +27,7 @@ STEPS = 3
 CONDITIONS = ["grpo+none", "maxrl+gtpo_sepa~sepa.steps=2"]
 NAMES = [f"{c}_s{s}" for c in CONDITIONS for s in (11, 12)]
 
-CAMPAIGN_TOML = """
-[model]
-name = "tiny-random"
-lora_rank = 4
-target_modules = ["q_proj", "v_proj", "lm_head"]
-
-[training]
-max_steps = 50
-batch_size = 2
-group_size = 4
-max_tokens = 8
-temperature = 1.0
-lr = 1e-2
-save_every = 1
-
-[sepa]
-delay_steps = 0
-correct_rate_gate = 0.0
-
-[data]
-source = "arithmetic"
-
-[reward]
-type = "custom"
-custom = "retrain_test_plugins:digit_fraction"
-
+CAMPAIGN_TOML = tiny_campaign_base(1) + """
 [campaign]
 seeds = {seeds}
 max_steps = {steps}

@@ -57,8 +57,8 @@ class StepResult:
 def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, seed: int) -> StepResult:
     t0 = time.perf_counter()
 
-    # 1. Sample: group_size completions per prompt; the seed comes from (run seed, step) so a
-    #    resumed run draws exactly the samples an uninterrupted one would.
+    # Sample: group_size completions per prompt; the seed comes from (run seed, step) so a
+    # resumed run draws exactly the samples an uninterrupted one would.
     params = SamplingParams(
         max_tokens=ctx.sampling.max_tokens,
         temperature=ctx.sampling.temperature,
@@ -69,7 +69,7 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
     groups_P_G = ctx.backend.sample([ex.prompt for ex in examples_P], ctx.group_size, params)
     sample_time = time.perf_counter() - t0
 
-    # 2. Score every completion; a reward that fails scores 0 and is counted by the scorer.
+    # Score every completion; a reward that fails scores 0 and is counted by the scorer.
     rewards_P_G = [
         [ctx.score.score(c.text, ex) for c in group_G]
         for ex, group_G in zip(examples_P, groups_P_G, strict=True)
@@ -77,8 +77,8 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
     score_time = time.perf_counter() - t0 - sample_time
     t_adv = time.perf_counter()  # credit assignment: uncertainty, planning masks, advantages, datums
 
-    # 3. Token uncertainty and planning masks for every completion. Needed even for
-    #    transforms that ignore them: the entropy metrics compare conditions (research guide).
+    # Token uncertainty and planning masks for every completion. Needed even for
+    # transforms that ignore them: the entropy metrics compare conditions (research guide).
     h_P_G_T = [
         [token_uncertainty(ctx.uncertainty_kind, c.logprobs, c.entropies) for c in group_G]
         for group_G in groups_P_G
@@ -88,9 +88,9 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
         for group_G in groups_P_G
     ]
 
-    # 4. Episode advantages per group, then token advantages per completion → datums.
-    #    A group whose rewards all tie carries no learning signal: no datums, but it still counts
-    #    in every reward metric below (SPEC §3.1).
+    # Episode advantages per group, then token advantages per completion → datums.
+    # A group whose rewards all tie carries no learning signal: no datums, but it still counts
+    # in every reward metric below (SPEC §3.1).
     datums_D: list[Datum] = []
     for group_G, rewards_G, h_G_T, mask_G_T in zip(groups_P_G, rewards_P_G, h_P_G_T, mask_P_G_T, strict=True):
         if is_uninformative(rewards_G):
@@ -105,12 +105,12 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, sepa_lambda: float, 
             datums_D.append(Datum(c.prompt_ids, c.token_ids, c.logprobs, list(adv_T)))
     adv_time = time.perf_counter() - t_adv
 
-    # 5. One optimizer step over every datum (the backend micro-batches without changing the result).
+    # One optimizer step over every datum (the backend micro-batches without changing the result).
     t_train = time.perf_counter()
     train = ctx.backend.train_step(datums_D, lr=ctx.lr) if datums_D else None
     train_time = time.perf_counter() - t_train
 
-    # 6. Metrics.
+    # The step's own metrics; run.py adds the controllers' and the timing.
     completions = [c for group_G in groups_P_G for c in group_G]
     flat_rewards = [r for rewards_G in rewards_P_G for r in rewards_G]
     correct = sum(r > CORRECT_THRESHOLD for r in flat_rewards)
