@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,11 @@ exit codes: 0 ok, 1 the work failed, 2 bad usage or config (nothing was started)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `retrain` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # A shell starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C
+        # handler; retrain relies on SIGINT (KeyboardInterrupt) to stop runs and campaigns with a
+        # resumable state, so take it back. Only for the console entry point, not library calls.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _dispatch(args)
     except RetrainError as e:
