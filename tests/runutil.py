@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from retrain.run import TIMING_KEYS
+
 TINY_TOML = """
 [model]
 name = "tiny-random"
@@ -91,8 +93,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-TIMING_KEYS = {"step_time_s", "sample_time_s", "score_time_s", "advantage_time_s", "train_time_s",
-               "eval_time_s", "tokens_per_second", "bp_throughput"}
 
 
 def without_timing(rows: list[dict]) -> list[dict]:

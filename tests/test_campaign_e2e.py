@@ -183,7 +183,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300.0) -> None
     while not predicate():
         assert proc.poll() is None, "the campaign ended before it could be stopped"
         assert time.time() < deadline, "timed out waiting for the campaign"
-        time.sleep(0.1)
+        time.sleep(0.01)  # tiny runs take ~0.1 s a step: poll fast to kill mid-run
 
 
 def _rows(path: Path) -> int:
@@ -217,13 +217,15 @@ def test_sigkilled_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, 
         proc.wait()
     campaign = the_campaign(tmp_path)
     states = {r["name"]: r["state"] for r in read_manifest(campaign)["runs"]}
-    assert states["grpo+none_s11"] == "completed" and states["grpo+none_s12"] == "running"  # killed mid-run
-    assert states[NAMES[3]] == "pending"
+    assert states["grpo+none_s11"] == "completed" and states[NAMES[3]] == "pending"
+    # Usually killed mid-run; on a fast machine s12's three tiny steps can finish between two polls.
+    assert states["grpo+none_s12"] in ("running", "completed")
 
     from retrain.campaign.status import collect
 
-    (c,) = collect(campaign.parent)["campaigns"]
-    assert c["matrix"]["grpo+none"]["12"]["state"] == "stale"  # its process is gone
+    if states["grpo+none_s12"] == "running":
+        (c,) = collect(campaign.parent)["campaigns"]
+        assert c["matrix"]["grpo+none"]["12"]["state"] == "stale"  # its process is gone
 
     assert resume_campaign(campaign) == 0
     _assert_complete_and_equal(campaign, reference)
@@ -248,7 +250,9 @@ def test_ctrl_c_on_processes_campaign_then_retrain_resume(tmp_path: Path, refere
     assert "retrain resume" in out
     doc = read_manifest(campaign)
     assert "running" not in {r["state"] for r in doc["runs"]}
-    assert "interrupted" in {r["state"] for r in doc["runs"]}
+    # Runs in flight get a grace second to stop on their own; tiny runs may finish in it, so the
+    # campaign is left with interrupted and/or pending runs, never all completed.
+    assert {"interrupted", "pending"} & {r["state"] for r in doc["runs"]}
     for r in doc["runs"]:  # no child outlived the runner
         info_path = campaign / r["log_dir"] / "run.json"
         if info_path.exists():

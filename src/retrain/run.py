@@ -32,10 +32,11 @@ from retrain.errors import RetrainError
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink, write_json_atomic
 
 TRAINER_STATE = "trainer_state.json"
-DATA_SEED = 0  # see _execute: the data do not depend on the run seed
-# Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not.
+DATA_SEED = 0  # see build_components: the data do not depend on the run seed
+# Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not
+# (tests compare everything else).
 TIMING_KEYS = ("step_time_s", "sample_time_s", "score_time_s", "advantage_time_s", "train_time_s",
-               "eval_time_s", "tokens_per_second", "bp_throughput")
+               "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
 
 
 def train(cfg: Config, log_dir: str | Path | None = None) -> int:
