@@ -64,7 +64,7 @@ def test_defaults_are_the_standard_profile():
     s = cfg.sepa
     assert (s.steps, s.schedule, s.delay_steps, s.correct_rate_gate) == (500, "linear", 50, 0.1)
     assert (s.ema_decay, s.var_threshold, s.warmup) == (0.99, 0.2, 50)
-    assert cfg.planning.strategic_grams == DEFAULT_STRATEGIC_GRAMS and len(DEFAULT_STRATEGIC_GRAMS) == 18
+    assert cfg.planning.strategic_grams == list(DEFAULT_STRATEGIC_GRAMS) and len(DEFAULT_STRATEGIC_GRAMS) == 18
     assert cfg.reward.type == "match" and cfg.backend.backend == "local" and cfg.inference.engine == "hf"
     bp = cfg.backpressure
     assert (bp.enabled, bp.warmup_steps, bp.ema_decay, bp.throttle_margin) == (False, 10, 0.9, 0.85)

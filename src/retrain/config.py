@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS  # SPEC §3.4: one list, owned by planning.py
 from retrain.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "retrain.toml"
@@ -54,13 +55,6 @@ _DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-# SPEC §3.4: the 18 strategic grams that mark planning tokens.
-DEFAULT_STRATEGIC_GRAMS = [
-    "wait let me", "let me think", "on second thought", "let me check", "let me verify",
-    "is this right", "double check", "try another approach", "go back and", "start over",
-    "that's not right", "that doesn't work", "another way to", "or we could", "what if we",
-    "notice that", "the key is", "the key insight",
-]  # fmt: skip
 
 DEFAULT_CAMPAIGN_SEEDS = [42, 101, 202, 303, 404, 505, 606, 707]
 
@@ -257,7 +251,7 @@ class SEPAConfig(_Table):
         0.1, ge=0, le=1, description="lambda stays 0 until a batch's correct_rate reaches this; 0 = open from the start"
     )
     ema_decay: float = Field(0.99, ge=0, lt=1, description="auto schedule: EMA decay of the execution-uncertainty variance")
-    var_threshold: float = Field(0.2, gt=0, description="auto schedule: variance ratio at which lambda_auto reaches 1")
+    var_threshold: float = Field(0.2, gt=0, description="auto schedule: lambda_auto = 1 - min(ema/var_0/var_threshold, 1), so it starts rising once the variance falls below this fraction of var_0")
     warmup: int = Field(50, ge=0, description="auto schedule: observations before the reference variance is fixed")
 
 
@@ -312,7 +306,7 @@ class RewardConfig(_Table):
         "match", description="match: last \\boxed{} equals the answer; math: symbolic equivalence; custom: your function"
     )
     custom: str = Field("", description="for type = 'custom': 'module:function' taking (completion, reference) -> float")
-    timeout_s: float = Field(5.0, gt=0, description="time limit per verification (math)")
+    timeout_s: float = Field(5.0, gt=0, description="time limit per reward call, any reward type (a timeout scores 0 and is counted)")
 
     @field_validator("custom")
     @classmethod
@@ -354,7 +348,7 @@ class BackpressureConfig(_Table):
 
     enabled: bool = Field(False, description="adapt batch_size to the measured throughput curve")
     warmup_steps: int = Field(10, ge=0, description="steps sweeping batch sizes before the first fit")
-    ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA decay of the throughput measurements")
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA decay of measured / predicted throughput (the memory_bound test)")
     throttle_margin: float = Field(0.85, gt=0, le=1, description="throttle above this fraction of the optimal p*")
     increase_margin: float = Field(0.5, gt=0, le=1, description="increase only below this fraction of p* (hysteresis)")
     min_batch_size: int = Field(1, ge=1, description="smallest batch_size backpressure may choose")
