@@ -95,7 +95,7 @@ def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS
                       lift=lifts.get(cond, 0.0), seed_effect=seed_effects[seed],
                       exec_var=exec_vars.get(cond, 0.3 if "hicra" in cond else 0.5), gate_open_step=gate_open_step,
                       rng_seed=1000 * ci + seed)
-            runs.append({"name": name, "condition": cond, "seed": seed, "state": "done",
+            runs.append({"name": name, "condition": cond, "seed": seed, "state": "completed",
                          "log_dir": f"runs/{name}"})
     manifest = {"conditions": list(conditions), "seeds": list(seeds), "max_steps": num_steps, "runs": runs,
                 "squeeze": ({"recommended_rank": 8, "source_rank": 32, "threshold": 0.95,

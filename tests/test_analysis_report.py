@@ -53,7 +53,7 @@ def test_report_json_content(report):
     assert sorted(data["comparisons"]) == sorted([f"grpo+none vs {c}" for c in others]
                                                  + ["maxrl+gtpo_hicra vs maxrl+gtpo_sepa"])
     assert data["litmus"]["status"] in ("CONFIRMED", "FAILED", "INCONCLUSIVE")
-    assert len(data["runs"]) == 15 and {r["state"] for r in data["runs"]} == {"done"}
+    assert len(data["runs"]) == 15 and {r["state"] for r in data["runs"]} == {"completed"}
     assert data["squeeze"]["recommended_rank"] == 8
     assert [r["lift"] for r in data["power"]["rows"]] == [0.005, 0.01, 0.0126, 0.02, 0.05]
     assert data["power"]["batch_size"] == 8 and data["power"]["group_size"] == 16

@@ -17,8 +17,8 @@ from retrain.campaign.manifest import (
     new_manifest,
     read_manifest,
     run_entry,
-    write_json_atomic,
 )  # fmt: skip
+from retrain.jsonio import write_json_atomic
 from retrain.campaign.runner import make_campaign_dir, prepare_run_dir
 from retrain.config import Config, load_config
 from retrain.errors import RetrainError

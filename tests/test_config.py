@@ -20,6 +20,7 @@ from retrain.config import (
     config_reference_markdown,
     config_to_dict,
     config_to_toml,
+    flatten_dict,
     iter_tables,
     load_config,
     parse_override_tokens,
@@ -89,19 +90,9 @@ def test_quickstart_applies_every_override_and_nothing_else():
         assert _get(cfg, dotted) == value, dotted
     assert cfg.model.alpha == 32 and cfg.data.source == "arithmetic" and cfg.eval.every == 5
     # everything not overridden keeps the standard-profile default
-    flat_q, flat_d = _flatten(config_to_dict(cfg)), _flatten(config_to_dict(Config()))
+    flat_q, flat_d = flatten_dict(config_to_dict(cfg)), flatten_dict(config_to_dict(Config()))
     changed = {k for k in flat_q if flat_q[k] != flat_d[k]}
     assert changed <= set(QUICKSTART_OVERRIDES)
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_no_path_uses_retrain_toml_when_present_else_quickstart(tmp_path, monkeypatch):

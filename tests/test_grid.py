@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retrain.campaign.grid import RunSpec, campaign_conditions, condition_label, expand_campaign
-from retrain.config import Config, config_to_dict, load_config
+from retrain.config import Config, config_to_dict, flatten_dict, load_config
 from retrain.errors import RetrainError
 
 
@@ -17,16 +17,6 @@ def _load(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "campaign.toml"
     path.write_text(text)
     return load_config(path)
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_condition_label_without_and_with_overrides():
@@ -69,14 +59,14 @@ def test_overrides_reach_nested_tables_and_nothing_else_changes(tmp_path):
     assert (sepa.config.sepa.steps, sepa.config.training.lr, sepa.config.backend.options) == (100, 1e-5, {"micro_batch_size": 4})
     assert (grpo.config.sepa.steps, grpo.config.training.lr, grpo.config.backend.options) == (500, 1e-4, {"micro_batch_size": 2})
 
-    base = _flatten(config_to_dict(cfg.model_copy(update={"campaign": None})))
+    base = flatten_dict(config_to_dict(cfg.model_copy(update={"campaign": None})))
     grid_set = {"training.seed": 1, "training.max_steps": 12, "logging.log_dir": ""}
     for run, own in [
         (sepa, {"sepa.steps": 100, "training.lr": 1e-5, "backend.options.micro_batch_size": 4,
                 "algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "gtpo_sepa"}),
         (grpo, {"algorithm.advantage_mode": "grpo", "algorithm.transform_mode": "none"}),
     ]:  # fmt: skip
-        flat = _flatten(config_to_dict(run.config))
+        flat = flatten_dict(config_to_dict(run.config))
         expected = {**base, **grid_set, **own, "logging.condition": run.label}
         assert flat == expected
         assert run.config.campaign is None and run.config.squeeze is not None

@@ -532,6 +532,18 @@ class Config(_Table):
 # ---------------------------------------------------------------------------------------------
 
 
+def flatten_dict(d: Mapping, prefix: str = "") -> dict:
+    """{"training": {"lr": 1e-4}} → {"training.lr": 1e-4}; an empty table stays a value ({}).
+    The dotted form of overrides, wandb config keys and config comparisons."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain JSON-able data in the TOML shape (absent tables are None)."""
     return cfg.model_dump(mode="json")

@@ -15,14 +15,13 @@ in flight (`retrain resume` moves rows past the last checkpoint aside; see `run.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Protocol
 
 from retrain.errors import RetrainError
+from retrain.jsonio import finite
 
 # Keys of emergence/steps.jsonl (SPEC §4): a compact per-step view for the analysis tools.
 EMERGENCE_STEP_KEYS = (
@@ -71,17 +70,7 @@ class MetricsSink(Protocol):
 
 def json_line(obj: dict) -> str:
     """One JSON line; NaN/inf become null because JSON has neither and pandas reads null fine."""
-    return json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False) + "\n"
-
-
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
+    return json.dumps(finite(obj), separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
 class JsonlFile:
@@ -207,14 +196,3 @@ class WandbSink:
 
     def close(self) -> None:
         self.run.finish()
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON via a temp file and os.replace, so readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_finite(obj), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -21,15 +21,15 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 import retrain
-from retrain.config import Config, config_to_dict, config_to_toml, load_config
+from retrain.config import Config, config_to_dict, config_to_toml, flatten_dict, load_config
 from retrain.errors import RetrainError
-from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink, write_json_atomic
+from retrain.jsonio import now_iso, read_json, write_json_atomic
+from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
 
 TRAINER_STATE = "trainer_state.json"
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
@@ -64,11 +64,11 @@ def resume(log_dir: str | Path) -> int:
     if not (run_dir / "config.toml").exists():
         raise RetrainError(f"{run_dir} is not a run directory (no config.toml); pass a run or campaign dir")
     cfg = load_config(run_dir / "config.toml")
-    info = _read_json(run_dir / "run.json")
+    info = read_json(run_dir / "run.json")
     if info.get("status") == "completed":
         print(f"{run_dir}: already completed ({info.get('step', -1) + 1} steps); nothing to do")
         return 0
-    state = _read_json(run_dir / TRAINER_STATE) or None
+    state = read_json(run_dir / TRAINER_STATE) or None
     last_step = state["step"] if state else -1
     _set_aside_rows_after(run_dir, last_step)
     if not (run_dir / "config.json").exists():
@@ -288,11 +288,14 @@ class Evaluator:
         return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
 
     def run(self, after_step: int, num_updates: int) -> float | None:
+        from retrain.rl.step import CORRECT_THRESHOLD
+
         if not self.enabled:
             return None
         t0 = time.perf_counter()
         groups = self.backend.sample([ex.prompt for ex in self.examples], 1, self.params)
-        correct = sum(self.scorer.score(g[0].text, ex) > 0.5 for g, ex in zip(groups, self.examples, strict=True))
+        correct = sum(self.scorer.score(g[0].text, ex) > CORRECT_THRESHOLD
+                      for g, ex in zip(groups, self.examples, strict=True))
         rate = correct / len(self.examples)
         self.out.append({"after_step": after_step, "num_updates": num_updates, "eval_correct_rate": rate,
                          "num_examples": len(self.examples), "eval_time_s": time.perf_counter() - t0})
@@ -355,7 +358,7 @@ def save_checkpoint(run_dir: Path, step: int, c: Components, final: bool) -> Non
         "backpressure": c.bp.state_dict(),
         "counters": c.counters.__dict__,
         "rng": _rng_state(),
-        "saved_at": _now(),
+        "saved_at": now_iso(),
     }
     write_json_atomic(run_dir / TRAINER_STATE, state)
 
@@ -392,14 +395,14 @@ class RunInfo:
 
     def __init__(self, run_dir: Path, cfg: Config):
         self.path = run_dir / "run.json"
-        old = _read_json(self.path)
+        old = read_json(self.path)
         self.data = {
             "status": "pending",
             "condition": cfg.condition,
             "seed": cfg.training.seed,
             "max_steps": cfg.training.max_steps,
             "step": -1,
-            "created_at": old.get("created_at", _now()),
+            "created_at": old.get("created_at", now_iso()),
             "wandb_id": old.get("wandb_id") or f"{cfg.condition}_s{cfg.training.seed}_{os.urandom(3).hex()}"
             .replace("+", "-").replace("~", "-").replace("=", "-"),
             "resumes": old.get("resumes", -1) + 1,
@@ -408,7 +411,7 @@ class RunInfo:
 
     def start(self, step: int) -> None:
         self.data.update(status="running", step=step, pid=os.getpid(), hostname=socket.gethostname(),
-                         started_at=_now(), finished_at=None, error=None)
+                         started_at=now_iso(), finished_at=None, error=None)
         self._write()
 
     def progress(self, step: int) -> None:
@@ -416,11 +419,11 @@ class RunInfo:
         self._write()
 
     def finish(self, status: str, error: str | None = None) -> None:
-        self.data.update(status=status, finished_at=_now(), error=error)
+        self.data.update(status=status, finished_at=now_iso(), error=error)
         self._write()
 
     def _write(self) -> None:
-        self.data["updated_at"] = _now()
+        self.data["updated_at"] = now_iso()
         if self.path.parent.exists():
             write_json_atomic(self.path, self.data)
 
@@ -435,22 +438,12 @@ def make_wandb_sink(cfg: Config, run_dir: Path, info: RunInfo) -> WandbSink:
         "advantage_mode": cfg.algorithm.advantage_mode,
         "transform_mode": cfg.algorithm.transform_mode,
         "seed": cfg.training.seed,
-        **_flatten(config_to_dict(cfg)),
+        **flatten_dict(config_to_dict(cfg)),
     }
     return WandbSink(project=lg.wandb_project, entity=lg.wandb_entity, name=name,
                      group=lg.wandb_group or cfg.condition,
                      tags=[cfg.condition, f"seed{cfg.training.seed}", *lg.wandb_tags],
                      config=config, mode=lg.wandb_mode, log_dir=run_dir, run_id=info.data["wandb_id"])
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def versions() -> dict:
@@ -473,14 +466,3 @@ def _git_describe() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -93,8 +93,9 @@ def load_emergence(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
 def dedupe_by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per step, the last one written, sorted by step; rows without an int step are dropped.
 
-    A resumed run re-logs the steps after its last checkpoint (the log is append-only, never
-    truncated), so the last row for a step is the one the finished run actually continued from.
+    `retrain resume` moves rows logged after the last checkpoint to metrics.discarded.jsonl, so a
+    run dir written by retrain has one row per step; this is a safety net for logs copied together
+    by hand or written by other tools, where the last row for a step is the one that counts.
     """
     by_step: dict[int, dict[str, Any]] = {}
     for row in rows:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -29,8 +28,14 @@ from retrain.analysis import litmus as litmus_mod
 from retrain.analysis import power as power_mod
 from retrain.analysis.load import Run, load_campaign_runs, load_manifest, runs_to_frame
 from retrain.analysis.outputs import MARK, is_ours, write_json, write_text
-from retrain.analysis.significance import compare_arms, resolve_window, window_counts, window_mean
+from retrain.analysis.significance import (
+    compare_arms,
+    resolve_window,
+    window_counts,
+    window_mean,
+)
 from retrain.errors import RetrainError
+from retrain.jsonio import read_json
 
 DEFAULT_BASELINE = "grpo+none"
 GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
@@ -144,20 +149,16 @@ def _td(c: Any) -> str:
 
 def _run_state(run: Run, manifest: dict | None) -> str:
     """The run's state: run.json's status, else the manifest's, else inferred from its step count."""
-    rj = run.run_dir / "run.json"
-    if rj.is_file():
-        try:
-            data = json.loads(rj.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and isinstance(data.get("status"), str):
-                return data["status"]
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+    status = read_json(run.run_dir / "run.json").get("status")
+    if isinstance(status, str):
+        return status
     for entry in (manifest or {}).get("runs", []) or []:
         if isinstance(entry, dict) and entry.get("name") == run.name and isinstance(entry.get("state"), str):
             return entry["state"]
     max_steps = (manifest or {}).get("max_steps")
     if isinstance(max_steps, int) and run.last_step is not None:
-        return "done" if run.last_step + 1 >= max_steps else "partial"
+        # the same words run.json uses (SPEC §4), so a table never mixes "done" and "completed"
+        return "completed" if run.last_step + 1 >= max_steps else "partial"
     return "unknown"
 
 

@@ -19,7 +19,6 @@ Example (run two prepared run dirs in two local processes)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from retrain.errors import RetrainError
+from retrain.jsonio import read_json
 
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
@@ -68,10 +68,7 @@ class Executor(Protocol):
 
 def read_run_status(run_dir: Path) -> str | None:
     """The `status` a run wrote in its run.json, or None when there is no readable run.json."""
-    try:
-        return json.loads((Path(run_dir) / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_json(Path(run_dir) / "run.json").get("status")
 
 
 def classify(returncode: int | None, run_status: str | None) -> str:

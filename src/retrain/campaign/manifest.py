@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
-from datetime import datetime
 from pathlib import Path
 
 from retrain.errors import RetrainError
+from retrain.jsonio import now_iso, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -35,30 +34,6 @@ RUN_FIELDS = (
     "name", "condition", "seed", "state", "returncode", "log_dir", "adapter_dir",
     "started_at", "finished_at", "elapsed_s", "stdout", "stderr", "error",
 )  # fmt: skip
-
-
-def now_iso() -> str:
-    """Local time with its UTC offset, to the second: unambiguous across hosts and time zones."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write `obj` as JSON to `path` so a reader never sees a half-written file.
-
-    Temp file in the same directory (same filesystem) + fsync + os.replace, which is atomic on POSIX.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_entry(name: str, condition: str, seed: int, log_dir: str) -> dict:

@@ -33,14 +33,9 @@ from retrain.campaign.executors import (
     make_executor,
     read_run_status,
 )  # fmt: skip
-from retrain.campaign.manifest import (
-    Manifest,
-    new_manifest,
-    now_iso,
-    run_entry,
-    write_json_atomic,
-)
+from retrain.campaign.manifest import Manifest, new_manifest, run_entry
 from retrain.errors import RetrainError
+from retrain.jsonio import now_iso, write_json_atomic
 
 EXIT_INTERRUPTED = 130
 

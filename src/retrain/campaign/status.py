@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from retrain.errors import RetrainError
+from retrain.jsonio import read_json
 
 MANIFEST_NAME = "manifest.json"
 # Without a step time to go by, a run silent for this long is stale (covers a big model's first step).
@@ -153,14 +154,6 @@ def format_duration(seconds: float | None) -> str:
 # Reading run dirs
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl rows; a half-written or corrupt line (a run killed mid-write) is skipped."""
     rows = []
@@ -210,7 +203,7 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     """The status of one run dir, from its run.json and metrics.jsonl (and its manifest entry)."""
     now = time.time() if now is None else now
     entry = manifest_entry or {}
-    info = _read_json(run_dir / "run.json")
+    info = read_json(run_dir / "run.json")
     rows = read_metrics(run_dir)
     last = rows[-1] if rows else {}
     times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), int | float)]
@@ -218,7 +211,7 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     step = last.get("step") if isinstance(last.get("step"), int) else info.get("step", -1)
     max_steps = info.get("max_steps") or default_max_steps
     if max_steps is None:
-        max_steps = _read_json(run_dir / "config.json").get("training", {}).get("max_steps")
+        max_steps = read_json(run_dir / "config.json").get("training", {}).get("max_steps")
     updated = to_epoch(info.get("updated_at"))
     if updated is None and rows:
         updated = (run_dir / "metrics.jsonl").stat().st_mtime
@@ -258,7 +251,7 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
 def campaign_status(campaign_dir: Path, now: float | None = None) -> CampaignStatus:
     """Status of a campaign: every run of its manifest, the matrix, counts, elapsed and ETA."""
     now = time.time() if now is None else now
-    manifest = _read_json(campaign_dir / MANIFEST_NAME)
+    manifest = read_json(campaign_dir / MANIFEST_NAME)
     entries = [e for e in manifest.get("runs", []) if isinstance(e, dict) and e.get("name")]
     max_steps = manifest.get("max_steps")
     runs = [

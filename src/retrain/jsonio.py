@@ -1,0 +1,61 @@
+"""JSON files every part of retrain writes and reads: run.json, trainer_state.json, manifest.json.
+
+One writer (atomic, NaN-free), one tolerant reader and one timestamp format, so a run dir, a
+campaign manifest and `retrain status` agree on what they see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+
+def finite(x):
+    """NaN/inf → None, recursively: JSON has neither, and pandas reads null as missing."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
+
+
+def write_json_atomic(path: Path | str, obj: object) -> None:
+    """Write `obj` as JSON so a reader never sees a half-written file: a temp file in the same
+    directory (same filesystem), fsync, then os.replace, which is atomic on POSIX."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(finite(obj), f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would (umask applied), so
+        # `retrain status` or a report run by another user on a shared cluster can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path | str) -> dict:
+    """The JSON object in `path`, or {} when it is missing, unreadable or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def now_iso() -> str:
+    """Local time with its UTC offset, to the second: unambiguous across hosts and time zones."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
