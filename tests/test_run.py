@@ -72,7 +72,10 @@ def test_run_dir_holds_every_file_and_metric(three_step_run: Path):
     # eval every 2 steps and at the end, plus the base model before step 0
     evals = read_jsonl(d / "eval.jsonl")
     assert [e["after_step"] for e in evals] == [-1, 1, 2]
-    assert rows[1]["eval_correct_rate"] is not None and rows[0]["eval_correct_rate"] is None
+    assert rows[0]["eval_correct_rate"] is None
+    # each eval row is the greedy accuracy on the 4 held-out prompts, and the metrics row carries it
+    assert all(e["num_examples"] == 4 and e["eval_correct_rate"] in (0.0, 0.25, 0.5, 0.75, 1.0) for e in evals)
+    assert [rows[1]["eval_correct_rate"], rows[2]["eval_correct_rate"]] == [e["eval_correct_rate"] for e in evals[1:]]
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "completed" and info["step"] == 2
     assert info["versions"]["torch"] and info["versions"]["retrain"]
@@ -279,3 +282,28 @@ def read_offline_wandb(log_dir: Path) -> dict:
             if "step" in items:
                 out["steps"].append(items["step"])
     return out
+
+
+def test_resume_sets_aside_rows_after_the_checkpoint_and_keeps_them(tmp_path: Path):
+    """Fast check of the resume bookkeeping (the SIGKILL test covers it end to end)."""
+    from retrain.run import _set_aside_rows_after
+
+    (tmp_path / "emergence").mkdir()
+    rows = "".join(json.dumps({"step": s, "v": s}) + "\n" for s in range(5))
+    (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 5, "v"')  # a half-written line from a kill
+    (tmp_path / "emergence" / "steps.jsonl").write_text(rows)
+    evals = [{"after_step": s, "eval_correct_rate": 0.5} for s in (-1, 1, 3)]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+
+    _set_aside_rows_after(tmp_path, last_step=2)
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "emergence" / "steps.jsonl")] == [0, 1, 2]
+    assert [e["after_step"] for e in read_jsonl(tmp_path / "eval.jsonl")] == [-1, 1]
+    discarded = (tmp_path / "metrics.discarded.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in discarded[:2]] == [3, 4] and discarded[2] == '{"step": 5, "v"'
+    assert [e["after_step"] for e in read_jsonl(tmp_path / "eval.discarded.jsonl")] == [3]
+
+    # never checkpointed: everything, the base-model eval included, is set aside for a fresh start
+    _set_aside_rows_after(tmp_path, last_step=-1)
+    assert (tmp_path / "metrics.jsonl").read_text() == "" and (tmp_path / "eval.jsonl").read_text() == ""
+    assert len((tmp_path / "metrics.discarded.jsonl").read_text().splitlines()) == 6

@@ -17,6 +17,7 @@ pathological completion must not end a multi-hour run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -212,6 +213,13 @@ def _parse_math(mv: Any, expression: str) -> list:
     return mv.parse(f"${expression}$", extraction_config=configs, parsing_timeout=None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_reference(reference: str) -> tuple:
+    """A reference is scored against every completion of its group and at every eval: parse it
+    once (sympy parsing is the slow part, and it would otherwise eat each completion's time limit)."""
+    return tuple(_parse_math(_load_math_verify(), reference))
+
+
 def math_reward(completion: str, reference: str, answer_format: str = "boxed") -> float:
     """1.0 iff the extracted answer is mathematically equivalent to the reference (math-verify), else 0.0.
 
@@ -225,11 +233,11 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed") -
     if answer.strip() == reference.strip():
         return 1.0
     mv = _load_math_verify()
-    gold = _parse_math(mv, reference)
+    gold = _parse_reference(reference)
     pred = _parse_math(mv, answer)
     if not gold or not pred:
         return 0.0
-    return 1.0 if mv.verify(gold, pred, timeout_seconds=None) else 0.0
+    return 1.0 if mv.verify(list(gold), pred, timeout_seconds=None) else 0.0
 
 
 # ---------------------------------------------------------------------------------------------

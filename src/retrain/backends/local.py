@@ -152,6 +152,7 @@ class LocalBackend:
         self.temperature = temperature  # the loss's T; must equal the sampling temperature
 
         base, self.tokenizer = load_model_and_tokenizer(model_name, revision, self.dtype)
+        self._prompt_ids_cache: dict[str, list[int]] = {}
         targets = resolve_target_modules(base, target_modules)
         lora = LoraConfig(
             task_type="CAUSAL_LM",
@@ -227,7 +228,16 @@ class LocalBackend:
         return ids
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of `prompt` as one user message with the assistant turn opened."""
+        """Token ids of `prompt` as one user message with the assistant turn opened.
+
+        Cached: prompts come from a fixed dataset and eval re-sends the same ones, so the chat
+        template (Jinja) and the tokenizer run once per distinct prompt, not once per step."""
+        ids = self._prompt_ids_cache.get(prompt)
+        if ids is None:
+            ids = self._prompt_ids_cache[prompt] = self._template_and_tokenize(prompt)
+        return list(ids)
+
+    def _template_and_tokenize(self, prompt: str) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
             # Base models without a template get the raw text.
             return self.tokenizer(prompt, add_special_tokens=True).input_ids
