@@ -173,11 +173,16 @@ def test_each_prompt_is_prefilled_once_and_finished_rows_leave_the_batch(tiny_mo
         assert not any(t in backend.stop_ids for t in c.token_ids[:-1])
 
 
-def test_chunked_sampling_gives_the_same_shapes(tiny_model_dir):
-    backend = tiny(tiny_model_dir, max_sample_rows=4)  # 3 prompts × 4 → three chunks of one prompt
-    groups = backend.sample(PROMPTS, 4, SamplingParams(max_tokens=6, temperature=T, seed=2))
+def test_chunked_sampling_gives_the_same_completions(tiny_model_dir):
+    chunked = tiny(tiny_model_dir, max_sample_rows=4)  # 3 prompts × 4 → three chunks of one prompt
+    whole = tiny(tiny_model_dir)
+    params = SamplingParams(max_tokens=6, temperature=T, greedy=True)
+    groups = chunked.sample(PROMPTS, 4, params)
     assert [len(g) for g in groups] == [4, 4, 4]
-    assert [g[0].prompt_ids for g in groups] == [backend.prompt_ids(p) for p in PROMPTS]
+    assert [g[0].prompt_ids for g in groups] == [chunked.prompt_ids(p) for p in PROMPTS]
+    # each completion belongs to its own prompt's cache: chunking changes nothing
+    expected = whole.sample(PROMPTS, 4, params)
+    assert [[c.token_ids for c in g] for g in groups] == [[c.token_ids for c in g] for g in expected]
 
 
 def test_sampling_at_another_temperature_than_the_loss_warns(backend):
@@ -469,10 +474,21 @@ def test_make_backend_local_tinker_and_plugin(tiny_model_dir):
         make_backend(fake_cfg(tiny_model_dir, backend="tinker"))
     plugin = make_backend(fake_cfg(tiny_model_dir, backend=f"{__name__}:EchoBackend"))
     assert isinstance(plugin, EchoBackend) and plugin.cfg.model.lora_rank == 4
-    with pytest.raises(RetrainError, match="did you mean 'micro_batch_size'"):
-        make_backend(fake_cfg(tiny_model_dir, options={"micro_batchsize": 3}))
-    with pytest.raises(RetrainError, match="integer"):
-        make_backend(fake_cfg(tiny_model_dir, options={"micro_batch_size": "8"}))
+
+
+def test_backend_options_are_checked_with_the_config(tmp_path):
+    from retrain.config import load_config
+    from retrain.errors import ConfigError
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[backend.options]\nmicro_batchsize = 3\nmax_sample_rows = 0\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(toml))
+    assert e.value.problems == [
+        "[backend.options].micro_batchsize: unknown option for the local backend; did you mean "
+        "'micro_batch_size'? (known: micro_batch_size, max_sample_rows)",
+        "[backend.options].max_sample_rows: must be an integer >= 1, got 0",
+    ]
 
 
 def test_make_backend_from_a_real_config(tiny_model_dir, tmp_path):

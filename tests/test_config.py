@@ -263,6 +263,8 @@ def test_condition_problems_are_prefixed_and_base_problems_not_repeated(tmp_path
 
 def test_config_to_dict_is_json_and_keeps_every_table(tmp_path):
     text = (
+        # a plugin backend: its options table is free-form (nested tables kept); local's is checked
+        '[backend]\nbackend = "my_backends:Custom"\n'
         '[backend.options]\nmicro_batch_size = 2\nextra = {a = [1, 2]}\n[squeeze]\ntarget_ranks = [4, 8]\n'
         '[campaign]\nseeds = [1]\n[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n"training.lr" = 1e-5\n'
     )
@@ -287,6 +289,7 @@ def test_config_to_dict_is_json_and_keeps_every_table(tmp_path):
                     "conditions": [{"advantage_mode": "maxrl", "transform_mode": "gtpo", "gtpo.beta": 0.3, "model.name": "a/b"}],
                 },
                 "squeeze": {"adapter_path": ""},
+                "backend.backend": "my_backends:Custom",  # plugin: free-form options
                 "backend.options.nested": {"x": [1, 2], "y": {"z": "w"}},
                 "planning.strategic_grams": ['say "hi"', "tab\there", "ünïcode"],
             }

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS  # SPEC §3.4: one list, owned by planning.py
+from retrain.backends.base import LOCAL_OPTIONS
 from retrain.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "retrain.toml"
@@ -323,7 +324,7 @@ class BackendConfig(_Table):
     device: str = Field("auto", description="where the local backend runs: auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="backend-specific table; local reads micro_batch_size (default 8)"
+        default_factory=dict, description="backend-specific table; local reads micro_batch_size (default 8) and max_sample_rows (default 256)"
     )
 
     @field_validator("device")
@@ -999,10 +1000,13 @@ def _cross_field_problems(cfg: Config) -> list[str]:
             '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution, available only with '
             'backend = "local" and engine = "hf"; use "surprisal" or "predictive_variance"'
         )
-    if cfg.backend.backend == "local" and "micro_batch_size" in cfg.backend.options:
-        mbs = cfg.backend.options["micro_batch_size"]
-        if isinstance(mbs, bool) or not isinstance(mbs, int) or mbs < 1:
-            problems.append(f"[backend.options].micro_batch_size: must be an integer >= 1, got {_show(mbs)}")
+    if cfg.backend.backend == "local":
+        for key, value in cfg.backend.options.items():
+            if key not in LOCAL_OPTIONS:
+                problems.append(f"[backend.options].{key}: unknown option for the local backend"
+                                f"{_suggest(key, list(LOCAL_OPTIONS))} (known: {', '.join(LOCAL_OPTIONS)})")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"[backend.options].{key}: must be an integer >= 1, got {_show(value)}")
     if cfg.campaign is not None:
         problems += _campaign_problems(cfg)
     return problems

@@ -19,6 +19,14 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+# [backend.options] the local backend understands. Here (no torch import) so config.py validates
+# them at load time, with every other config problem; the backend trusts a validated config.
+LOCAL_OPTIONS = {
+    "micro_batch_size": "datums per forward/backward in train_step (default 8); does not change the result",
+    "max_sample_rows": "most completions decoded at once (default 256); bounds KV-cache memory",
+}
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 256

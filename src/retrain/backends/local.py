@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import warnings
@@ -43,10 +42,6 @@ from retrain.backends.sampler import (
 from retrain.errors import RetrainError
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-OPTIONS = {
-    "micro_batch_size": "datums per forward/backward in train_step (default 8); does not change the result",
-    "max_sample_rows": "most completions decoded at once (default 256); bounds KV-cache memory",
-}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -180,18 +175,7 @@ class LocalBackend:
     @classmethod
     def from_config(cls, cfg) -> LocalBackend:
         """Build from a retrain Config ([model], [training], [backend], [backend.options])."""
-        options = dict(cfg.backend.options or {})
-        unknown = [k for k in options if k not in OPTIONS]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, list(OPTIONS), n=1)
-                hints.append(f"[backend.options].{key}: unknown option for the local backend" + (
-                    f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(OPTIONS)})"))
-            raise RetrainError("\n".join(hints))
-        for key, value in options.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise RetrainError(f"[backend.options].{key}: must be an integer ≥ 1, got {value!r}")
+        options = dict(cfg.backend.options or {})  # keys and values checked by config.py
         m, t = cfg.model, cfg.training
         return cls(
             m.name,
