@@ -431,7 +431,7 @@ def test_default_targets_are_the_projections_present(tiny_model_dir):
     with pytest.raises(RetrainError, match="qkv_proj.*its linear layers are"):
         resolve_target_modules(backend.model.get_base_model(), ["qkv_proj"])
     assert isinstance(backend, Backend)
-    assert backend.reports_sync_loss and backend.preserves_token_advantages
+    assert backend.reports_sync_loss
     assert backend.device == torch.device("cpu")
 
 
@@ -447,7 +447,6 @@ def fake_cfg(model_dir, backend="local", options=None):
 
 class EchoBackend:
     reports_sync_loss = False
-    preserves_token_advantages = False
 
     def __init__(self, cfg):
         self.cfg = cfg

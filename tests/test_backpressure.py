@@ -224,7 +224,8 @@ def test_invalid_settings_raise_config_error_naming_the_keys():
     with pytest.raises(ConfigError) as err:
         USLController(enabled=True, min_batch_size=8, max_batch_size=4, throttle_margin=1.5, ema_decay=1.0)
     text = str(err.value)
-    assert "[backpressure].max_batch_size" in text and "[backpressure].throttle_margin" in text
+    # the same words as the config's ([backpressure] checks live in one function, backpressure_problems)
+    assert "[backpressure].min_batch_size: 8 is above max_batch_size 4" in text and "[backpressure].throttle_margin" in text
     assert "[backpressure].ema_decay" in text
 
 

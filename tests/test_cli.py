@@ -352,10 +352,15 @@ def test_explain_standalone_squeeze_trains_nothing(tmp_path, monkeypatch, capsys
 
 def test_sepa_ramp_warning_only_when_lambda_falls_short():
     from retrain.config import Config
-    from retrain.explain import run_warnings, sepa_final_lambda
+    from retrain.explain import final_lambda, run_warnings
 
-    assert sepa_final_lambda(40, 5, 40) == 0.875 and sepa_final_lambda(500, 50, 100) == 0.1
-    assert sepa_final_lambda(0, 0, 10) == 0.0 and sepa_final_lambda(10, 0, 50) == 1.0
+    def final(steps, delay, max_steps):
+        return final_lambda(Config().with_overrides({"sepa.steps": steps, "sepa.delay_steps": delay,
+                                                     "training.max_steps": max_steps}))
+
+    # λ at the last step the run takes (max_steps - 1), by the controller's linear_lambda
+    assert final(40, 5, 40) == 0.85 and final(500, 50, 100) == 0.098
+    assert final(0, 0, 10) == 0.0 and final(10, 0, 50) == 1.0
 
     def ramp_warnings(**sepa):
         cfg = Config().with_overrides({f"sepa.{k}": v for k, v in sepa.items()} | {"training.max_steps": 100})
@@ -363,8 +368,8 @@ def test_sepa_ramp_warning_only_when_lambda_falls_short():
 
     assert ramp_warnings(steps=90, delay_steps=20) == []  # ends at 0.89: "near 1", as in the standard profile
     assert ramp_warnings(steps=500, delay_steps=50) == [
-        "sepa.delay_steps + sepa.steps = 550 > max_steps = 100: λ never reaches 1 (about 0.1 at the last step); "
-        "set sepa.steps <= 50"
+        "sepa.delay_steps + sepa.steps = 550 > max_steps = 100: λ never reaches 1 (about 0.098 at the last step, 99); "
+        "set sepa.steps <= 49"
     ]
     assert len(ramp_warnings(steps=101, delay_steps=0)) == 1  # longer than the run, however close
     assert ramp_warnings(steps=500, delay_steps=0, schedule="auto") == []  # auto can reach 1 on its own

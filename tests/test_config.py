@@ -135,8 +135,8 @@ def test_all_problems_are_reported_together(tmp_path):
         "[training].seed: expected an integer, got the string \"x\" (set by --seed)",
         "[training].top_p: must be <= 1, got 1.5",
         "[training].lr: must be > 0, got -1",
-        "[data].source: must be one of 'arithmetic', 'math', 'gsm8k', 'jsonl' or a plugin path "
-        "'module:function', got 'jsnl'; did you mean 'jsonl'?",
+        "[data].source: must be one of 'arithmetic', 'math', 'gsm8k', 'jsonl', 'reasoning_gym:<task>' or a plugin "
+        "path 'module:function', got the string \"jsnl\"; did you mean 'jsonl'?",
         "[trainng]: unknown table; did you mean [training]?",
     ]
 
@@ -221,7 +221,7 @@ def test_with_overrides_validates_and_leaves_the_original_alone():
         ('[reward]\ncustom = "m:f"\n', '[reward].custom: is set but type = "match" ignores it'),
         ("[training]\nclip_eps_high = 0.3\n", "[training].clip_eps_high: needs clip_eps > 0"),
         ("[backpressure]\nmin_batch_size = 8\nmax_batch_size = 4\n", "[backpressure].min_batch_size: 8 is above max_batch_size 4"),
-        ('[inference]\nengine = "openai"\n', '[inference].url: required when engine = "openai"'),
+        ('[inference]\nengine = "openai"\nurl = "http://localhost:8000/v1"\n', '[inference].engine: "openai" is not available'),
         ('[algorithm]\nuncertainty_kind = "shannon_entropy"\n[backend]\nbackend = "tinker"\n', '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution'),
         ("[backend.options]\nmicro_batch_size = 0\n", "[backend.options].micro_batch_size: must be an integer >= 1, got 0"),
         ('[campaign]\n[squeeze]\nadapter_path = "a"\n', "[squeeze].adapter_path: a campaign squeezes its first finished run"),

@@ -1,4 +1,4 @@
-"""The extension-point registry: built-in tables, "module:function" plugins, clear errors."""
+"""The extension-point registry: built-in entries, "module:function" plugins, clear errors."""
 
 import doctest
 import sys
@@ -6,11 +6,15 @@ import textwrap
 
 import pytest
 
-import retrain.rl.registry as registry
 from retrain.errors import RetrainError
-from retrain.rl import transforms
-from retrain.rl.advantages import grpo_advantages, maxrl_advantages
-from retrain.rl.registry import ADVANTAGES, TRANSFORMS, resolve
+from retrain.rl import advantages, transforms
+from retrain.rl.advantages import ADVANTAGES, grpo_advantages, maxrl_advantages
+from retrain.rl.transforms import TRANSFORMS
+
+
+def resolve(name, registry, kind):
+    assert registry.kind == kind
+    return registry.resolve(name)
 
 
 @pytest.fixture
@@ -41,14 +45,14 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def test_builtins_are_returned_as_is():
-    assert ADVANTAGES == {"grpo": grpo_advantages, "maxrl": maxrl_advantages}
+    assert {name: ADVANTAGES.resolve(name) for name in ADVANTAGES} == {"grpo": grpo_advantages, "maxrl": maxrl_advantages}
     assert resolve("grpo", ADVANTAGES, "advantage") is grpo_advantages
     assert resolve("maxrl", ADVANTAGES, "advantage") is maxrl_advantages
     # One table: token_advantages and the registry see the same transforms.
     assert TRANSFORMS is transforms.TRANSFORMS
     assert set(TRANSFORMS) == {"none", "gtpo", "gtpo_hicra", "gtpo_sepa"}
-    for name, fn in TRANSFORMS.items():
-        assert resolve(name, TRANSFORMS, "transform") is fn
+    for name in TRANSFORMS:
+        assert resolve(name, TRANSFORMS, "transform") is TRANSFORMS.entry(name).target
 
 
 def test_advantage_plugin_from_the_current_directory(plugin_dir):
@@ -98,5 +102,9 @@ def test_unknown_transform_lists_the_transforms():
 
 
 def test_protocol_examples_in_docstrings_run():
-    result = doctest.testmod(registry)
-    assert result.attempted >= 4 and result.failed == 0
+    attempted = 0
+    for module in (advantages, transforms):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        attempted += result.attempted
+    assert attempted >= 4

@@ -1,4 +1,4 @@
-"""SEPA controller: linear and auto λ, the sticky correctness gate, state round-trips (SPEC §3.5)."""
+"""SEPA controller: linear and auto λ, the sticky correctness gate, state round-trips (docs/algorithms.md)."""
 
 import json
 import math
@@ -226,3 +226,45 @@ def test_load_state_rejects_bad_or_mismatched_state():
                 {"gate_open": "true"}, {"gate_open_step": 1.5}, {"var_ema": "x"}):
         with pytest.raises(RetrainError, match="SEPA state"):
             open_controller(correct_rate_gate=0.5).load_state_dict({**good, **bad})
+
+
+# --- the Python API at its edges (issue #11 item 7) -------------------------------------------------
+
+
+def test_auto_schedule_survives_broken_uncertainties_and_keeps_a_finite_ema():
+    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0,
+                          ema_decay=0.5, warmup=1)
+    sepa.observe(1.0, [8, 4, -12, 1e300, 6, math.nan, 0.5, math.inf], step=0)
+    # −12, nan and inf are dropped; with 1e300 kept the variance overflows, so the batch is skipped
+    assert sepa.var_ema is None and sepa.warmup_seen == 0 and sepa.resolve_lambda(1) == 0.0
+    sepa.observe(1.0, [8, 4, -12, 6, math.nan, 0.5, math.inf], step=1)
+    assert sepa.var_ema == pytest.approx(population_variance([8, 4, 6, 0.5]))
+    assert math.isfinite(sepa.var_ema) and sepa.var_0 == sepa.var_ema
+    assert population_variance([8, 4, -12, 1e300, 6, math.nan, 0.5, math.inf]) is None
+    assert population_variance([2.0, -1.0, 4.0]) == 1.0  # the negative value is not an uncertainty
+
+
+def test_python_api_rejects_what_the_config_rejects_in_the_same_words(tmp_path):
+    from retrain.config import load_config
+    from retrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as api:
+        SEPAController(steps=-1, schedule="linear", delay_steps=0, correct_rate_gate=0.0)
+    (tmp_path / "c.toml").write_text("[sepa]\nsteps = -1\n")
+    with pytest.raises(ConfigError) as config:
+        load_config(tmp_path / "c.toml")
+    assert api.value.problems == config.value.problems == ["[sepa].steps: must be >= 0, got -1"]
+
+
+@pytest.mark.parametrize("state, message", [
+    ([1, 2], "expected a table of values, got list"),
+    ("state", "expected a table of values, got str"),
+    (None, "expected a table of values, got NoneType"),
+    ({"version": 1}, "missing var_ema, var_0, warmup_seen, gate_open, gate_open_step"),
+    ({"var_ema": None, "var_0": None, "warmup_seen": "3", "gate_open": True, "gate_open_step": 0},
+     "warmup_seen must be an int"),
+])
+def test_restoring_a_damaged_state_is_a_clear_error(state, message):
+    with pytest.raises(RetrainError, match="SEPA state in the checkpoint is invalid") as info:
+        open_controller().load_state_dict(state)
+    assert message in str(info.value)

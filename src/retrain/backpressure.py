@@ -1,4 +1,4 @@
-"""Back-pressure: choose the batch size from measured throughput with the Universal Scalability Law (SPEC §7).
+"""Back-pressure: choose the batch size from measured throughput with the Universal Scalability Law.
 
 The parallelism of a step is `p = batch_size × group_size` completions; its throughput is
 `X = tokens / step seconds`. Gunther's USL models how X grows with p and then falls:
@@ -29,13 +29,39 @@ from typing import Any, Literal
 
 import numpy as np
 
+from retrain.checks import Bound, bound_problems
 from retrain.errors import ConfigError
 
 Regime = Literal["warmup", "retrograde", "optimal", "memory_bound", "compute_bound", "unknown"]
 Action = Literal["hold", "throttle", "increase"]
 
-MEMORY_BOUND_RATIO = 1.1  # measured throughput this far above the USL prediction → memory_bound (SPEC §7)
+MEMORY_BOUND_RATIO = 1.1  # measured throughput this far above the USL prediction → memory_bound
 STATE_VERSION = 1
+
+# The limits of the [backpressure] settings: the config's fields take their constraints from here
+# and `USLController` checks its arguments with `backpressure_problems`, in the same words.
+BACKPRESSURE_BOUNDS = {
+    "warmup_steps": Bound(ge=0),
+    "ema_decay": Bound(ge=0, lt=1),
+    "throttle_margin": Bound(gt=0, le=1),
+    "increase_margin": Bound(gt=0, le=1),
+    "min_batch_size": Bound(ge=1),
+    "max_batch_size": Bound(ge=1),
+}
+
+
+def backpressure_problems(
+    warmup_steps: int, ema_decay: float, throttle_margin: float, increase_margin: float,
+    min_batch_size: int, max_batch_size: int,
+) -> list[str]:
+    """Every [backpressure] setting outside its limits, and min above max."""
+    values = {"warmup_steps": warmup_steps, "ema_decay": ema_decay, "throttle_margin": throttle_margin,
+              "increase_margin": increase_margin, "min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+    problems = bound_problems("backpressure", BACKPRESSURE_BOUNDS, values)
+    if min_batch_size > max_batch_size:
+        problems.append(f"[backpressure].min_batch_size: {min_batch_size} is above max_batch_size {max_batch_size}; "
+                        "lower it or raise max_batch_size")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,19 +257,8 @@ class USLController:
         initial_batch_size: int = 8,
         window_per_size: int = 8,
     ):
-        problems = []
-        if min_batch_size < 1:
-            problems.append(f"[backpressure].min_batch_size: must be ≥ 1, got {min_batch_size}")
-        if max_batch_size < min_batch_size:
-            problems.append(f"[backpressure].max_batch_size: must be ≥ min_batch_size ({min_batch_size}), got {max_batch_size}")
-        if warmup_steps < 0:
-            problems.append(f"[backpressure].warmup_steps: must be ≥ 0, got {warmup_steps}")
-        if not 0.0 <= ema_decay < 1.0:
-            problems.append(f"[backpressure].ema_decay: must be in [0, 1), got {ema_decay}")
-        if not 0.0 < throttle_margin <= 1.0:
-            problems.append(f"[backpressure].throttle_margin: must be in (0, 1], got {throttle_margin}")
-        if not 0.0 < increase_margin <= 1.0:
-            problems.append(f"[backpressure].increase_margin: must be in (0, 1], got {increase_margin}")
+        problems = backpressure_problems(warmup_steps, ema_decay, throttle_margin, increase_margin,
+                                         min_batch_size, max_batch_size)
         if group_size < 1 or initial_batch_size < 1 or window_per_size < 1:
             problems.append("group_size, initial_batch_size and window_per_size must be ≥ 1")
         if problems:

@@ -6,7 +6,10 @@
 
 Everything here is arithmetic on the config (no model, no torch), so it answers in well under a
 second. Episodes are completions: a step samples batch_size x group_size of them, and each is at
-most one datum (groups whose rewards all tie contribute none, SPEC §3.1).
+most one datum (groups whose rewards all tie contribute none; docs/algorithms.md). Which warnings
+apply comes from the registry entries of the chosen variants (what they consume); a plugin
+transform or advantage is imported to read its entry, and one that cannot be imported is a warning
+here (the run would fail on it).
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from typing import Any
 
 from retrain.campaign.grid import expand_campaign
 from retrain.config import Config, config_to_dict, config_to_toml
+from retrain.errors import RetrainError
+from retrain.registry import Variant
+from retrain.rl.sepa import linear_lambda
+from retrain.rl.transforms import TRANSFORMS, TokenTransform
 
 EMBEDDED_MODEL = "smollm2-135m"
 CPU_MAX_LORA_RANK = 64
 CPU_MAX_TOKENS = 1024
 SEPA_SHORT_LAMBDA = 0.8  # below this final λ, SEPA was barely applied
-LITMUS_MIN_SEEDS = 3  # SPEC §8: fewer seeds per arm and litmus answers INCONCLUSIVE
+LITMUS_MIN_SEEDS = 3  # fewer seeds per arm and litmus answers INCONCLUSIVE (docs/analysis.md)
 
 
 def _cuda_present() -> bool:
@@ -40,44 +47,54 @@ def runs_on_cpu(cfg: Config, cuda_present: bool) -> bool:
     return cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not cuda_present)
 
 
-def sepa_final_lambda(steps: int, delay_steps: int, max_steps: int) -> float:
-    """The linear λ at the last step: clamp((max_steps - delay) / steps, 0, 1); 0 when steps <= 0."""
-    if steps <= 0:
-        return 0.0
-    return min(max((max_steps - delay_steps) / steps, 0.0), 1.0)
+def final_lambda(cfg: Config) -> float:
+    """The linear λ at the last step the run takes (max_steps − 1), by the controller's own formula."""
+    return linear_lambda(cfg.training.max_steps - 1, cfg.sepa.steps, cfg.sepa.delay_steps)
 
 
-def _lambda_falls_short(steps: int, delay_steps: int, max_steps: int) -> bool:
+def _lambda_falls_short(cfg: Config) -> bool:
     """The ramp is longer than the run, or ends well short of 1.
 
-    The standard profile ends at λ = 0.9 (delay 50 + 500 steps in a 500-step run), which the guide
-    calls "near 1.0"; a campaign shortened to 100 steps with the same ramp ends at 0.1.
+    The standard profile ends at λ ≈ 0.9 (delay 50 + 500 steps in a 500-step run), "near 1"; a
+    campaign shortened to 100 steps with the same ramp ends at about 0.1.
     """
-    final = sepa_final_lambda(steps, delay_steps, max_steps)
-    return final < 1 and (steps > max_steps or final < SEPA_SHORT_LAMBDA)
+    final = final_lambda(cfg)
+    return final < 1 and (cfg.sepa.steps > cfg.training.max_steps or final < SEPA_SHORT_LAMBDA)
+
+
+def transform_entry(cfg: Config) -> Variant[TokenTransform] | str:
+    """The chosen transform's registry entry (a plugin is imported), or why it cannot be read."""
+    try:
+        return TRANSFORMS.entry(cfg.algorithm.transform_mode)
+    except RetrainError as e:
+        return str(e)
 
 
 def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
     """Likely mistakes in one run's config (legal, but probably not what was meant)."""
     t, out = cfg.training, []
     transform = cfg.algorithm.transform_mode
+    entry = transform_entry(cfg)
+    if isinstance(entry, str):
+        out.append(f"{entry} (the run would stop here)")
+    consumes = entry.consumes if not isinstance(entry, str) else frozenset()
     if t.group_size == 1:
         out.append("group_size = 1: every group is uninformative (one reward cannot differ from itself), so no step ever trains")
-    if transform == "gtpo_sepa":
+    if "sepa_lambda" in consumes:
         if cfg.sepa.delay_steps >= t.max_steps:
             out.append(
                 f"sepa.delay_steps = {cfg.sepa.delay_steps} >= max_steps = {t.max_steps}: SEPA never starts, "
-                "so gtpo_sepa behaves exactly like gtpo"
+                f"so {transform} runs with λ = 0 throughout"
             )
-        elif cfg.sepa.schedule == "linear" and _lambda_falls_short(cfg.sepa.steps, cfg.sepa.delay_steps, t.max_steps):
-            final = sepa_final_lambda(cfg.sepa.steps, cfg.sepa.delay_steps, t.max_steps)
+        elif cfg.sepa.schedule == "linear" and _lambda_falls_short(cfg):
             out.append(
                 f"sepa.delay_steps + sepa.steps = {cfg.sepa.delay_steps + cfg.sepa.steps} > max_steps = {t.max_steps}: "
-                f"λ never reaches 1 (about {final:.3g} at the last step); set sepa.steps <= {t.max_steps - cfg.sepa.delay_steps}"
+                f"λ never reaches 1 (about {final_lambda(cfg):.3g} at the last step, {t.max_steps - 1}); "
+                f"set sepa.steps <= {t.max_steps - 1 - cfg.sepa.delay_steps}"
             )
-    if transform in ("gtpo_hicra", "gtpo_sepa") and not cfg.planning.strategic_grams:
+    if "planning_mask" in consumes and not cfg.planning.strategic_grams:
         out.append(f"planning.strategic_grams is empty: no planning tokens, so {transform} has nothing to act on")
-    if transform.startswith("gtpo") and cfg.gtpo.beta == 0:
+    if "beta" in consumes and cfg.gtpo.beta == 0:
         out.append("gtpo.beta = 0: GTPO weights are uniform (no uncertainty reweighting)")
     if cfg.model.name == EMBEDDED_MODEL and t.temperature >= 1:
         out.append(f"temperature = {t.temperature} on {EMBEDDED_MODEL}: at 1.0 this model mostly babbles; 0.7 works")
@@ -100,7 +117,7 @@ def _campaign_warnings(cfg: Config) -> list[str]:
     if len(cfg.campaign.seeds) < LITMUS_MIN_SEEDS:
         out.append(
             f"{len(cfg.campaign.seeds)} seed(s) per condition: litmus needs >= {LITMUS_MIN_SEEDS} and will say "
-            "INCONCLUSIVE; the guide suggests 3 to validate, 8 for a standard campaign"
+            "INCONCLUSIVE; 3 seeds validate a setup, 8 make a standard campaign"
         )
     if cfg.campaign.executor == "ray" and importlib.util.find_spec("ray") is None:
         out.append("executor = \"ray\" but ray is not installed: pip install 'retrain[ray]'")
@@ -159,6 +176,9 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
         info["seeds"] = [cfg.training.seed]
         info["log_dir"] = cfg.resolved_log_dir
         warnings = run_warnings(cfg, runs_on_cpu(cfg, cuda))
+        entry = transform_entry(cfg)
+        if not isinstance(entry, str):
+            info["transform_consumes"] = sorted(entry.consumes)
         step_time = estimate_step_time_s(cfg.resolved_log_dir)
         if step_time is not None:
             info["estimated_step_time_s"] = step_time
@@ -223,6 +243,8 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
             ("total steps", str(info["total_steps"])),
             ("total episodes", str(info["total_episodes"])),
         ]
+    if "transform_consumes" in info:
+        rows.append(("transform uses", ", ".join(info["transform_consumes"]) or "no knobs"))
     rows.append(("log dir", str(info["log_dir"])))
     if info["estimated_wall_time_s"] is not None:
         rows.append(("est. wall time", f"{_duration(info['estimated_wall_time_s'])} (median step {info['estimated_step_time_s']:.1f}s from {info['log_dir']}/metrics.jsonl)"))

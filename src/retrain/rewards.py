@@ -1,6 +1,6 @@
 """Verifiable rewards: extract the model's answer, compare it with the reference, never crash a run.
 
-Built-in rewards (SPEC §10), chosen by `[reward].type`:
+Built-in rewards, chosen by `[reward].type` (one entry each in `REWARDS`):
 
 - `match`: the answer extracted per the example's `answer_format` ("boxed" = last `\\boxed{...}`,
   "number" = last number in the text) equals the reference after whitespace trim (numbers compare by
@@ -29,6 +29,8 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from retrain.errors import RetrainError
+from retrain.plugins import import_plugin
+from retrain.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: retrain.data imports this module (math answers via extract_boxed)
     from retrain.data.base import Example
@@ -247,10 +249,8 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed") -
 
 def load_custom_reward(spec: str) -> RewardFn:
     """The user's `RewardFn` named by `"module:function"`, through the one plugin loader
-    (`retrain.rl.registry`: current directory on the import path); RetrainError naming the problem."""
-    from retrain.rl.registry import import_plugin
-
-    return import_plugin(spec, "[reward].custom")
+    (`retrain.plugins`: current directory on the import path); RetrainError naming the problem."""
+    return import_plugin(spec, "[reward].custom")  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,13 +324,43 @@ def call_with_timeout(fn: Callable[[], float], timeout_s: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 ExampleReward = Callable[[str, "Example"], float]
+RewardFactory = Callable[[Any], ExampleReward]  # the [reward] table -> the reward of one completion
+
+REWARDS: Registry[RewardFactory] = Registry("reward", "[reward].type")
 
 
-def _builtin(reward: Callable[[str, str, str], float]) -> ExampleReward:
-    return lambda completion, example: reward(completion, example.answer, example.answer_format)
+def _custom_unused(cfg: Any) -> list[str]:
+    if not cfg.reward.custom:
+        return []
+    return [f'[reward].custom: is set but type = "{cfg.reward.type}" ignores it; set type = "custom" or remove custom']
 
 
-def _custom(fn: RewardFn) -> ExampleReward:
+def _custom_required(cfg: Any) -> list[str]:
+    if cfg.reward.custom:
+        return []
+    return ['[reward].custom: required when type = "custom"; set custom = "my_module:my_reward"']
+
+
+@REWARDS.register("match", summary="the extracted answer equals the reference after whitespace trim", check=_custom_unused)
+def _match(reward_cfg: Any) -> ExampleReward:
+    return lambda completion, example: match_reward(completion, example.answer, example.answer_format)
+
+
+@REWARDS.register("math", summary="symbolic equivalence through math-verify", check=_custom_unused)
+def _math(reward_cfg: Any) -> ExampleReward:
+    _load_math_verify()  # fail at start-up, not at the first scored completion
+    return lambda completion, example: math_reward(completion, example.answer, example.answer_format)
+
+
+@REWARDS.register("custom", summary="[reward].custom = 'module:function' (completion, reference) -> float",
+                  check=_custom_required)
+def _custom(reward_cfg: Any) -> ExampleReward:
+    if not reward_cfg.custom:
+        raise RetrainError(
+            "[reward].type = 'custom' needs [reward].custom = 'module:function' "
+            "(a function (completion: str, reference: str) -> float)"
+        )
+    fn = load_custom_reward(reward_cfg.custom)
     return lambda completion, example: fn(completion, example.answer)
 
 
@@ -403,27 +433,8 @@ class Scorer:
             logger.warning("%s; scored 0.0, counted, run continues", self.last_error)
 
 
-_BUILTIN_REWARDS: dict[str, Callable[[str, str, str], float]] = {
-    "match": match_reward,
-    "math": math_reward,
-}
-
-
 def make_scorer(reward_cfg: Any) -> Scorer:
     """The Scorer for a `[reward]` table (`type`, `custom`, `timeout_s`)."""
-    kind = reward_cfg.type
-    timeout_s = float(reward_cfg.timeout_s)
-    if kind == "custom":
-        if not reward_cfg.custom:
-            raise RetrainError(
-                "[reward].type = 'custom' needs [reward].custom = 'module:function' "
-                "(a function (completion: str, reference: str) -> float)"
-            )
-        fn = load_custom_reward(reward_cfg.custom)
-        return Scorer(_custom(fn), timeout_s=timeout_s, name=reward_cfg.custom)
-    if kind not in _BUILTIN_REWARDS:
-        choices = sorted([*_BUILTIN_REWARDS, "custom"])
-        raise RetrainError(f"[reward].type = {kind!r}: use one of {choices}")
-    if kind == "math":
-        _load_math_verify()  # fail at start-up, not at the first scored completion
-    return Scorer(_builtin(_BUILTIN_REWARDS[kind]), timeout_s=timeout_s, name=kind)
+    reward = REWARDS.resolve(reward_cfg.type)(reward_cfg)
+    name = reward_cfg.custom if reward_cfg.type == "custom" else reward_cfg.type
+    return Scorer(reward, timeout_s=float(reward_cfg.timeout_s), name=name)

@@ -22,14 +22,26 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import retrain
+from retrain.backends import make_backend
+from retrain.backends.base import Backend, SamplingParams
+from retrain.backpressure import USLController
 from retrain.config import Config, config_to_dict, config_to_toml, flatten_dict, load_config
+from retrain.data import Dataset, Example, load_dataset
+from retrain.data.cursor import Cursor
 from retrain.errors import RetrainError
 from retrain.jsonio import now_iso, read_json, write_json_atomic
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
+from retrain.rewards import make_scorer
+from retrain.rl.advantages import ADVANTAGES
+from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
+from retrain.rl.sepa import SEPAController
+from retrain.rl.step import CORRECT_THRESHOLD, Scorer, StepContext, rl_step
+from retrain.rl.transforms import TRANSFORMS
 
 TRAINER_STATE = "trainer_state.json"
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
@@ -103,82 +115,72 @@ class Counters:
 
 @dataclass
 class Components:
-    """What a run carries from step to step; everything but `ctx` and `data` is checkpointed."""
+    """What a run carries from step to step; everything but the data and the step's fixed
+    inputs is checkpointed (the SEPA controller sits in `ctx.sepa`)."""
 
-    ctx: object  # StepContext
-    data: object  # Dataset
-    cursor: object  # data.cursor.Cursor
-    sepa: object  # SEPAController
-    bp: object  # USLController
+    ctx: StepContext
+    data: Dataset
+    cursor: Cursor
+    bp: USLController
     counters: Counters
 
 
 def build_components(cfg: Config) -> Components:
-    from retrain.backpressure import USLController
-    from retrain.data import load_dataset
-    from retrain.data.cursor import Cursor
-    from retrain.rl.sepa import SEPAController
-
     seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
     ctx = build_context(cfg)
     # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
     # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
     data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
-    if not data.train:
-        raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
-    s = cfg.sepa
     return Components(
         ctx=ctx,
         data=data,
         cursor=Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle),
-        sepa=SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
-                            ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup),
         bp=USLController.from_config(cfg.backpressure, group_size=cfg.training.group_size,
                                      initial_batch_size=cfg.training.batch_size),
         counters=Counters(),
     )
 
 
-def restore_components(c: Components, run_dir: Path, state: dict) -> None:
-    c.ctx.backend.load(str(run_dir / state["checkpoint"]))
-    c.cursor.load_state_dict(state["cursor"])
-    c.sepa.load_state_dict(state["sepa"])
-    c.bp.load_state_dict(state["backpressure"])
-    c.counters = Counters(**state["counters"])
+def restore_components(parts: Components, run_dir: Path, state: dict[str, Any]) -> None:
+    parts.ctx.backend.load(str(run_dir / state["checkpoint"]))
+    parts.cursor.load_state_dict(state["cursor"])
+    parts.ctx.sepa.load_state_dict(state["sepa"])
+    parts.bp.load_state_dict(state["backpressure"])
+    parts.counters = Counters(**state["counters"])
     _restore_rng(state["rng"])
 
 
-def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
+def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     info = RunInfo(run_dir, cfg)
     sinks: list[MetricsSink] = []
     start_step = state["step"] + 1 if state else 0
     try:
-        c = build_components(cfg)
+        parts = build_components(cfg)
         if state:
-            restore_components(c, run_dir, state)
+            restore_components(parts, run_dir, state)
         info.start(start_step - 1)
         sinks = [JsonlSink(run_dir, cfg.logging.log_generations),
                  ConsoleSink(f"{cfg.condition} s{cfg.training.seed}", cfg.training.max_steps, start_step)]
         if cfg.logging.wandb_project and cfg.logging.wandb_mode != "disabled":
             sinks.append(make_wandb_sink(cfg, run_dir, info))
-        evaluator = Evaluator(cfg, c.ctx.backend, c.ctx.score, c.data.eval, JsonlFile(run_dir / "eval.jsonl"))
+        evaluator = Evaluator(cfg, parts.ctx.backend, parts.ctx.scorer, parts.data.eval, JsonlFile(run_dir / "eval.jsonl"))
         if start_step == 0:
             evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
 
         for step in range(start_step, cfg.training.max_steps):
-            row, generations = run_one_step(cfg, c, step)
+            row, generations = run_one_step(cfg, parts, step)
             if evaluator.due(step):
-                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=c.counters.num_updates)
+                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=parts.counters.num_updates)
             for sink in sinks:
                 sink.log_step(row, generations)
             last = step == cfg.training.max_steps - 1
             if last or (cfg.training.save_every > 0 and (step + 1) % cfg.training.save_every == 0):
-                save_checkpoint(run_dir, step, c, final=last)
+                save_checkpoint(run_dir, step, parts, final=last)
             info.progress(step)
         if cfg.training.max_steps <= start_step and not (run_dir / "adapter" / "final").exists():
-            save_checkpoint(run_dir, start_step - 1, c, final=True)
+            save_checkpoint(run_dir, start_step - 1, parts, final=True)
         info.finish("completed")
-        running = c.counters.total_correct / max(c.counters.total_completions, 1)
+        running = parts.counters.total_correct / max(parts.counters.total_completions, 1)
         print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
               f"running correct rate {running:.1%}; logs in {run_dir}")
         return 0
@@ -197,68 +199,47 @@ def _execute(cfg: Config, run_dir: Path, state: dict | None) -> int:
             sink.close()
 
 
-def run_one_step(cfg: Config, c: Components, step: int) -> tuple[dict, list[dict]]:
-    """One RL step plus the controllers around it; returns the metrics row and the generations."""
-    from retrain.rl.step import rl_step
+def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One RL step (`rl_step`, which also updates SEPA) with back-pressure around it; returns the
+    metrics row and the generations.
 
+    Back-pressure stays here, not in the step: it decides how many prompts the run draws from the
+    cursor before the step, and it measures the wall time of everything in between."""
     t0 = time.perf_counter()
-    batch_size = c.bp.batch_size_for_step(step)
-    examples_P = [c.data.train[i] for i in c.cursor.next_batch(batch_size)]
-    # λ only means something to SEPA (and to plugins, which may use it); the built-in non-SEPA
-    # transforms log 0, so "sepa_lambda is nonzero only for gtpo_sepa" holds (research guide).
-    lam = c.sepa.resolve_lambda(step) if uses_sepa_lambda(cfg.algorithm.transform_mode) else 0.0
-    out = rl_step(c.ctx, examples_P, sepa_lambda=lam, seed=step_seed(cfg.training.seed, step))
-    # Controllers update after the step (SPEC §3): a gate that opens now acts from the next step.
-    c.sepa.observe(out.metrics["correct_rate"], out.exec_uncertainties, step=step)
-    c.counters.total_correct += out.correct_count
-    c.counters.total_completions += out.total_count
-    c.counters.num_updates += out.metrics["loss"] is not None
+    batch_size = parts.bp.batch_size_for_step(step)
+    examples_P = [parts.data.train[i] for i in parts.cursor.next_batch(batch_size)]
+    out = rl_step(parts.ctx, examples_P, step=step, seed=step_seed(cfg.training.seed, step))
+    parts.counters.total_correct += out.correct_count
+    parts.counters.total_completions += out.total_count
+    parts.counters.num_updates += out.metrics["loss"] is not None
     step_time = time.perf_counter() - t0
-    c.bp.observe(batch_size, cfg.training.group_size, out.num_tokens, step_time)
-    backend = c.ctx.backend
+    parts.bp.observe(batch_size, cfg.training.group_size, out.num_tokens, step_time)
     row = {
         "step": step,
         "condition": cfg.condition,
         "seed": cfg.training.seed,
         **out.metrics,
-        "correct_count": out.correct_count,
-        "total_count": out.total_count,
-        "running_correct_rate": c.counters.total_correct / max(c.counters.total_completions, 1),
-        "sepa_lambda": lam,
-        "sepa_gate_open": c.sepa.gate_open,
-        "sepa_gate_open_step": c.sepa.gate_open_step,
-        "loss_is_placeholder": not backend.reports_sync_loss and out.metrics["loss"] is not None,
-        "backend_reports_sync_loss": backend.reports_sync_loss,
+        "running_correct_rate": parts.counters.total_correct / max(parts.counters.total_completions, 1),
         "batch_size": batch_size,
         "group_size": cfg.training.group_size,
-        **c.bp.metrics(),
+        **parts.bp.metrics(),
         "step_time_s": step_time,
         "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
-        **c.ctx.score.pop_counts(),
         "eval_correct_rate": None,
     }
     return row, out.generations
 
 
-def uses_sepa_lambda(transform_mode: str) -> bool:
-    return transform_mode not in ("none", "gtpo", "gtpo_hicra")
-
-
-def build_context(cfg: Config):
-    """Everything `rl_step` needs, chosen once from the config."""
-    from retrain.backends import make_backend
-    from retrain.backends.base import SamplingParams
-    from retrain.rewards import make_scorer
-    from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
-    from retrain.rl.registry import ADVANTAGES, TRANSFORMS, resolve
-    from retrain.rl.step import StepContext
-
-    t = cfg.training
+def build_context(cfg: Config) -> StepContext:
+    """Everything `rl_step` needs, chosen once from the config (through the registries)."""
+    t, s = cfg.training, cfg.sepa
     return StepContext(
         backend=make_backend(cfg),
-        score=make_scorer(cfg.reward),
-        advantage_fn=resolve(cfg.algorithm.advantage_mode, ADVANTAGES, "advantage"),
-        transform_fn=resolve(cfg.algorithm.transform_mode, TRANSFORMS, "transform"),
+        scorer=make_scorer(cfg.reward),
+        advantage_fn=ADVANTAGES.resolve(cfg.algorithm.advantage_mode),
+        transform=TRANSFORMS.entry(cfg.algorithm.transform_mode),
+        sepa=SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
+                            ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup),
         uncertainty_kind=cfg.algorithm.uncertainty_kind,
         strategic_grams=list(cfg.planning.strategic_grams or DEFAULT_STRATEGIC_GRAMS),
         gtpo_beta=cfg.gtpo.beta,
@@ -273,9 +254,7 @@ def build_context(cfg: Config):
 class Evaluator:
     """Greedy accuracy on held-out prompts the run never trains on (`[eval]`)."""
 
-    def __init__(self, cfg: Config, backend, scorer, examples, out: JsonlFile):
-        from retrain.backends.base import SamplingParams
-
+    def __init__(self, cfg: Config, backend: Backend, scorer: Scorer, examples: list[Example], out: JsonlFile):
         self.every = cfg.eval.every
         self.last_step = cfg.training.max_steps - 1
         self.examples = examples[: cfg.eval.num_examples]
@@ -288,8 +267,6 @@ class Evaluator:
         return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
 
     def run(self, after_step: int, num_updates: int) -> float | None:
-        from retrain.rl.step import CORRECT_THRESHOLD
-
         if not self.enabled:
             return None
         t0 = time.perf_counter()
@@ -341,22 +318,22 @@ def _restore_rng(state: dict) -> None:
     torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
 
 
-def save_checkpoint(run_dir: Path, step: int, c: Components, final: bool) -> None:
+def save_checkpoint(run_dir: Path, step: int, parts: Components, final: bool) -> None:
     """Adapter + optimizer (backend.save), then trainer_state.json atomically, pointing at them.
 
     trainer_state.json is written last, so a kill during the adapter write leaves the previous
     checkpoint in force."""
     name = "final" if final else f"checkpoint_step_{step + 1}"
     rel = Path("adapter") / name
-    c.ctx.backend.save(str(run_dir / rel))
+    parts.ctx.backend.save(str(run_dir / rel))
     state = {
         "step": step,
         "checkpoint": str(rel),
         "optimizer": str(rel / "optimizer.pt"),
-        "cursor": c.cursor.state_dict(),
-        "sepa": c.sepa.state_dict(),
-        "backpressure": c.bp.state_dict(),
-        "counters": c.counters.__dict__,
+        "cursor": parts.cursor.state_dict(),
+        "sepa": parts.ctx.sepa.state_dict(),
+        "backpressure": parts.bp.state_dict(),
+        "counters": parts.counters.__dict__,
         "rng": _rng_state(),
         "saved_at": now_iso(),
     }
@@ -429,7 +406,7 @@ class RunInfo:
 
 
 def make_wandb_sink(cfg: Config, run_dir: Path, info: RunInfo) -> WandbSink:
-    """wandb run `<condition>_s<seed>`, group `<condition>`, tags `[<condition>, seed<seed>]` (SPEC §4),
+    """wandb run `<condition>_s<seed>`, group `<condition>`, tags `[<condition>, seed<seed>]` (docs/metrics.md),
     so "group by condition" in the wandb UI gives one line per condition."""
     lg = cfg.logging
     name = f"{cfg.condition}_s{cfg.training.seed}"

@@ -1,13 +1,17 @@
-"""Backends: the model runtime behind `rl/step.py` (protocol in `base.py`).
+"""Backends: the model runtime behind `rl/step.py` (protocol in `base.py`), one entry each in `BACKENDS`.
 
-    backend = make_backend(cfg)        # local (transformers + peft), or a plugin class
+    backend = make_backend(cfg)        # local (transformers + peft), tinker, or a plugin class
 
-A plugin backend is `[backend] backend = "my_module:MyBackend"`: a class taking the Config and
-implementing `retrain.backends.base.Backend`. Heavy imports (torch, transformers) happen only when
-a backend is built.
+A plugin backend is `[backend] backend = "my_module:MyBackend"`: a class (or function) taking the
+Config and returning an object that implements `retrain.backends.base.Backend`. Heavy imports
+(torch, transformers) happen only when a backend is built: the local entry names its target as a
+string.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from retrain.backends.base import (
     Backend,
@@ -17,29 +21,58 @@ from retrain.backends.base import (
     TrainResult,
 )
 from retrain.errors import RetrainError
+from retrain.registry import Option, Registry, Variant
 
-__all__ = ["Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend"]
+
+BackendFactory = Callable[[Any], Backend]  # the whole Config -> a ready backend
+
+_PROTOCOL_METHODS = ("sample", "train_step", "save", "load")
 
 
-def make_backend(cfg) -> Backend:
+def _backend_plugin(factory: Callable[[Any], Any], path: str) -> Variant[BackendFactory]:
+    """A plugin backend: built from the Config, then checked against the Backend protocol."""
+
+    def build(cfg: Any) -> Backend:
+        backend = factory(cfg)
+        missing = [a for a in _PROTOCOL_METHODS if not callable(getattr(backend, a, None))]
+        missing += [a for a in ("reports_sync_loss",) if not hasattr(backend, a)]
+        if missing:
+            raise RetrainError(f"backend plugin {path!r} does not implement the Backend protocol: missing {missing}")
+        return backend  # type: ignore[no-any-return]
+
+    return Variant(path, build, f"plugin {path}", plugin=True)
+
+
+BACKENDS: Registry[BackendFactory] = Registry("backend", "[backend].backend", _backend_plugin)
+
+
+def _local_options(cfg: Any) -> list[str]:
+    return BACKENDS.entry("local").option_problems("[backend.options]", cfg.backend.options, "the local backend")
+
+
+BACKENDS.add(Variant(
+    "local",
+    "retrain.backends.local:LocalBackend.from_config",
+    "transformers + peft on CPU or one CUDA device",
+    provides=frozenset({"entropies"}),
+    check=_local_options,
+    options={
+        "micro_batch_size": Option(8, "datums per forward/backward in train_step; does not change the result"),
+        "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),
+    },
+))
+
+
+@BACKENDS.register("tinker", summary="the Tinker SDK (not bundled in this build)")
+def _tinker_unavailable(cfg: Any) -> Backend:
+    raise RetrainError(
+        "the tinker backend is not available in this build: the Tinker SDK client is not bundled. "
+        'Use [backend] backend = "local", or a plugin class ("my_module:MyBackend") that wraps '
+        "the Tinker SDK and implements retrain.backends.base.Backend"
+    )
+
+
+def make_backend(cfg: Any) -> Backend:
     """Build the backend `cfg.backend.backend` names: "local", "tinker" or "module:Class"."""
-    kind = cfg.backend.backend
-    if kind == "local":
-        from retrain.backends.local import LocalBackend
-
-        return LocalBackend.from_config(cfg)
-    if kind == "tinker":
-        raise RetrainError(
-            "the tinker backend is not available in this build: the Tinker SDK client is not bundled. "
-            'Use [backend] backend = "local", or a plugin class ("my_module:MyBackend") that wraps '
-            "the Tinker SDK and implements retrain.backends.base.Backend"
-        )
-    from retrain.rl.registry import import_plugin
-
-    cls = import_plugin(kind, "backend")
-    backend = cls(cfg)
-    missing = [a for a in ("sample", "train_step", "save", "load") if not callable(getattr(backend, a, None))]
-    missing += [a for a in ("reports_sync_loss", "preserves_token_advantages") if not hasattr(backend, a)]
-    if missing:
-        raise RetrainError(f"backend plugin {kind!r} does not implement the Backend protocol: missing {missing}")
-    return backend
+    return BACKENDS.resolve(cfg.backend.backend)(cfg)

@@ -15,16 +15,16 @@ Example (any backend)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# LoRA defaults shared by the config ([model]) and the local backend; here, with no torch import.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# [backend.options] the local backend understands. Here (no torch import) so config.py validates
-# them at load time, with every other config problem; the backend trusts a validated config.
-LOCAL_OPTIONS = {
-    "micro_batch_size": "datums per forward/backward in train_step (default 8); does not change the result",
-    "max_sample_rows": "most completions decoded at once (default 256); bounds KV-cache memory",
-}
+
+def effective_lora_alpha(alpha: float, rank: int) -> float:
+    """The effective LoRA alpha: `alpha`, or 2·rank when it is 0 (`[model].lora_alpha = 0`)."""
+    return alpha if alpha else 2 * rank
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,11 @@ class TrainResult:
     sampler_train_kl: float = 0.0  # mean (old_logprob - new_logprob) over completion tokens
     grad_norm: float = 0.0
     num_tokens: int = 0  # completion tokens trained on
-    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable
 class Backend(Protocol):
     reports_sync_loss: bool  # train_step's loss is the objective just optimised, not a placeholder
-    preserves_token_advantages: bool  # per-token advantages reach the loss unchanged
 
     def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
         """`n` completions for each prompt (a list of groups, one per prompt, in order)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from retrain.backends.base import Completion, Datum, SamplingParams, TrainResult
+from retrain.backends.base import DEFAULT_TARGET_MODULES, Completion, Datum, SamplingParams, TrainResult, effective_lora_alpha
 from retrain.backends.models import load_model_and_tokenizer
 from retrain.backends.sampler import (
     decode_with_offsets,
@@ -39,10 +39,7 @@ from retrain.backends.sampler import (
     sample_groups,
     token_logprobs_from_hidden,
 )
-from retrain.errors import RetrainError
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
+from retrain.errors import ConfigError, RetrainError
 
 def resolve_device(device: str) -> torch.device:
     """auto → cuda when available, else cpu; `cuda[:N]` must exist."""
@@ -60,18 +57,14 @@ def resolve_device(device: str) -> torch.device:
                 f"[backend].device = {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
         return dev
-    if device == "cpu":
-        return torch.device("cpu")
-    raise RetrainError(f"[backend].device = {device!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(device)  # "cpu"; the form of `device` is checked at config load
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """auto → bfloat16 on CUDA, float32 on CPU."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise RetrainError(f"[backend].dtype = {dtype!r}: expected auto, float32 or bfloat16")
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # [backend].dtype, checked at config load
     if table[dtype] is torch.bfloat16 and device.type == "cpu":
         warnings.warn("bfloat16 on CPU is very slow without AVX512-BF16/AMX; float32 is the CPU default", stacklevel=2)
     return table[dtype]
@@ -88,12 +81,12 @@ def resolve_target_modules(model: torch.nn.Module, requested) -> list[str] | str
     if isinstance(requested, str):
         requested = [requested]
     names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
-    if not requested or set(requested) == set(DEFAULT_TARGETS):
-        present = [t for t in DEFAULT_TARGETS if t in names]
+    if not requested or set(requested) == set(DEFAULT_TARGET_MODULES):
+        present = [t for t in DEFAULT_TARGET_MODULES if t in names]
         if not present:
             raise RetrainError(
                 "[model].target_modules: this model has none of the default projections "
-                f"({', '.join(DEFAULT_TARGETS)}); set it to some of its linear layers: {', '.join(sorted(names))}"
+                f"({', '.join(DEFAULT_TARGET_MODULES)}); set it to some of its linear layers: {', '.join(sorted(names))}"
             )
         return present
     missing = [t for t in requested if t not in names]
@@ -109,7 +102,6 @@ class LocalBackend:
     """`Backend` on transformers + peft. See the module docstring for precision and temperature."""
 
     reports_sync_loss = True  # train_step returns the loss it just optimised
-    preserves_token_advantages = True  # per-token advantages reach the loss unchanged
 
     def __init__(
         self,
@@ -135,8 +127,13 @@ class LocalBackend:
     ):
         from peft import LoraConfig, get_peft_model
 
-        if micro_batch_size < 1 or max_sample_rows < 1:
-            raise RetrainError("[backend.options]: micro_batch_size and max_sample_rows must be ≥ 1")
+        from retrain.backends import BACKENDS
+
+        # The config checks these at load; the same rule (the local entry's options) guards the Python API.
+        options = {"micro_batch_size": micro_batch_size, "max_sample_rows": max_sample_rows}
+        problems = BACKENDS.entry("local").option_problems("[backend.options]", options, "the local backend")
+        if problems:
+            raise ConfigError(problems, source="LocalBackend")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.micro_batch_size = micro_batch_size
@@ -152,7 +149,7 @@ class LocalBackend:
         lora = LoraConfig(
             task_type="CAUSAL_LM",
             r=lora_rank,
-            lora_alpha=lora_alpha or 2 * lora_rank,
+            lora_alpha=effective_lora_alpha(lora_alpha, lora_rank),
             lora_dropout=lora_dropout,
             target_modules=targets,
         )
@@ -175,7 +172,9 @@ class LocalBackend:
     @classmethod
     def from_config(cls, cfg) -> LocalBackend:
         """Build from a retrain Config ([model], [training], [backend], [backend.options])."""
-        options = dict(cfg.backend.options or {})  # keys and values checked by config.py
+        from retrain.backends import BACKENDS
+
+        options = BACKENDS.entry("local").with_defaults(cfg.backend.options)  # checked at config load
         m, t = cfg.model, cfg.training
         return cls(
             m.name,
@@ -186,8 +185,8 @@ class LocalBackend:
             target_modules=m.target_modules,
             device=cfg.backend.device,
             dtype=cfg.backend.dtype,
-            micro_batch_size=options.get("micro_batch_size", 8),
-            max_sample_rows=options.get("max_sample_rows", 256),
+            micro_batch_size=options["micro_batch_size"],
+            max_sample_rows=options["max_sample_rows"],
             clip_eps=t.clip_eps,
             clip_eps_high=t.clip_eps_high,
             kl_beta=t.kl_beta,

@@ -8,18 +8,13 @@ A pure function of the TOML (DESIGN: "campaigns are data"); executors only run w
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from retrain.config import ABLATION_CONDITIONS, Config, toml_value
+from retrain.config import ABLATION_CONDITIONS, Config, condition_label
 from retrain.errors import RetrainError
 
-# Labels name run directories (runs/<label>_s<seed>/), so override values keep only characters
-# that are safe in a path on every OS; anything else (a "/" in a model id, spaces) becomes "-".
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\-]")
-
+__all__ = ["RunSpec", "campaign_conditions", "condition_label", "expand_campaign"]
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -29,26 +24,6 @@ class RunSpec:
     seed: int
     name: str  # f"{label}_s{seed}"
     config: Config
-
-
-def _label_value(value: Any) -> str:
-    """TOML-style scalars (`1e-05`, `false`), strings bare, lists comma-joined; path-safe."""
-    if isinstance(value, list):
-        return ",".join(_label_value(v) for v in value)
-    text = value if isinstance(value, str) else toml_value(value)
-    return _UNSAFE.sub("-", text)
-
-
-def condition_label(advantage_mode: str, transform_mode: str, overrides: Mapping[str, Any]) -> str:
-    """`adv+transform`, then `~key=value` per override sorted by key.
-
-    >>> condition_label("maxrl", "gtpo_sepa", {"training.lr": 1e-05, "sepa.steps": 100})
-    'maxrl+gtpo_sepa~sepa.steps=100~training.lr=1e-05'
-    """
-    label = f"{advantage_mode}+{transform_mode}"
-    for key in sorted(overrides):
-        label += f"~{key}={_label_value(overrides[key])}"
-    return label
 
 
 def campaign_conditions(cfg: Config) -> list[tuple[str, str, dict[str, Any]]]:

@@ -1,7 +1,8 @@
 """Data sources: `load_dataset` picks one from `[data].source`; the run draws batches through a `Cursor`.
 
-Every source is a function `(data_cfg, eval_cfg, seed) -> Dataset` listed in `SOURCES`; a
-`"module:function"` source is a plugin with the same signature, e.g. (`my_data.py`):
+Every source is a function `(data_cfg, eval_cfg, seed) -> Dataset` with one entry in `SOURCES`; a
+`"module:function"` source is a plugin with the same signature (its return value is checked),
+e.g. (`my_data.py`):
 
     from retrain.data import Dataset, Example
 
@@ -25,9 +26,9 @@ from retrain.data.cursor import Cursor
 from retrain.data.gsm8k import load_gsm8k
 from retrain.data.jsonl import load_jsonl
 from retrain.data.math import load_math
-from retrain.data.reasoning_gym import PREFIX as REASONING_GYM_PREFIX
 from retrain.data.reasoning_gym import load_reasoning_gym
 from retrain.errors import RetrainError
+from retrain.registry import Registry, Variant
 
 __all__ = ["SOURCES", "Cursor", "Dataset", "Example", "SourceFn", "load_dataset"]
 
@@ -35,24 +36,14 @@ logger = logging.getLogger(__name__)
 
 SourceFn = Callable[[Any, Any, int], Dataset]
 
-# The one table of sources. "reasoning_gym" takes its task after a colon ("reasoning_gym:chain_sum").
-SOURCES: dict[str, SourceFn] = {
-    "arithmetic": load_arithmetic,
-    "gsm8k": load_gsm8k,
-    "math": load_math,
-    "jsonl": load_jsonl,
-    REASONING_GYM_PREFIX.rstrip(":"): load_reasoning_gym,
-}
 
+def _source_plugin(fn: SourceFn, path: str) -> Variant[SourceFn]:
+    """A plugin source, its return value checked (a Dataset of Examples)."""
 
-def resolve_source(source: str) -> SourceFn:
-    """The loader for `[data].source`: a name in SOURCES, `reasoning_gym:<task>`, or a `module:function`
-    plugin (through `retrain.rl.registry`, the one plugin mechanism)."""
-    from retrain.rl.registry import resolve
+    def checked(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
+        return _check(fn(data_cfg, eval_cfg, seed), path)
 
-    if source.partition(":")[0] == "reasoning_gym":
-        return SOURCES["reasoning_gym"]  # it reads (and checks) its task from the source itself
-    return resolve(source, SOURCES, "[data].source")
+    return Variant(path, checked, f"plugin {path}", plugin=True)
 
 
 def _check(dataset: Any, source: str) -> Dataset:
@@ -70,6 +61,27 @@ def _check(dataset: Any, source: str) -> Dataset:
     return dataset
 
 
+def _needs_path(cfg: Any) -> list[str]:
+    if cfg.data.path:
+        return []
+    return ['[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})']
+
+
+SOURCES: Registry[SourceFn] = Registry("[data].source", "[data].source", _source_plugin)
+SOURCES.register("arithmetic", summary="generated offline, seeded (operand_digits, max_operand, operations)")(load_arithmetic)
+SOURCES.register("math", summary="Hendrycks MATH through `datasets`, or a local copy at [data].path")(load_math)
+SOURCES.register("gsm8k", summary="GSM8K through `datasets`, or a local copy at [data].path")(load_gsm8k)
+SOURCES.register("jsonl", summary='rows {"prompt", "answer"} from [data].path', check=_needs_path)(load_jsonl)
+SOURCES.register("reasoning_gym", summary="a reasoning-gym task, written reasoning_gym:<task> (optional extra)",
+                 takes_argument=True)(load_reasoning_gym)
+
+
+def resolve_source(source: str) -> SourceFn:
+    """The loader for `[data].source`: a built-in, `reasoning_gym:<task>` (the loader reads its
+    task from the source itself), or a `module:function` plugin."""
+    return SOURCES.resolve(source)
+
+
 def load_dataset(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     """The train and held-out eval examples for `[data]` and `[eval]`, reproducible from `seed`.
 
@@ -77,7 +89,7 @@ def load_dataset(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     means never trained on, also when a file repeats a problem), then `max_examples` > 0 keeps the first
     `max_examples` train examples. Ordering and reshuffling per epoch are the Cursor's job.
     """
-    dataset = _check(resolve_source(data_cfg.source)(data_cfg, eval_cfg, seed), data_cfg.source)
+    dataset = resolve_source(data_cfg.source)(data_cfg, eval_cfg, seed)
     eval_prompts = {e.prompt for e in dataset.eval}
     train = [e for e in dataset.train if e.prompt not in eval_prompts]
     if len(train) < len(dataset.train):

@@ -1,17 +1,59 @@
 """Episode advantages: one number per completion, from the rewards of its prompt group.
 
-Pure functions over `rewards_G` (the G completions sampled for one prompt). They are the built-in
-`AdvantageFn`s of `retrain.rl.registry.ADVANTAGES`; a plugin has the same shape.
+Pure functions over `rewards_G` (the G completions sampled for one prompt), each registered in
+`ADVANTAGES` (`[algorithm].advantage_mode`); a plugin "module:function" has the same shape
+(`AdvantageFn`) and its output is checked (length, finite) on every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
-# SPEC §3.1: rewards within this distance count as equal (ties, uninformative groups, MaxRL's floor).
+from retrain.registry import Registry, Variant, checked_floats
+
+# Rewards within this distance count as equal (ties, uninformative groups, MaxRL's floor);
+# docs/algorithms.md.
 TIE_TOL = 1e-6
 
 
+@runtime_checkable
+class AdvantageFn(Protocol):
+    """Episode advantages for one prompt group: rewards_G → adv_G (same length, finite).
+
+    Example — a std-normalised GRPO as a plugin (file `my_plugins.py` next to your TOML, then
+    `[algorithm] advantage_mode = "my_plugins:grpo_std"`)::
+
+        >>> def grpo_std(rewards: list[float]) -> list[float]:
+        ...     mean = sum(rewards) / len(rewards)
+        ...     std = (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5
+        ...     return [(r - mean) / (std + 1e-6) for r in rewards]
+        >>> [round(a, 3) for a in grpo_std([1.0, 0.0, 0.0, 1.0])]
+        [1.0, -1.0, -1.0, 1.0]
+        >>> isinstance(grpo_std, AdvantageFn)
+        True
+
+    Groups whose rewards all tie are dropped before the call (`is_uninformative`).
+    """
+
+    def __call__(self, rewards: list[float]) -> list[float]: ...
+
+
+def _advantage_plugin(fn: Callable[[list[float]], list[float]], path: str) -> Variant[AdvantageFn]:
+    """A plugin advantage, its output checked on every call (length, finite values)."""
+
+    @functools.wraps(fn)
+    def checked(rewards: list[float]) -> list[float]:
+        return checked_floats(fn(list(rewards)), len(rewards), path, "rewards")
+
+    return Variant(path, checked, f"plugin {path}", plugin=True)
+
+
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage", "[algorithm].advantage_mode", _advantage_plugin)
+
+
+@ADVANTAGES.register("grpo", summary="A_i = r_i − mean(r)")
 def grpo_advantages(rewards: Sequence[float]) -> list[float]:
     """GRPO advantages, centred without dividing by the std.
 
@@ -28,6 +70,7 @@ def grpo_advantages(rewards: Sequence[float]) -> list[float]:
     return [r - mean for r in rewards_G]
 
 
+@ADVANTAGES.register("maxrl", summary="A_i = (r_i − mean(r)) / (mean(r) + 1e-6); 0 when mean(r) ≤ 1e-6")
 def maxrl_advantages(rewards: Sequence[float], eps: float = TIE_TOL) -> list[float]:
     """MaxRL advantages: GRPO's centring divided by the group's mean reward.
 
@@ -53,7 +96,7 @@ def is_uninformative(rewards: Sequence[float], tol: float = TIE_TOL) -> bool:
 
         uninformative  ⇔  max(r) − min(r) ≤ tol     (⇔ |r_i − r_j| ≤ tol for all i, j)
 
-    Such a group gives zero GRPO advantages (up to rounding) and contributes no datums (SPEC §3.1),
+    Such a group gives zero GRPO advantages (up to rounding) and contributes no datums,
     but still counts in every reward metric. Groups with fewer than two completions are
     uninformative too: there is nothing to compare against. This is the same criterion as
     `retrain.rl.ties` uses for a "uniform" group (one reward bucket).

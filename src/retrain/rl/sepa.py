@@ -1,6 +1,7 @@
-"""The SEPA controller: how strongly to pool execution-token uncertainty at each step (SPEC §3.5).
+"""The SEPA controller: how strongly to pool execution-token uncertainty at each step.
 
-Usage in a training loop (λ is resolved before sampling; the controller learns after the step)::
+Formulas: docs/algorithms.md. The RL step (`retrain.rl.step`) resolves λ before sampling and
+feeds the controller after the step::
 
     sepa = SEPAController(steps=500, schedule="linear", delay_steps=50, correct_rate_gate=0.1)
     for step in range(max_steps):
@@ -15,7 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from retrain.errors import RetrainError
+from retrain.checks import Bound, bound_problems, choice_problem
+from retrain.errors import ConfigError, RetrainError
 
 SCHEDULES = ("linear", "auto")
 VAR_0_FLOOR = 1e-8  # var_0 divides the EMA; a batch of identical uncertainties must not give 0
@@ -23,6 +25,28 @@ _STATE_VERSION = 1
 _HYPERPARAMETERS = (
     "steps", "schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold", "warmup"
 )
+
+# The limits of the [sepa] settings: the config's fields take their constraints from here and
+# `SEPAController` checks its arguments against them, so both reject a value in the same words.
+SEPA_BOUNDS = {
+    "steps": Bound(ge=0),
+    "delay_steps": Bound(ge=0),
+    "correct_rate_gate": Bound(ge=0, le=1),
+    "ema_decay": Bound(ge=0, lt=1),
+    "var_threshold": Bound(gt=0),
+    "warmup": Bound(ge=0),
+}
+
+
+def sepa_problems(
+    steps: float, schedule: str, delay_steps: float, correct_rate_gate: float, ema_decay: float,
+    var_threshold: float, warmup: float,
+) -> list[str]:
+    """Every [sepa] setting outside its limits, as `[sepa].key: must be ..., got ...`."""
+    values = {"steps": steps, "delay_steps": delay_steps, "correct_rate_gate": correct_rate_gate,
+              "ema_decay": ema_decay, "var_threshold": var_threshold, "warmup": warmup}
+    problems = [] if schedule in SCHEDULES else [f"[sepa].schedule: {choice_problem(schedule, SCHEDULES)}"]
+    return problems + bound_problems("sepa", SEPA_BOUNDS, values)
 
 
 def linear_lambda(step: int, steps: int, delay_steps: int) -> float:
@@ -48,12 +72,15 @@ def auto_lambda(var_ema: float | None, var_0: float | None, var_threshold: float
 
 
 def population_variance(values: Iterable[float]) -> float | None:
-    """Var(x) = mean((x − mean x)²) over the finite values; None with fewer than two."""
-    x = [float(v) for v in values if math.isfinite(v)]
+    """Var(x) = mean((x − mean x)²) over the finite values ≥ 0 (an uncertainty is never negative:
+    anything else is a broken input, not a measurement); None with fewer than two such values or
+    when the variance itself is not finite (values near the float limit, e.g. 1e300)."""
+    x = [float(v) for v in values if math.isfinite(v) and v >= 0]
     if len(x) < 2:
         return None
     mean = sum(x) / len(x)
-    return sum((v - mean) ** 2 for v in x) / len(x)
+    var = sum((v - mean) * (v - mean) for v in x) / len(x)  # `*`, not `**`: overflow gives inf, not an error
+    return var if math.isfinite(var) else None
 
 
 class SEPAController:
@@ -82,21 +109,9 @@ class SEPAController:
         var_threshold: float = 0.2,
         warmup: int = 50,
     ):
-        problems = []
-        if schedule not in SCHEDULES:
-            problems.append(f"[sepa].schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if delay_steps < 0:
-            problems.append(f"[sepa].delay_steps must be ≥ 0, got {delay_steps}")
-        if not 0.0 <= correct_rate_gate <= 1.0:
-            problems.append(f"[sepa].correct_rate_gate must be in [0, 1], got {correct_rate_gate}")
-        if not 0.0 <= ema_decay < 1.0:
-            problems.append(f"[sepa].ema_decay must be in [0, 1), got {ema_decay}")
-        if not var_threshold > 0.0:
-            problems.append(f"[sepa].var_threshold must be > 0, got {var_threshold}")
-        if warmup < 0:
-            problems.append(f"[sepa].warmup must be ≥ 0, got {warmup}")
+        problems = sepa_problems(steps, schedule, delay_steps, correct_rate_gate, ema_decay, var_threshold, warmup)
         if problems:
-            raise RetrainError("invalid SEPA settings:\n" + "\n".join(f"  - {p}" for p in problems))
+            raise ConfigError(problems, source="SEPAController")
         self.steps = int(steps)
         self.schedule = schedule
         self.delay_steps = int(delay_steps)
@@ -140,9 +155,9 @@ class SEPAController:
         """Learn from one finished step.
 
         Opens the gate (stickily) when correct_rate ≥ correct_rate_gate, recording `step`. For the
-        auto schedule, folds Var(exec_uncertainties) (finite values only) into the EMA; a batch
-        with fewer than two finite execution-token values carries no variance and is skipped
-        (it does not count towards `warmup`).
+        auto schedule, folds Var(exec_uncertainties) into the EMA (`population_variance`: finite
+        values ≥ 0 only); a batch without a finite variance (fewer than two such values) is
+        skipped and does not count towards `warmup`, so the EMA stays finite.
         """
         if (
             not self._gate_open
@@ -185,6 +200,11 @@ class SEPAController:
         mix two schedules in one run.
         """
         where = "SEPA state in the checkpoint"
+        if not isinstance(state, dict):
+            raise RetrainError(f"{where} is invalid: expected a table of values, got {type(state).__name__} {state!r:.80}")
+        missing = [k for k in ("var_ema", "var_0", "warmup_seen", "gate_open", "gate_open_step") if k not in state]
+        if missing:
+            raise RetrainError(f"{where} is invalid: missing {', '.join(missing)}; resume from an intact checkpoint")
         problems = []
         for name in _HYPERPARAMETERS:
             if name in state and state[name] != getattr(self, name):
@@ -199,7 +219,7 @@ class SEPAController:
                 and math.isfinite(value) and value >= 0
             ):
                 problems.append(f"{name} must be a finite number ≥ 0 or null, got {value!r}")
-        warmup_seen = state.get("warmup_seen", 0)
+        warmup_seen = state["warmup_seen"]
         if not isinstance(warmup_seen, int) or isinstance(warmup_seen, bool) or warmup_seen < 0:
             problems.append(f"warmup_seen must be an int ≥ 0, got {warmup_seen!r}")
         gate_open = state.get("gate_open")

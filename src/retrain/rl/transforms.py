@@ -1,15 +1,24 @@
-"""Token-level credit: spread one completion's episode advantage A over its tokens (SPEC §3.3).
+"""Token-level credit: spread one completion's episode advantage A over its tokens.
 
 Pure functions over one completion: `h` is its per-token uncertainty h_T (`retrain.rl.uncertainty`)
-and `planning_mask` its mask_T (1 on planning tokens, `retrain.rl.planning`). Each transform in
-`TRANSFORMS` has the `TokenTransform` signature (`retrain.rl.registry`):
+and `planning_mask` its mask_T (1 on planning tokens, `retrain.rl.planning`). Each transform is a
+function plus one `TRANSFORMS.register` line (`[algorithm].transform_mode`); its keyword-only
+parameters are the knobs it consumes, and the RL step hands it exactly those:
 
-    fn(advantage, h, planning_mask, *, beta, alpha, sepa_lambda) -> adv_T
+    fn(advantage, h, planning_mask, *, <knobs among beta, alpha, sepa_lambda>) -> adv_T
+
+Formulas and why: docs/algorithms.md. Adding one: CONTRIBUTING.md ("Adding a transform").
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from retrain.errors import RetrainError
+from retrain.registry import Registry, Variant, checked_floats
 
 # Below this mean uncertainty every token is (numerically) certain: GTPO has nothing to weight by,
 # and h_t / mean(h) would blow up rounding noise.
@@ -74,36 +83,95 @@ def apply_hicra(
     ]
 
 
-def _none(advantage, h, planning_mask, *, beta, alpha, sepa_lambda) -> list[float]:
+# The knobs a transform can ask for by naming them as keyword-only parameters.
+KNOBS = ("beta", "alpha", "sepa_lambda")
+
+
+@runtime_checkable
+class TokenTransform(Protocol):
+    """Token advantages for one completion: (A, h_T, mask_T, *, knobs) → adv_T (same length as h_T).
+
+    `advantage` is the completion's episode advantage, `h` its per-token uncertainty, and
+    `planning_mask` 1 on planning tokens. Keyword-only parameters ask for knobs: `beta`
+    ([gtpo].beta), `alpha` ([hicra].alpha), `sepa_lambda` (the step's SEPA λ; a transform that
+    does not ask for it is never handed λ, and the run logs sepa_lambda = 0).
+
+    Example — give planning tokens double credit and nothing else (`[algorithm] transform_mode =
+    "my_plugins:planning_only"`)::
+
+        >>> def planning_only(advantage, h, planning_mask):
+        ...     return [2.0 * advantage if m else 0.0 for m in planning_mask]
+        >>> planning_only(0.5, [1.0, 2.0, 3.0], [0, 1, 1])
+        [0.0, 1.0, 1.0]
+        >>> sorted(transform_variant(planning_only, "planning_only").consumes)
+        []
+    """
+
+    def __call__(self, advantage: float, h: Sequence[float], planning_mask: Sequence[int], **knobs: float) -> list[float]: ...
+
+
+def transform_knobs(fn: Callable[..., Any], path: str) -> frozenset[str]:
+    """The knobs `fn` asks for: its keyword-only parameters (all of them for `**kwargs`)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return frozenset(KNOBS)
+    asked = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(asked - set(KNOBS))
+    if unknown:
+        raise RetrainError(
+            f"transform {path!r} asks for keyword(s) {unknown}; a transform may ask for {', '.join(KNOBS)}"
+        )
+    return frozenset(asked)
+
+
+def transform_variant(fn: Callable[..., Any], path: str) -> Variant[TokenTransform]:
+    """A plugin (or any function) as a transform entry: it consumes the knobs its signature asks
+    for, and its output is checked on every call (one finite value per token)."""
+
+    @functools.wraps(fn)
+    def checked(advantage: float, h: Sequence[float], planning_mask: Sequence[int], **knobs: float) -> list[float]:
+        return checked_floats(fn(advantage, h, planning_mask, **knobs), len(h), path, "tokens")
+
+    return Variant(path, checked, f"plugin {path}", consumes=transform_knobs(fn, path), plugin=True)
+
+
+TRANSFORMS: Registry[TokenTransform] = Registry("transform", "[algorithm].transform_mode", transform_variant)
+
+
+@TRANSFORMS.register("none", summary="A_t = A")
+def none_transform(advantage: float, h: Sequence[float], planning_mask: Sequence[int]) -> list[float]:
     """A_t = A for every token."""
     return [float(advantage)] * len(h)
 
 
-def _gtpo(advantage, h, planning_mask, *, beta, alpha, sepa_lambda) -> list[float]:
+@TRANSFORMS.register("gtpo", summary="A_t = A·w_t, w_t = max(0, 1 + β(h_t / mean(h) − 1))", consumes={"beta"})
+def gtpo_transform(advantage: float, h: Sequence[float], planning_mask: Sequence[int], *, beta: float) -> list[float]:
     """A_t = A·w_t (GTPO)."""
     return [advantage * w for w in gtpo_weights(h, beta)]
 
 
-def _gtpo_hicra(advantage, h, planning_mask, *, beta, alpha, sepa_lambda) -> list[float]:
+@TRANSFORMS.register("gtpo_hicra", summary="GTPO, then A_t ← A_t + α·|A_t|·mask_t",
+                     consumes={"beta", "alpha", "planning_mask"})
+def gtpo_hicra_transform(
+    advantage: float, h: Sequence[float], planning_mask: Sequence[int], *, beta: float, alpha: float
+) -> list[float]:
     """A_t = A·w_t, then A_t += α·|A_t|·mask_t (GTPO then HICRA)."""
-    return apply_hicra(_gtpo(advantage, h, planning_mask, beta=beta, alpha=alpha,
-                             sepa_lambda=sepa_lambda), planning_mask, alpha)
+    return apply_hicra(gtpo_transform(advantage, h, planning_mask, beta=beta), planning_mask, alpha)
 
 
-def _gtpo_sepa(advantage, h, planning_mask, *, beta, alpha, sepa_lambda) -> list[float]:
+@TRANSFORMS.register("gtpo_sepa", summary="h_t ← λ·mean(h_exec) + (1 − λ)·h_t on execution tokens, then GTPO",
+                     consumes={"beta", "sepa_lambda", "planning_mask"})
+def gtpo_sepa_transform(
+    advantage: float, h: Sequence[float], planning_mask: Sequence[int], *, beta: float, sepa_lambda: float
+) -> list[float]:
     """A_t = A·w_t(h') with h' = sepa_pool(h, mask, λ) (pooling happens before GTPO)."""
-    pooled_h_T = sepa_pool(h, planning_mask, sepa_lambda)
-    return _gtpo(advantage, pooled_h_T, planning_mask, beta=beta, alpha=alpha,
-                 sepa_lambda=sepa_lambda)
+    return gtpo_transform(advantage, sepa_pool(h, planning_mask, sepa_lambda), planning_mask, beta=beta)
 
 
-# The built-in `[algorithm].transform_mode` values. `retrain.rl.registry.TRANSFORMS` is this table.
-TRANSFORMS: dict[str, Callable[..., list[float]]] = {
-    "none": _none,
-    "gtpo": _gtpo,
-    "gtpo_hicra": _gtpo_hicra,
-    "gtpo_sepa": _gtpo_sepa,
-}
+def knob_values(consumes: frozenset[str], *, beta: float, alpha: float, sepa_lambda: float) -> dict[str, float]:
+    """The keyword arguments a transform that consumes `consumes` is called with."""
+    values = {"beta": beta, "alpha": alpha, "sepa_lambda": sepa_lambda}
+    return {k: v for k, v in values.items() if k in consumes}
 
 
 def token_advantages(
@@ -123,18 +191,12 @@ def token_advantages(
     - gtpo_hicra:  gtpo, then A_t ← A_t + α·|A_t|·mask_t
     - gtpo_sepa:   h_t ← λ·mean(h_exec) + (1 − λ)·h_t on execution tokens, then gtpo
 
-    `transform` is a built-in name, a plugin path "module:function" (resolved through
-    `retrain.rl.registry.resolve`), or an already resolved `TokenTransform`. A training loop
-    should resolve once and call the function directly; this is the convenience entry point.
+    `transform` is a built-in name, a plugin path "module:function", or a function. A training
+    loop resolves once (`TRANSFORMS.entry`) and calls the function directly; this is the
+    convenience entry point.
     """
     if len(h) != len(planning_mask):
         raise ValueError(f"h has {len(h)} tokens but planning_mask has {len(planning_mask)}")
-    if isinstance(transform, str):
-        fn = TRANSFORMS.get(transform)
-        if fn is None:
-            from retrain.rl.registry import resolve  # late: the registry imports this module
-
-            fn = resolve(transform, TRANSFORMS, "transform")
-    else:
-        fn = transform
-    return fn(advantage, h, planning_mask, beta=beta, alpha=alpha, sepa_lambda=sepa_lambda)
+    entry = TRANSFORMS.entry(transform) if isinstance(transform, str) else transform_variant(transform, repr(transform))
+    knobs = knob_values(entry.consumes, beta=beta, alpha=alpha, sepa_lambda=sepa_lambda)
+    return entry.load()(advantage, h, planning_mask, **knobs)

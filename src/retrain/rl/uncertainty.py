@@ -1,7 +1,9 @@
-"""Per-token uncertainty h_t, the signal GTPO weights by and SEPA pools (SPEC §3.2).
+"""Per-token uncertainty h_t, the signal GTPO weights by and SEPA pools (docs/algorithms.md).
 
 Each kind maps one completion's sampling logprobs (and, for `shannon_entropy`, the backend's
-per-token entropies) to `h_T`, one value per completion token.
+per-token entropies) to `h_T`, one value per completion token. The kinds are the entries of
+`UNCERTAINTIES` (`[algorithm].uncertainty_kind`, a closed set: no plugins); one that consumes
+"entropies" needs a backend and engine that provide them (checked at config load).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import math
 from collections.abc import Callable, Sequence
 
 from retrain.errors import RetrainError
+from retrain.registry import Registry
+
+UncertaintyFn = Callable[[Sequence[float], Sequence[float] | None], list[float]]
+UNCERTAINTIES: Registry[UncertaintyFn] = Registry("uncertainty kind", "[algorithm].uncertainty_kind")
 
 # A token sampled with probability ~0 has surprisal → ∞; capping keeps one such token from
 # dominating GTPO's per-sequence mean or turning it into inf/nan. exp(−50) ≈ 2e−22 is far below
@@ -61,12 +67,18 @@ def _shannon_entropy(logprobs: Sequence[float], entropies: Sequence[float] | Non
     return [min(float(e), MAX_SURPRISAL) for e in entropies]
 
 
-# The closed set of `[algorithm].uncertainty_kind` values; chosen once by name.
-UNCERTAINTY_KINDS: dict[str, Callable[[Sequence[float], Sequence[float] | None], list[float]]] = {
-    "surprisal": lambda logprobs, entropies: surprisal(logprobs),
-    "predictive_variance": lambda logprobs, entropies: predictive_variance(logprobs),
-    "shannon_entropy": _shannon_entropy,
-}
+@UNCERTAINTIES.register("surprisal", summary="h_t = min(−logprob_t, 50)")
+def _surprisal_kind(logprobs: Sequence[float], entropies: Sequence[float] | None) -> list[float]:
+    return surprisal(logprobs)
+
+
+@UNCERTAINTIES.register("predictive_variance", summary="h_t = p_t(1 − p_t), p_t = exp(logprob_t)")
+def _predictive_variance_kind(logprobs: Sequence[float], entropies: Sequence[float] | None) -> list[float]:
+    return predictive_variance(logprobs)
+
+
+UNCERTAINTIES.register("shannon_entropy", summary="h_t = −Σ_v p_v log p_v over the vocabulary (from the backend)",
+                       consumes={"entropies"})(_shannon_entropy)
 
 
 def token_uncertainty(
@@ -79,10 +91,4 @@ def token_uncertainty(
     - shannon_entropy:      h_t = entropies_t (computed by the backend), capped at 50;
                             raises RetrainError when the backend gave none.
     """
-    fn = UNCERTAINTY_KINDS.get(kind)
-    if fn is None:
-        raise RetrainError(
-            f"unknown uncertainty kind {kind!r}; [algorithm].uncertainty_kind must be one of "
-            f"{', '.join(UNCERTAINTY_KINDS)}"
-        )
-    return fn(logprobs, entropies)
+    return UNCERTAINTIES.resolve(kind)(logprobs, entropies)
