@@ -191,8 +191,5 @@ class WandbSink:
                 data[f"train/backpressure/{key[3:]}"] = value
         self.run.log(data, step=row["step"])
 
-    def log_summary(self, summary: dict) -> None:
-        self.run.summary.update(summary)
-
     def close(self) -> None:
         self.run.finish()

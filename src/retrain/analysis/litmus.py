@@ -25,7 +25,6 @@ from retrain.errors import RetrainError
 
 CONFIRMED, FAILED, INCONCLUSIVE = "CONFIRMED", "FAILED", "INCONCLUSIVE"
 EXIT_CODES = {CONFIRMED: 0, FAILED: 1, INCONCLUSIVE: 2}
-ERROR_EXIT_CODE = 3  # SPEC §1: FAILED (1) and a crash never share a code
 
 
 @dataclass(frozen=True)

@@ -192,13 +192,6 @@ class Run:
         """Total completions the run sampled (over every logged step)."""
         return sum(t for _, t in self.episode_counts_by_step().values())
 
-    def first_step_where(self, metric: str) -> int | None:
-        """The first step whose `metric` is true (e.g. the SEPA gate opening), or None."""
-        for row in self.metrics:
-            if row.get(metric) is True:
-                return int(row["step"])
-        return None
-
 
 def _seed_from(rows: list[dict[str, Any]], name_seed: int | None) -> int | None:
     for row in rows:
