@@ -276,3 +276,24 @@ def test_from_the_real_config_defaults():
     bp = USLController.from_config(cfg.backpressure, cfg.training.group_size, cfg.training.batch_size)
     assert not bp.enabled and bp.batch_size_for_step(0) == cfg.training.batch_size
     assert (bp.warmup_steps, bp.min_batch_size, bp.max_batch_size) == (10, 1, 64)
+
+
+def test_warmup_is_w_sweep_steps_and_the_first_fit_follows_the_last_of_them():
+    """The contract in docs/algorithms.md: W warm-up steps = W sweep steps; the W-th observation makes
+    the first fit (its row is no longer "warmup") and its decision sets step W's batch size."""
+    rng = random.Random(3)
+    w = 5
+    bp = USLController(enabled=True, warmup_steps=w, min_batch_size=1, max_batch_size=16, group_size=4,
+                       initial_batch_size=8)
+    decisions = _drive(bp, w + 2, 4, rng)
+    sizes = [b for b, _ in decisions]
+    regimes = [d.regime for _, d in decisions]
+    assert sizes[:w] == [1, 2, 4, 8, 16]  # W sweep steps
+    assert regimes[: w - 1] == ["warmup"] * (w - 1)
+    first_fit = decisions[w - 1][1]
+    assert first_fit.regime != "warmup" and first_fit.p_star is not None
+    assert sizes[w] == sizes[w + 1] == first_fit.batch_size  # decided on the W-th observation
+    # warmup_steps = 0: no sweep, the first observation is already past warm-up
+    bp0 = USLController(enabled=True, warmup_steps=0, group_size=4, initial_batch_size=2)
+    assert bp0.batch_size_for_step(0) == 2
+    assert bp0.observe(2, 4, tokens=100.0, seconds=1.0).regime == "unknown"  # one size: nothing to fit
