@@ -108,3 +108,27 @@ def test_protocol_examples_in_docstrings_run():
         assert result.failed == 0
         attempted += result.attempted
     assert attempted >= 4
+
+
+def test_a_transform_entry_must_declare_the_knobs_its_signature_asks_for():
+    from retrain.registry import Registry
+
+    fresh = Registry("transform", "[algorithm].transform_mode", transforms.transform_variant,
+                     validate_entry=TRANSFORMS.validate_entry)
+    with pytest.raises(ValueError, match=r"declares \['beta'\] but its signature asks for \[\]"):
+        fresh.register("flat", summary="A_t = A", consumes={"beta"})(lambda advantage, h, planning_mask: [advantage] * len(h))
+    with pytest.raises(RetrainError, match=r"asks for keyword\(s\) \['gamma'\]"):
+        transforms.transform_variant(lambda a, h, m, *, gamma: [a] * len(h), "p:gamma")
+    with pytest.raises(ValueError, match="unknown inputs"):
+        fresh.register("odd", summary="", consumes={"temperature"})(transforms.none_transform)
+
+
+def test_each_registry_lists_its_builtins_and_plugin_stance():
+    from retrain.config import REGISTRIES
+
+    kinds = {r.key: (r.names, r.plugins) for r in REGISTRIES}
+    assert kinds["[algorithm].transform_mode"] == (["none", "gtpo", "gtpo_hicra", "gtpo_sepa"], True)
+    assert kinds["[reward].type"] == (["match", "math", "custom"], False)
+    assert kinds["[backend].backend"] == (["local", "tinker"], True)
+    assert kinds["[inference].engine"] == (["hf", "openai"], False)
+    assert kinds["[data].source"][0][-1] == "reasoning_gym"

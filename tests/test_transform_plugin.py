@@ -70,3 +70,19 @@ def test_a_plugin_transform_runs_and_is_never_handed_lambda(plugin_dir):
     assert all(r["post_exec_entropy_var"] == r["exec_entropy_var"] for r in rows)  # nothing pooled
     assert sum(r["num_datums"] for r in rows) > 0 and any(r["loss"] is not None for r in rows)
     assert rows[0]["condition"] == "maxrl+my_transforms:planning_boost"
+
+
+def test_the_contributing_example_is_one_function_and_one_entry():
+    """The "Adding a transform" snippet in CONTRIBUTING.md registers and computes what it says."""
+    import retrain.rl.transforms as transforms
+    from retrain.registry import Registry
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    code = text.split("### A transform", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    fresh = Registry("transform", "[algorithm].transform_mode", transforms.transform_variant,
+                     validate_entry=transforms.TRANSFORMS.validate_entry)
+    exec(code, {**vars(transforms), "TRANSFORMS": fresh})  # as if written in rl/transforms.py
+    entry = fresh.entry("gtpo_plan_only")
+    assert entry.consumes == {"beta", "planning_mask"}
+    # h = [1, 3], mean 2, β = 0.5: w = [0.75, 1.25]; only the planning token keeps its credit
+    assert entry.load()(1.0, [1.0, 3.0], [0, 1], beta=0.5) == [0.0, 1.25]

@@ -118,13 +118,26 @@ class Registry(Generic[T]):
     """The variants of one kind, by name; plugins ("module:function") when `adapt_plugin` is set.
 
     `adapt_plugin(fn, path)` turns an imported plugin into a Variant: it checks the plugin's shape,
-    says what it consumes and wraps its output checks. Iterating gives the built-in names.
+    says what it consumes and wraps its output checks. `validate_entry(variant)` runs on every
+    built-in as it is added (e.g. a transform's declared knobs must match its signature).
+    `options_table` = (where, cfg -> table) is the options table an entry's `options` describe,
+    checked at config load for the chosen entry. Iterating gives the built-in names.
     """
 
-    def __init__(self, kind: str, key: str, adapt_plugin: Callable[[Any, str], Variant[T]] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        key: str,
+        adapt_plugin: Callable[[Any, str], Variant[T]] | None = None,
+        *,
+        validate_entry: Callable[[Variant[T]], None] | None = None,
+        options_table: tuple[str, Callable[[Any], Mapping[str, Any]]] | None = None,
+    ):
         self.kind = kind  # "transform": how messages name one variant
         self.key = key  # "[algorithm].transform_mode": the config key that chooses it
         self.adapt_plugin = adapt_plugin
+        self.validate_entry = validate_entry
+        self.options_table = options_table
         self._entries: dict[str, Variant[T]] = {}
 
     @property
@@ -134,11 +147,8 @@ class Registry(Generic[T]):
     def add(self, variant: Variant[T]) -> Variant[T]:
         if variant.name in self._entries:
             raise ValueError(f"{self.kind} {variant.name!r} is registered twice")
-        self._entries[variant.name] = variant
-        return variant
-
-    def replace(self, variant: Variant[T]) -> Variant[T]:
-        """Swap a built-in for a new implementation (a backend or engine that grows up)."""
+        if self.validate_entry is not None:
+            self.validate_entry(variant)
         self._entries[variant.name] = variant
         return variant
 
@@ -211,9 +221,16 @@ class Registry(Generic[T]):
         return self.entry(name).load()
 
     def problems(self, name: str, cfg: Any) -> list[str]:
-        """The config's problems with the chosen built-in (plugins are checked when imported)."""
+        """The config's problems with the chosen built-in: its options table, then its own check
+        (plugins are checked when imported)."""
         found = self.builtin(name)
-        return found.check(cfg) if found is not None and found.check is not None else []
+        if found is None:
+            return []
+        problems = []
+        if found.options and self.options_table is not None:
+            where, table = self.options_table
+            problems += found.option_problems(where, table(cfg), f"the {found.name} {self.kind}")
+        return problems + (found.check(cfg) if found.check is not None else [])
 
     def _unknown(self, name: str) -> str:
         if not self.plugins:

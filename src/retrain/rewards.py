@@ -341,15 +341,31 @@ def _custom_required(cfg: Any) -> list[str]:
     return ['[reward].custom: required when type = "custom"; set custom = "my_module:my_reward"']
 
 
+# The factories return module-level functions (or partials of them), not lambdas, so a reward can
+# be pickled into a worker process.
+
+
+def _match_example(completion: str, example: Example) -> float:
+    return match_reward(completion, example.answer, example.answer_format)
+
+
+def _math_example(completion: str, example: Example) -> float:
+    return math_reward(completion, example.answer, example.answer_format)
+
+
+def _custom_example(fn: RewardFn, completion: str, example: Example) -> float:
+    return fn(completion, example.answer)
+
+
 @REWARDS.register("match", summary="the extracted answer equals the reference after whitespace trim", check=_custom_unused)
 def _match(reward_cfg: Any) -> ExampleReward:
-    return lambda completion, example: match_reward(completion, example.answer, example.answer_format)
+    return _match_example
 
 
 @REWARDS.register("math", summary="symbolic equivalence through math-verify", check=_custom_unused)
 def _math(reward_cfg: Any) -> ExampleReward:
     _load_math_verify()  # fail at start-up, not at the first scored completion
-    return lambda completion, example: math_reward(completion, example.answer, example.answer_format)
+    return _math_example
 
 
 @REWARDS.register("custom", summary="[reward].custom = 'module:function' (completion, reference) -> float",
@@ -360,8 +376,7 @@ def _custom(reward_cfg: Any) -> ExampleReward:
             "[reward].type = 'custom' needs [reward].custom = 'module:function' "
             "(a function (completion: str, reference: str) -> float)"
         )
-    fn = load_custom_reward(reward_cfg.custom)
-    return lambda completion, example: fn(completion, example.answer)
+    return functools.partial(_custom_example, load_custom_reward(reward_cfg.custom))
 
 
 def _as_float(value: Any) -> float | None:

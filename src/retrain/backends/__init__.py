@@ -44,19 +44,16 @@ def _backend_plugin(factory: Callable[[Any], Any], path: str) -> Variant[Backend
     return Variant(path, build, f"plugin {path}", plugin=True)
 
 
-BACKENDS: Registry[BackendFactory] = Registry("backend", "[backend].backend", _backend_plugin)
-
-
-def _local_options(cfg: Any) -> list[str]:
-    return BACKENDS.entry("local").option_problems("[backend.options]", cfg.backend.options, "the local backend")
-
+BACKENDS: Registry[BackendFactory] = Registry(
+    "backend", "[backend].backend", _backend_plugin,
+    options_table=("[backend.options]", lambda cfg: cfg.backend.options),
+)
 
 BACKENDS.add(Variant(
     "local",
     "retrain.backends.local:LocalBackend.from_config",
     "transformers + peft on CPU or one CUDA device",
     provides=frozenset({"entropies"}),
-    check=_local_options,
     options={
         "micro_batch_size": Option(8, "datums per forward/backward in train_step; does not change the result"),
         "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),

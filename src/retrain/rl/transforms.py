@@ -135,7 +135,17 @@ def transform_variant(fn: Callable[..., Any], path: str) -> Variant[TokenTransfo
     return Variant(path, checked, f"plugin {path}", consumes=transform_knobs(fn, path), plugin=True)
 
 
-TRANSFORMS: Registry[TokenTransform] = Registry("transform", "[algorithm].transform_mode", transform_variant)
+def _knobs_match_signature(entry: Variant[TokenTransform]) -> None:
+    """A built-in's declared knobs are exactly its keyword-only parameters (so they cannot drift)."""
+    asked = transform_knobs(entry.load(), entry.name)
+    if asked != entry.consumes & set(KNOBS):
+        raise ValueError(f"transform {entry.name!r} declares {sorted(entry.consumes & set(KNOBS))} "
+                         f"but its signature asks for {sorted(asked)}")
+
+
+TRANSFORMS: Registry[TokenTransform] = Registry(
+    "transform", "[algorithm].transform_mode", transform_variant, validate_entry=_knobs_match_signature
+)
 
 
 @TRANSFORMS.register("none", summary="A_t = A")
