@@ -268,7 +268,7 @@ def test_bad_custom_path_names_it_and_the_expected_form(plugin_dir, spec, messag
 
 
 def test_custom_type_without_a_path_is_a_user_error():
-    with pytest.raises(RetrainError, match=r"\[reward\].custom = 'module:function'"):
+    with pytest.raises(RetrainError, match=r'\[reward\].custom: required when type = "custom"'):  # the config's words
         make_scorer(reward_cfg("custom", ""))
 
 

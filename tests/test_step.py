@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from retrain.backends.base import Backend, Completion, Datum, SamplingParams, TrainResult
+from retrain.backends.base import (
+    Backend,
+    Completion,
+    Datum,
+    SamplingParams,
+    TrainResult,
+)
 from retrain.data.base import Example
 from retrain.rl.advantages import maxrl_advantages
 from retrain.rl.sepa import SEPAController

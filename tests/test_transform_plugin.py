@@ -9,11 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from runutil import read_jsonl, write_tiny_config
 
 from retrain.cli import main
 from retrain.config import load_config
 from retrain.run import train
-from runutil import read_jsonl, write_tiny_config
 
 PLUGIN = textwrap.dedent('''
     """My transforms: one function each, nothing else to register."""
@@ -74,14 +74,14 @@ def test_a_plugin_transform_runs_and_is_never_handed_lambda(plugin_dir):
 
 def test_the_contributing_example_is_one_function_and_one_entry():
     """The "Adding a transform" snippet in CONTRIBUTING.md registers and computes what it says."""
-    import retrain.rl.transforms as transforms
     from retrain.registry import Registry
+    from retrain.rl import transforms
 
     text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
     code = text.split("### A transform", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     fresh = Registry("transform", "[algorithm].transform_mode", transforms.transform_variant,
                      validate_entry=transforms.TRANSFORMS.validate_entry)
-    exec(code, {**vars(transforms), "TRANSFORMS": fresh})  # as if written in rl/transforms.py
+    exec(code, {**vars(transforms), "TRANSFORMS": fresh})  # noqa: S102 -- as if written in rl/transforms.py
     entry = fresh.entry("gtpo_plan_only")
     assert entry.consumes == {"beta", "planning_mask"}
     # h = [1, 3], mean 2, β = 0.5: w = [0.75, 1.25]; only the planning token keeps its credit

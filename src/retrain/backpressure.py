@@ -284,17 +284,8 @@ class USLController:
     @classmethod
     def from_config(cls, bp_cfg: Any, group_size: int, initial_batch_size: int) -> USLController:
         """From the `[backpressure]` table (`cfg.backpressure`) and `[training]` batch/group sizes."""
-        return cls(
-            enabled=bp_cfg.enabled,
-            warmup_steps=bp_cfg.warmup_steps,
-            ema_decay=bp_cfg.ema_decay,
-            throttle_margin=bp_cfg.throttle_margin,
-            increase_margin=bp_cfg.increase_margin,
-            min_batch_size=bp_cfg.min_batch_size,
-            max_batch_size=bp_cfg.max_batch_size,
-            group_size=group_size,
-            initial_batch_size=initial_batch_size,
-        )
+        settings = {key: getattr(bp_cfg, key) for key in BACKPRESSURE_BOUNDS}  # every bounded key is a setting
+        return cls(enabled=bp_cfg.enabled, **settings, group_size=group_size, initial_batch_size=initial_batch_size)
 
     def batch_size_for_step(self, step: int) -> int:
         """Batch size for 0-based `step`: the sweep (cycling) during warm-up, then the current size."""

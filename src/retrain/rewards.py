@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from retrain.errors import RetrainError
+from retrain.errors import ConfigError, RetrainError
 from retrain.plugins import import_plugin
 from retrain.registry import Registry
 
@@ -335,8 +335,9 @@ def _custom_unused(cfg: Any) -> list[str]:
     return [f'[reward].custom: is set but type = "{cfg.reward.type}" ignores it; set type = "custom" or remove custom']
 
 
-def _custom_required(cfg: Any) -> list[str]:
-    if cfg.reward.custom:
+def custom_reward_problems(reward_cfg: Any) -> list[str]:
+    """The rule for type = "custom", shared by the config check and `make_scorer`'s Python API."""
+    if reward_cfg.custom:
         return []
     return ['[reward].custom: required when type = "custom"; set custom = "my_module:my_reward"']
 
@@ -369,13 +370,11 @@ def _math(reward_cfg: Any) -> ExampleReward:
 
 
 @REWARDS.register("custom", summary="[reward].custom = 'module:function' (completion, reference) -> float",
-                  check=_custom_required)
+                  check=lambda cfg: custom_reward_problems(cfg.reward))
 def _custom(reward_cfg: Any) -> ExampleReward:
-    if not reward_cfg.custom:
-        raise RetrainError(
-            "[reward].type = 'custom' needs [reward].custom = 'module:function' "
-            "(a function (completion: str, reference: str) -> float)"
-        )
+    problems = custom_reward_problems(reward_cfg)
+    if problems:
+        raise ConfigError(problems, source="make_scorer")
     return functools.partial(_custom_example, load_custom_reward(reward_cfg.custom))
 
 

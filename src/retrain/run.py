@@ -30,7 +30,13 @@ import retrain
 from retrain.backends import make_backend
 from retrain.backends.base import Backend, SamplingParams
 from retrain.backpressure import USLController
-from retrain.config import Config, config_to_dict, config_to_toml, flatten_dict, load_config
+from retrain.config import (
+    Config,
+    config_to_dict,
+    config_to_toml,
+    flatten_dict,
+    load_config,
+)
 from retrain.data import Dataset, Example, load_dataset
 from retrain.data.cursor import Cursor
 from retrain.errors import RetrainError

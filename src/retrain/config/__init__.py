@@ -18,6 +18,7 @@ The package, bottom to top (imports point down):
     docs.py     docs/config.md, generated
 """
 
+from retrain.backends.base import DEFAULT_TARGET_MODULES
 from retrain.config.docs import config_reference_markdown, field_type_text, iter_tables
 from retrain.config.errors import GRID_OWNED_KEYS, REGISTRIES, chosen_variants
 from retrain.config.labels import condition_label
@@ -55,7 +56,6 @@ from retrain.config.tables import (
 )
 from retrain.config.toml import config_to_dict, config_to_toml, flatten_dict, toml_value
 from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
-from retrain.backends.base import DEFAULT_TARGET_MODULES
 
 __all__ = [
     "ABLATION_CONDITIONS",

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from retrain.config.errors import REGISTRIES
 from retrain.config.load import ALIASES, QUICKSTART_OVERRIDES
 from retrain.config.schema import unwrap
-from retrain.config.tables import Config, ConditionConfig
+from retrain.config.tables import ConditionConfig, Config
 from retrain.config.toml import toml_value
 
 

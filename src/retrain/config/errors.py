@@ -200,10 +200,9 @@ def _provided_problems(cfg: Any) -> list[str]:
     backends = " or ".join(f'"{v.name}"' for v in BACKENDS.builtins() if needed <= v.provides)
     engines = " or ".join(f'"{v.name}"' for v in ENGINES.builtins() if needed <= v.provides)
     others = " or ".join(f'"{v.name}"' for v in UNCERTAINTIES.builtins() if not v.consumes & needed)
-    return [
-        f'[algorithm].uncertainty_kind: "{cfg.algorithm.uncertainty_kind}" needs the full distribution, available '
-        f"only with backend = {backends} and engine = {engines}; use {others}"
-    ]
+    kind = cfg.algorithm.uncertainty_kind
+    return [(f'[algorithm].uncertainty_kind: "{kind}" needs the full distribution, available only with '
+             f"backend = {backends} and engine = {engines}; use {others}")]
 
 
 def _campaign_problems(cfg: Any) -> list[str]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -45,6 +46,7 @@ from retrain.rl.uncertainty import UNCERTAINTIES
 MAX_SEED = 2**32 - 1  # numpy's seeding range; torch accepts it too
 DEFAULT_CAMPAIGN_SEEDS = [42, 101, 202, 303, 404, 505, 606, 707]
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+_CALLABLE_OR_EMPTY = re.compile(f"(?:{CALLABLE_RE.pattern})?")
 
 # The registries whose names a field may take, by the config key that chooses them.
 _REGISTRIES: dict[str, Registry[Any]] = {r.key: r for r in REGISTRIES}
@@ -58,6 +60,17 @@ def _choice(default: Any, choices: Registry[Any] | Sequence[str], description: s
     else:
         extra = {"choices": list(choices), "plugin": False}
     return Field(default, description=description, json_schema_extra=extra, **kw)
+
+
+def _matching(pattern: re.Pattern[str], expected: str) -> AfterValidator:
+    """A string field's check: the whole value matches `pattern`, else `<expected>, got 'value'`."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{expected}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _bounded(default: Any, bound: Bound, description: str) -> Any:
@@ -221,35 +234,25 @@ class RewardConfig(_Table):
     type: str = _choice(
         "match", REWARDS, "match: last \\boxed{} equals the answer; math: symbolic equivalence; custom: your function"
     )
-    custom: str = Field("", description="for type = 'custom': 'module:function' taking (completion, reference) -> float")
+    custom: Annotated[str, _matching(_CALLABLE_OR_EMPTY, "must look like 'module:function'")] = Field(
+        "", description="for type = 'custom': 'module:function' taking (completion, reference) -> float"
+    )
     timeout_s: float = Field(5.0, gt=0, description="time limit per reward call, any reward type (a timeout scores 0 and is counted)")
-
-    @field_validator("custom")
-    @classmethod
-    def _callable_path(cls, path: str) -> str:
-        if path and not CALLABLE_RE.fullmatch(path):
-            raise ValueError(f"must look like 'module:function', got {path!r}")
-        return path
 
 
 class BackendConfig(_Table):
     """The model runtime that samples and trains."""
 
     backend: str = _choice("local", BACKENDS, "local (transformers + peft), tinker, or a plugin path")
-    device: str = Field("auto", description="where the local backend runs: auto | cpu | cuda | cuda:N")
+    device: Annotated[str, _matching(_DEVICE_RE, "must be auto, cpu, cuda or cuda:N")] = Field(
+        "auto", description="where the local backend runs: auto | cpu | cuda | cuda:N"
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="backend-specific table; local reads "
         + " and ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry("local").options.items()),
     )
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, device: str) -> str:
-        if not _DEVICE_RE.fullmatch(device):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
-        return device
 
 
 class InferenceConfig(_Table):

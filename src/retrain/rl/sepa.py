@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from retrain.checks import Bound, bound_problems, choice_problem
 from retrain.errors import ConfigError, RetrainError
@@ -25,6 +26,9 @@ _STATE_VERSION = 1
 _HYPERPARAMETERS = (
     "steps", "schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold", "warmup"
 )
+# The learned state in a checkpoint: its key -> the attribute holding it.
+_LEARNED = {"var_ema": "var_ema", "var_0": "var_0", "warmup_seen": "warmup_seen",
+            "gate_open": "_gate_open", "gate_open_step": "_gate_open_step"}
 
 # The limits of the [sepa] settings: the config's fields take their constraints from here and
 # `SEPAController` checks its arguments against them, so both reject a value in the same words.
@@ -180,19 +184,13 @@ class SEPAController:
         if self.var_0 is None and self.warmup_seen >= self.warmup:
             self.var_0 = max(self.var_ema, VAR_0_FLOOR)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: hyperparameters and learned state (JSON-able)."""
-        return {
-            "version": _STATE_VERSION,
-            **{name: getattr(self, name) for name in _HYPERPARAMETERS},
-            "var_ema": self.var_ema,
-            "var_0": self.var_0,
-            "warmup_seen": self.warmup_seen,
-            "gate_open": self._gate_open,
-            "gate_open_step": self._gate_open_step,
-        }
+        hyperparameters = {name: getattr(self, name) for name in _HYPERPARAMETERS}
+        learned = {key: getattr(self, attr) for key, attr in _LEARNED.items()}
+        return {"version": _STATE_VERSION, **hyperparameters, **learned}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the learned state written by `state_dict`.
 
         The hyperparameters come from the config this controller was built with; a checkpoint
@@ -202,7 +200,7 @@ class SEPAController:
         where = "SEPA state in the checkpoint"
         if not isinstance(state, dict):
             raise RetrainError(f"{where} is invalid: expected a table of values, got {type(state).__name__} {state!r:.80}")
-        missing = [k for k in ("var_ema", "var_0", "warmup_seen", "gate_open", "gate_open_step") if k not in state]
+        missing = [k for k in _LEARNED if k not in state]
         if missing:
             raise RetrainError(f"{where} is invalid: missing {', '.join(missing)}; resume from an intact checkpoint")
         problems = []

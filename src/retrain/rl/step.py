@@ -19,7 +19,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from retrain.backends.base import Backend, Completion, Datum, SamplingParams, TrainResult
+from retrain.backends.base import (
+    Backend,
+    Completion,
+    Datum,
+    SamplingParams,
+    TrainResult,
+)
 from retrain.data.base import Example
 from retrain.registry import Variant
 from retrain.rl.advantages import AdvantageFn, is_uninformative

@@ -30,7 +30,7 @@ def reward_buckets(rewards: Sequence[float], tol: float = TIE_TOL) -> list[int]:
     return sizes
 
 
-def reward_tie_stats(groups: Sequence[Sequence[float]], tol: float = TIE_TOL) -> dict:
+def reward_tie_stats(groups: Sequence[Sequence[float]], tol: float = TIE_TOL) -> dict[str, float | None]:
     """Tie rates over the groups with ≥ 2 completions (b_k = bucket sizes of a group of size G):
 
         reward_tie_group_rate       = #groups with some b_k ≥ 2 / #groups

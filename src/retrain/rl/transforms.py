@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from retrain.errors import RetrainError
 from retrain.registry import Registry, Variant, checked_floats
@@ -87,27 +87,13 @@ def apply_hicra(
 KNOBS = ("beta", "alpha", "sepa_lambda")
 
 
-@runtime_checkable
-class TokenTransform(Protocol):
-    """Token advantages for one completion: (A, h_T, mask_T, *, knobs) → adv_T (same length as h_T).
-
-    `advantage` is the completion's episode advantage, `h` its per-token uncertainty, and
-    `planning_mask` 1 on planning tokens. Keyword-only parameters ask for knobs: `beta`
-    ([gtpo].beta), `alpha` ([hicra].alpha), `sepa_lambda` (the step's SEPA λ; a transform that
-    does not ask for it is never handed λ, and the run logs sepa_lambda = 0).
-
-    Example — give planning tokens double credit and nothing else (`[algorithm] transform_mode =
-    "my_plugins:planning_only"`)::
-
-        >>> def planning_only(advantage, h, planning_mask):
-        ...     return [2.0 * advantage if m else 0.0 for m in planning_mask]
-        >>> planning_only(0.5, [1.0, 2.0, 3.0], [0, 1, 1])
-        [0.0, 1.0, 1.0]
-        >>> sorted(transform_variant(planning_only, "planning_only").consumes)
-        []
-    """
-
-    def __call__(self, advantage: float, h: Sequence[float], planning_mask: Sequence[int], **knobs: float) -> list[float]: ...
+# A transform: (advantage, h_T, mask_T, *, knobs) -> adv_T, one value per token. `advantage` is the
+# completion's episode advantage, `h` its per-token uncertainty, `planning_mask` 1 on planning tokens.
+# Keyword-only parameters ask for knobs: `beta` ([gtpo].beta), `alpha` ([hicra].alpha), `sepa_lambda`
+# (the step's SEPA λ; a transform that does not ask for it is never handed λ, and the run logs
+# sepa_lambda = 0). The knobs differ per transform, so the type is a plain callable; `transform_variant`
+# has a worked example.
+TokenTransform = Callable[..., list[float]]
 
 
 def transform_knobs(fn: Callable[..., Any], path: str) -> frozenset[str]:
@@ -126,7 +112,17 @@ def transform_knobs(fn: Callable[..., Any], path: str) -> frozenset[str]:
 
 def transform_variant(fn: Callable[..., Any], path: str) -> Variant[TokenTransform]:
     """A plugin (or any function) as a transform entry: it consumes the knobs its signature asks
-    for, and its output is checked on every call (one finite value per token)."""
+    for, and its output is checked on every call (one finite value per token).
+
+    Example — give planning tokens double credit and nothing else (`my_plugins.py` next to the TOML,
+    then `[algorithm] transform_mode = "my_plugins:planning_only"`)::
+
+        >>> def planning_only(advantage, h, planning_mask):
+        ...     return [2.0 * advantage if m else 0.0 for m in planning_mask]
+        >>> entry = transform_variant(planning_only, "my_plugins:planning_only")
+        >>> sorted(entry.consumes), entry.load()(0.5, [1.0, 2.0, 3.0], [0, 1, 1])
+        ([], [0.0, 1.0, 1.0])
+    """
 
     @functools.wraps(fn)
     def checked(advantage: float, h: Sequence[float], planning_mask: Sequence[int], **knobs: float) -> list[float]:
