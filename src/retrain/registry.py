@@ -49,18 +49,33 @@ INPUTS: dict[str, str] = {
 Check = Callable[[Any], list[str]]  # (the whole Config) -> problems, each "[table].key: ..."
 
 
+def int_at_least(minimum: int) -> Callable[[Any], str | None]:
+    """An option check: an integer >= minimum (booleans are not integers here)."""
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be an integer >= {minimum}, got {show(value)}"
+        return None
+
+    return check
+
+
+def non_empty_string(value: Any) -> str | None:
+    """An option check: a non-empty string."""
+    return None if isinstance(value, str) and value else f"must be a non-empty string, got {show(value)}"
+
+
 @dataclass(frozen=True)
 class Option:
-    """One key of a variant's free options table (e.g. `[backend.options]`): an integer >= minimum."""
+    """One key of a variant's free options table (e.g. `[backend.options]`): its default, a
+    one-line description, and its check (problem text or None)."""
 
-    default: int
+    default: Any
     description: str
-    minimum: int = 1
+    check: Callable[[Any], str | None] = int_at_least(1)
 
     def problem(self, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
-            return f"must be an integer >= {self.minimum}, got {show(value)}"
-        return None
+        return self.check(value)
 
 
 @dataclass(frozen=True)
