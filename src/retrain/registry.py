@@ -60,6 +60,9 @@ def int_at_least(minimum: int) -> Callable[[Any], str | None]:
     return check
 
 
+POSITIVE_INT = int_at_least(1)
+
+
 def non_empty_string(value: Any) -> str | None:
     """An option check: a non-empty string."""
     return None if isinstance(value, str) and value else f"must be a non-empty string, got {show(value)}"
@@ -72,7 +75,7 @@ class Option:
 
     default: Any
     description: str
-    check: Callable[[Any], str | None] = int_at_least(1)
+    check: Callable[[Any], str | None] = POSITIVE_INT
 
     def problem(self, value: Any) -> str | None:
         return self.check(value)
