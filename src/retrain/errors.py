@@ -18,3 +18,13 @@ class ConfigError(RetrainError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+class BackendUnavailable(RetrainError):
+    """The model service kept failing during a run (after bounded retries).
+
+    The run stops at its last checkpoint, which stays intact; `retrain resume` continues it once the
+    service answers again. Exit code 1: the work failed, the config was fine.
+    """
+
+    exit_code = 1

@@ -108,6 +108,12 @@ def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
         out.append(f"eval.every = {cfg.eval.every} > max_steps: held-out evaluation runs only at the end")
     if cfg.logging.wandb_project and importlib.util.find_spec("wandb") is None:
         out.append("logging.wandb_project is set but wandb is not installed: pip install 'retrain[wandb]'")
+    if cfg.backend.backend == "tinker":
+        from retrain.backends import tinker  # the SDK itself is not imported
+
+        out += tinker.run_warnings(cfg)
+        if importlib.util.find_spec("tinker") is None:
+            out.append(f'backend = "tinker" but the Tinker SDK is not installed: {tinker.INSTALL}')
     return out
 
 
@@ -124,23 +130,59 @@ def _campaign_warnings(cfg: Config) -> list[str]:
     return out
 
 
-def estimate_step_time_s(log_dir: str | Path, tail_bytes: int = 256_000) -> float | None:
-    """Median `step_time_s` of a prior run's metrics.jsonl (its last `tail_bytes`), or None."""
+def _tail_rows(log_dir: str | Path, tail_bytes: int = 256_000) -> list[dict]:
+    """The rows of a prior run's metrics.jsonl in its last `tail_bytes` ([] when there is none)."""
     path = Path(log_dir) / "metrics.jsonl"
     if not path.is_file():
-        return None
+        return []
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - tail_bytes))
         lines = f.read().decode("utf-8", errors="replace").splitlines()
-    times = []
+    rows = []
     for line in lines:
         try:
-            value = json.loads(line).get("step_time_s")
-        except (json.JSONDecodeError, AttributeError):
+            row = json.loads(line)
+        except json.JSONDecodeError:
             continue  # a torn first line from the seek, or a bad row
-        if isinstance(value, (int, float)) and value > 0:
-            times.append(float(value))
-    return statistics.median(times) if times else None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _median_of(rows: list[dict], value) -> float | None:
+    """Median of value(row) over the rows where it is a positive number."""
+    values = []
+    for row in rows:
+        try:
+            v = value(row)
+        except (TypeError, KeyError):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            values.append(float(v))
+    return statistics.median(values) if values else None
+
+
+def estimate_step_time_s(log_dir: str | Path, tail_bytes: int = 256_000) -> float | None:
+    """Median `step_time_s` of a prior run's metrics.jsonl (its last `tail_bytes`), or None."""
+    return _median_of(_tail_rows(log_dir, tail_bytes), lambda r: r["step_time_s"])
+
+
+def tokens_per_step(cfg: Config, log_dir: str | Path | None) -> dict[str, Any]:
+    """What one step moves, in tokens (what a hosted service such as Tinker bills).
+
+    sampled_max: batch_size x group_size x max_tokens (every completion runs to max_tokens);
+    measured, from a prior run in log_dir (medians over its last rows): `sampled` completion tokens
+    (mean_completion_tokens x batch x group) and `prompt_and_completion`, the prompt + completion
+    tokens of every completion, which is what the training forward passes cover at most.
+    """
+    t = cfg.training
+    out: dict[str, Any] = {"sampled_max": t.batch_size * t.group_size * t.max_tokens, "measured": None}
+    rows = _tail_rows(log_dir) if log_dir else []
+    sampled = _median_of(rows, lambda r: r["mean_completion_tokens"] * r["batch_size"] * r["group_size"])
+    processed = _median_of(rows, lambda r: r["tokens_per_second"] * r["step_time_s"])
+    if sampled is not None or processed is not None:
+        out["measured"] = {"sampled": sampled, "prompt_and_completion": processed, "from": str(log_dir)}
+    return out
 
 
 def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | None = None) -> dict[str, Any]:
@@ -154,6 +196,8 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
         "datums_per_step": datums_per_step,
         "estimated_wall_time_s": None,
         "estimated_step_time_s": None,
+        "backend": {"name": cfg.backend.backend, "settings": _backend_settings(cfg)},
+        "tokens_per_step": tokens_per_step(cfg, cfg.resolved_log_dir if cfg.kind == "run" else None),
     }
     if cfg.kind == "campaign":
         specs = expand_campaign(cfg)
@@ -203,6 +247,15 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
     return info
 
 
+def _backend_settings(cfg: Config) -> list[list[str]]:
+    """[settings, what the backend does with them]: the tinker backend lists what reaches the service."""
+    if cfg.backend.backend == "tinker":
+        from retrain.backends.tinker import settings_used
+
+        return [list(pair) for pair in settings_used(cfg)]
+    return []
+
+
 def _merge_condition_warnings(by_label: dict[str, list[str]]) -> list[str]:
     """One line per distinct warning; prefixed with the conditions it concerns unless it is all."""
     owners: dict[str, list[str]] = {}
@@ -245,11 +298,19 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
         ]
     if "transform_consumes" in info:
         rows.append(("transform uses", ", ".join(info["transform_consumes"]) or "no knobs"))
+    tokens = info["tokens_per_step"]
+    measured = tokens["measured"]
+    rows.append(("tokens/step", f"<= {tokens['sampled_max']:,} sampled ({t.batch_size} x {t.group_size} x max_tokens {t.max_tokens})"
+                 + (f"; measured {measured['sampled']:,.0f} sampled, {measured['prompt_and_completion']:,.0f} prompt + completion"
+                    if measured and measured["sampled"] and measured["prompt_and_completion"] else "")))
     rows.append(("log dir", str(info["log_dir"])))
     if info["estimated_wall_time_s"] is not None:
         rows.append(("est. wall time", f"{_duration(info['estimated_wall_time_s'])} (median step {info['estimated_step_time_s']:.1f}s from {info['log_dir']}/metrics.jsonl)"))
     width = max(len(k) for k, _ in rows)
     lines += [f"#   {k:<{width}}  {v}" for k, v in rows]
+    if info["backend"]["settings"]:
+        lines += ["", f"# backend {info['backend']['name']}: what each setting does"]
+        lines += [f"#   {what}\n#       -> {how}" for what, how in info["backend"]["settings"]]
     if info["kind"] == "campaign":
         lines += ["", "# run matrix (condition x seed)"]
         width = max(len(c) for c in info["conditions"])

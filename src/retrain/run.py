@@ -59,12 +59,15 @@ TIMING_KEYS = ("step_time_s", "sample_time_s", "score_time_s", "advantage_time_s
 
 def train(cfg: Config, log_dir: str | Path | None = None) -> int:
     """Start a new run. Returns 0 when it completed, 1 when it failed."""
+    from retrain.backends import preflight
+
     run_dir = Path(log_dir) if log_dir else fresh_run_dir(cfg)
     if (run_dir / TRAINER_STATE).exists() or (run_dir / "metrics.jsonl").exists():
         raise RetrainError(
             f"{run_dir} already holds a run; continue it with `retrain resume {run_dir}` "
             "or choose another [logging].log_dir"
         )
+    preflight(cfg)  # a backend that cannot start (no key, service down) fails here, before any file
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
     (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
@@ -86,6 +89,9 @@ def resume(log_dir: str | Path) -> int:
     if info.get("status") == "completed":
         print(f"{run_dir}: already completed ({info.get('step', -1) + 1} steps); nothing to do")
         return 0
+    from retrain.backends import preflight
+
+    preflight(cfg)  # before anything in the run dir moves
     state = read_json(run_dir / TRAINER_STATE) or None
     last_step = state["step"] if state else -1
     _set_aside_rows_after(run_dir, last_step)
@@ -148,7 +154,8 @@ def build_components(cfg: Config) -> Components:
 
 
 def restore_components(parts: Components, run_dir: Path, state: dict[str, Any]) -> None:
-    parts.ctx.backend.load(str(run_dir / state["checkpoint"]))
+    # A backend whose weights live elsewhere (tinker) gave save() a reference; load() takes it back.
+    parts.ctx.backend.load(state.get("backend_checkpoint") or str(run_dir / state["checkpoint"]))
     parts.cursor.load_state_dict(state["cursor"])
     parts.ctx.sepa.load_state_dict(state["sepa"])
     parts.bp.load_state_dict(state["backpressure"])
@@ -160,8 +167,10 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     info = RunInfo(run_dir, cfg)
     sinks: list[MetricsSink] = []
     start_step = state["step"] + 1 if state else 0
+    backend, outcome = None, "errored"
     try:
         parts = build_components(cfg)
+        backend = parts.ctx.backend
         if state:
             restore_components(parts, run_dir, state)
         info.start(start_step - 1)
@@ -189,12 +198,14 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         running = parts.counters.total_correct / max(parts.counters.total_completions, 1)
         print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
               f"running correct rate {running:.1%}; logs in {run_dir}")
+        outcome = "success"
         return 0
     except RetrainError as e:
         info.finish("failed", error=str(e))
         raise
     except KeyboardInterrupt:
         info.finish("interrupted")
+        outcome = "interrupted"
         raise
     except Exception as e:  # a crash inside training: recorded, reported, exit 1 (campaigns go on)
         info.finish("failed", error=f"{type(e).__name__}: {e}")
@@ -203,6 +214,8 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     finally:
         for sink in sinks:
             sink.close()
+        if hasattr(backend, "close"):  # a remote backend ends its service session
+            backend.close(outcome)
 
 
 def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -331,11 +344,12 @@ def save_checkpoint(run_dir: Path, step: int, parts: Components, final: bool) ->
     checkpoint in force."""
     name = "final" if final else f"checkpoint_step_{step + 1}"
     rel = Path("adapter") / name
-    parts.ctx.backend.save(str(run_dir / rel))
+    reference = parts.ctx.backend.save(str(run_dir / rel))
     state = {
         "step": step,
         "checkpoint": str(rel),
-        "optimizer": str(rel / "optimizer.pt"),
+        "backend_checkpoint": reference,  # e.g. the tinker:// path of the weights + optimizer state
+        "optimizer": reference or str(rel / "optimizer.pt"),
         "cursor": parts.cursor.state_dict(),
         "sepa": parts.ctx.sepa.state_dict(),
         "backpressure": parts.bp.state_dict(),

@@ -1,6 +1,7 @@
 """Backends: the model runtime behind `rl/step.py` (protocol in `base.py`), one entry each in `BACKENDS`.
 
-    backend = make_backend(cfg)        # local (transformers + peft), tinker, or a plugin class
+    preflight(cfg)                     # before a run writes anything: can the backend start at all?
+    backend = make_backend(cfg)        # local (transformers + peft), tinker (the Tinker SDK), or a plugin class
 
 A plugin backend is `[backend] backend = "my_module:MyBackend"`: a class (or function) taking the
 Config and returning an object that implements `retrain.backends.base.Backend`. Heavy imports
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from retrain.backends import tinker as _tinker
 from retrain.backends.base import (
     Backend,
     Completion,
@@ -23,7 +25,7 @@ from retrain.backends.base import (
 from retrain.errors import RetrainError
 from retrain.registry import Option, Registry, Variant
 
-__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend", "preflight"]
 
 BackendFactory = Callable[[Any], Backend]  # the whole Config -> a ready backend
 
@@ -61,15 +63,24 @@ BACKENDS.add(Variant(
 ))
 
 
-@BACKENDS.register("tinker", summary="the Tinker SDK (not bundled in this build)")
-def _tinker_unavailable(cfg: Any) -> Backend:
-    raise RetrainError(
-        "the tinker backend is not available in this build: the Tinker SDK client is not bundled. "
-        'Use [backend] backend = "local", or a plugin class ("my_module:MyBackend") that wraps '
-        "the Tinker SDK and implements retrain.backends.base.Backend"
-    )
+# The tinker module is light (the SDK is imported only when the backend is built), so its config
+# check and options table come from it directly.
+BACKENDS.add(Variant(
+    "tinker",
+    "retrain.backends.tinker:TinkerBackend.from_config",
+    "the hosted Tinker service through its SDK (pip install 'retrain[tinker]'); docs/tinker.md",
+    check=_tinker.config_problems,
+    options=_tinker.OPTIONS,
+))
 
 
 def make_backend(cfg: Any) -> Backend:
     """Build the backend `cfg.backend.backend` names: "local", "tinker" or "module:Class"."""
     return BACKENDS.resolve(cfg.backend.backend)(cfg)
+
+
+def preflight(cfg: Any) -> None:
+    """Checks that need the outside world, made before a run writes anything (RetrainError, exit 2):
+    for tinker, the SDK, the API key, the service answering and training `[model].name`."""
+    if cfg.backend.backend == "tinker":
+        _tinker.preflight(cfg)

@@ -66,7 +66,7 @@ class TrainResult:
     clip_fraction: float = 0.0
     kl_ref: float = 0.0  # mean k3 KL to the reference policy (0 when kl_beta = 0)
     sampler_train_kl: float = 0.0  # mean (old_logprob - new_logprob) over completion tokens
-    grad_norm: float = 0.0
+    grad_norm: float | None = 0.0  # None when the backend cannot measure it (a remote service)
     num_tokens: int = 0  # completion tokens trained on
 
 
@@ -82,11 +82,12 @@ class Backend(Protocol):
         """One optimizer step over all datums (micro-batched internally)."""
         ...
 
-    def save(self, path: str) -> None:
-        """Write the PEFT adapter (adapter_model.safetensors + adapter_config.json) and the
-        optimizer state (optimizer.pt) into directory `path`."""
+    def save(self, path: str) -> str | None:
+        """Write a checkpoint, adapter and optimizer state, into directory `path` (local: the PEFT
+        adapter files + optimizer.pt). Returns a reference when the weights live elsewhere (tinker: the
+        `tinker://` path, which run.py records in trainer_state.json), else None."""
         ...
 
     def load(self, path: str) -> None:
-        """Restore what `save` wrote."""
+        """Restore what `save` wrote: `path` is the directory, or the reference `save` returned."""
         ...

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from retrain.backends.base import DEFAULT_TARGET_MODULES, Completion, Datum, SamplingParams, TrainResult, effective_lora_alpha
+from retrain.backends.chat import chat_prompt_ids
 from retrain.backends.models import load_model_and_tokenizer
 from retrain.backends.sampler import (
     decode_with_offsets,
@@ -217,21 +218,8 @@ class LocalBackend:
         template (Jinja) and the tokenizer run once per distinct prompt, not once per step."""
         ids = self._prompt_ids_cache.get(prompt)
         if ids is None:
-            ids = self._prompt_ids_cache[prompt] = self._template_and_tokenize(prompt)
+            ids = self._prompt_ids_cache[prompt] = chat_prompt_ids(self.tokenizer, prompt)
         return list(ids)
-
-    def _template_and_tokenize(self, prompt: str) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            # Base models without a template get the raw text.
-            return self.tokenizer(prompt, add_special_tokens=True).input_ids
-        text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            tokenize=False,
-            enable_thinking=False,  # Qwen3-style templates; ignored by the others
-        )
-        # The template already holds BOS etc.; adding special tokens again would double them.
-        return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
         """`n` completions per prompt; see `sampler.sample_groups` (prefill once per prompt)."""

@@ -250,8 +250,10 @@ class BackendConfig(_Table):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="backend-specific table; local reads "
-        + " and ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry("local").options.items()),
+        description="backend-specific table; "
+        + "; ".join(f"{name} reads " + ", ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry(name).options.items())
+                    for name in BACKENDS if BACKENDS.entry(name).options)
+        + " (docs/tinker.md)",
     )
 
 
