@@ -40,8 +40,7 @@ import concurrent.futures
 import copy
 import itertools
 import os
-import threading
-from collections import defaultdict, deque
+from collections import defaultdict
 
 import httpx
 import numpy as np
@@ -94,27 +93,30 @@ def _done(value) -> AwaitableConcurrentFuture:
 class StandInService:
     """The service: models it serves, checkpoints it stores, one worker running requests in order."""
 
-    def __init__(self, models: dict[str, str], *, max_context_length: int = 4096):
+    def __init__(self, models: dict[str, str], *, max_context_length: int = 32768):
         self.models = dict(models)  # name on the service -> local model id or alias it runs
         self.max_context_length = max_context_length
         self.log: list[tuple[str, dict]] = []
         self.events: list[str] = []
         self.checkpoints: dict[str, dict] = {}
         self.closed: list[str] = []
-        self._faults: dict[str, deque] = defaultdict(deque)
+        self.training_clients: list[StandInTrainingClient] = []  # every model created or restored
+        self._faults: dict[str, dict[int, Exception]] = defaultdict(dict)  # kind -> {request index: error}
+        self._counts: dict[str, int] = defaultdict(int)  # requests of each kind sent so far
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="standin-tinker")
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
 
     def sdk_clients(self) -> SDKClients:
         """What `retrain.backends.tinker.sdk_clients` returns, but for this service."""
         return SDKClients(service=lambda **kw: StandInServiceClient(self), rest=lambda **kw: StandInRestClient(self))
 
-    def fail_next(self, kind: str, error: str | int = "connection", times: int = 1) -> None:
-        """The next `times` requests of `kind` ("sample", "forward_backward", "optim_step", "save_state",
-        "publish", "create", "restore") fail with a connection error or an HTTP status error."""
-        for _ in range(times):
-            self._faults[kind].append(connection_error() if error == "connection" else server_error(int(error)))
+    def fail_next(self, kind: str, error: str | int = "connection", times: int = 1, skip: int = 0) -> None:
+        """After `skip` more requests of `kind` ("sample", "forward_backward", "optim_step", "save_state",
+        "publish", "create", "restore", "capabilities"), the next `times` fail with a connection error
+        or an HTTP status error (e.g. 500, 429, 400)."""
+        start = self._counts[kind] + skip
+        for index in range(start, start + times):
+            self._faults[kind][index] = connection_error() if error == "connection" else server_error(int(error))
 
     def requests(self, kind: str) -> list[dict]:
         return [payload for k, payload in self.log if k == kind]
@@ -127,15 +129,16 @@ class StandInService:
         """Queue `fn` on the worker (requests run in the order they were sent); log it when it runs."""
         self._check_key()
         self.events.append(f"send:{kind}")
+        index = self._counts[kind]
+        self._counts[kind] += 1
+        fault = self._faults[kind].pop(index, None)
 
         def job():
-            with self._lock:
-                faults = self._faults[kind]
-                if faults:
-                    self.log.append((f"failed:{kind}", payload))
-                    raise faults.popleft()
+            if fault is not None:
+                self.log.append((f"failed:{kind}", payload))
+                raise fault
             result = fn()
-            self.log.append((kind, payload))
+            self.log.append((kind, {**payload, "result": result}))
             return result
 
         return _Future(self._worker.submit(job), self, kind)
@@ -202,6 +205,7 @@ class StandInTrainingClient:
         self.local = LocalBackend(service.models[base_model], lora_rank=lora.rank, target_modules=targets,
                                   device="cpu", temperature=1.0, seed=lora.seed or 0)
         self._snapshots = itertools.count(1)
+        service.training_clients.append(self)
 
     def get_tokenizer(self):
         return self.local.tokenizer
@@ -255,7 +259,7 @@ class StandInTrainingClient:
         for group in local.optimizer.param_groups:
             group.update(lr=p.learning_rate, betas=(p.beta1, p.beta2), eps=p.eps, weight_decay=p.weight_decay)
         if p.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(local._params, p.grad_clip_norm)
+            torch.nn.utils.clip_grad_norm_([w for w in local.model.parameters() if w.requires_grad], p.grad_clip_norm)
         local.optimizer.step()
         local.optimizer.zero_grad(set_to_none=True)
         local.model.eval()

@@ -265,10 +265,9 @@ def server_models(timeout_s: float) -> list[Any]:
     clients = sdk_clients()
     try:
         caps = _within(timeout_s, lambda: clients.rest().get_server_capabilities().result())
-    except TimeoutError as e:
-        raise RetrainError(f"the Tinker service at {_base_url()} did not answer within {timeout_s:g} s "
-                           f"({e}); check the network and TINKER_BASE_URL, or raise "
-                           "[backend.options].connect_timeout_s") from None
+    except TimeoutError:
+        raise RetrainError(f"the Tinker service at {_base_url()} did not answer within {timeout_s:g} s; check "
+                           "the network and TINKER_BASE_URL, or raise [backend.options].connect_timeout_s") from None
     except tinker.TinkerError as e:
         raise RetrainError(describe_sdk_error(e)) from None
     return list(caps.supported_models)
