@@ -1,0 +1,237 @@
+"""Whole runs with `backend = "tinker"` through retrain.run and the CLI, on the in-process stand-in
+service (tests/tinker_standin.py): a 3-step run trains like the local backend on the same samples,
+a service outage stops a run resumably and the resumed run ends where an uninterrupted one ends,
+and a service that cannot start stops a run or a campaign before anything is written."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import retrain.backends.tinker as tb
+from retrain.backends.local import LocalBackend
+from retrain.backends.tinker import TinkerBackend
+from retrain.cli import main
+from retrain.config import load_config
+from retrain.run import train
+from runutil import read_jsonl, without_timing, write_tiny_config
+from tinker_standin import StandInService
+
+pytest.importorskip("tinker")
+
+TINKER = '[backend]\nbackend = "tinker"\n'
+SECRET = "tml-do-not-log-7c1e9a"
+
+
+@pytest.fixture
+def service(monkeypatch) -> StandInService:
+    monkeypatch.setenv("TINKER_API_KEY", SECRET)
+    svc = StandInService({"tiny-random": "tiny-random"})
+    monkeypatch.setattr(tb, "sdk_clients", svc.sdk_clients)
+    return svc
+
+
+def _config(tmp_path: Path, name: str, extra: str = TINKER, **kw) -> Path:
+    return write_tiny_config(tmp_path / f"{name}.toml", tmp_path / name, extra=extra, **kw)
+
+
+@pytest.mark.slow
+def test_a_three_step_tinker_run_trains_like_the_local_backend_on_the_same_samples(tmp_path, monkeypatch, service):
+    """Record what the service sampled in a tinker run, replay it to a local run: the per-token
+    advantages the service received, the logprobs it computed, the loss, every metric and the final
+    LoRA weights (three Adam steps) equal the local backend's."""
+    answers: list = []
+    real_sample = TinkerBackend.sample
+
+    def recording_sample(self, prompts, n, params):
+        groups = real_sample(self, prompts, n, params)
+        answers.append((list(prompts), copy.deepcopy(groups)))
+        return groups
+
+    monkeypatch.setattr(TinkerBackend, "sample", recording_sample)
+    assert train(load_config(_config(tmp_path, "tinker"))) == 0
+
+    replay = iter(answers)
+
+    def replay_sample(self, prompts, n, params):
+        recorded_prompts, groups = next(replay)
+        assert prompts == recorded_prompts and all(len(g) == n for g in groups)
+        assert [self.prompt_ids(p) for p in prompts] == [g[0].prompt_ids for g in groups]
+        return copy.deepcopy(groups)
+
+    local_datums, local_logprobs = [], []
+    real_train, real_logprobs = LocalBackend.train_step, LocalBackend.completion_logprobs
+
+    def recording_train(self, datums, lr):
+        local_datums.append(list(datums))
+        return real_train(self, datums, lr)
+
+    def recording_logprobs(self, datums):
+        out = real_logprobs(self, datums)
+        local_logprobs.append(out[0].detach().clone())
+        return out
+
+    monkeypatch.setattr(LocalBackend, "sample", replay_sample)
+    monkeypatch.setattr(LocalBackend, "train_step", recording_train)
+    monkeypatch.setattr(LocalBackend, "completion_logprobs", recording_logprobs)
+    assert train(load_config(_config(tmp_path, "local", extra=""))) == 0
+    assert next(replay, None) is None
+
+    tinker_rows, local_rows = (read_jsonl(tmp_path / d / "metrics.jsonl") for d in ("tinker", "local"))
+    approx = {"loss", "sampler_train_kl", "grad_norm"}
+    assert [{k: v for k, v in r.items() if k not in approx} for r in without_timing(tinker_rows)] == \
+        [{k: v for k, v in r.items() if k not in approx} for r in without_timing(local_rows)]
+    for t, loc in zip(tinker_rows, local_rows, strict=True):
+        assert t["backend_reports_sync_loss"] is True and t["loss_is_placeholder"] is False
+        if loc["loss"] is None:
+            assert t["loss"] is None
+            continue
+        assert t["loss"] == pytest.approx(loc["loss"], rel=1e-4, abs=1e-6)
+        assert t["sampler_train_kl"] == pytest.approx(loc["sampler_train_kl"], abs=1e-5)
+        assert t["grad_norm"] is None and loc["grad_norm"] > 0
+    assert sum(r["num_datums"] > 0 for r in tinker_rows) == len(local_datums) >= 2
+
+    # What reached the service, datum by datum: advantages x 1/N (token_mean), the sampler's logprobs,
+    # and the logprobs the service computed, against the local backend's on the same sequences.
+    requests = service.requests("forward_backward")
+    assert len(requests) == len(local_datums) == len(local_logprobs)
+    for request, datums, new_B_T in zip(requests, local_datums, local_logprobs, strict=True):
+        n_tokens = sum(len(d.completion_ids) for d in datums)
+        assert len(request["data"]) == len(datums)
+        for b, (sent, d) in enumerate(zip(request["data"], datums, strict=True)):
+            P, T = len(d.prompt_ids), len(d.completion_ids)
+            inputs = sent.loss_fn_inputs
+            assert inputs["target_tokens"].data == (list(d.prompt_ids) + list(d.completion_ids))[1:]
+            assert [a * n_tokens for a in inputs["advantages"].data[P - 1:]] == pytest.approx(d.advantages_T, rel=1e-5)
+            assert inputs["logprobs"].data[P - 1:] == pytest.approx(d.old_logprobs_T, abs=1e-6)
+            returned = request["result"].loss_fn_outputs[b]["logprobs"].data[P - 1:]
+            assert returned == pytest.approx(new_B_T[b, :T].tolist(), abs=2e-5)
+        assert len({tuple(d.advantages_T) for d in datums}) > 1
+
+    # Three Adam steps on the service leave the local run's final weights.
+    from safetensors.torch import load_file
+
+    state = json.loads((tmp_path / "tinker" / "trainer_state.json").read_text())
+    assert state["backend_checkpoint"].startswith("tinker://") and state["backend_checkpoint"].endswith("/weights/final")
+    pointer = json.loads((tmp_path / "tinker" / "adapter" / "final" / tb.POINTER).read_text())
+    assert pointer["tinker_path"] == state["backend_checkpoint"]
+    served = service.checkpoints[state["backend_checkpoint"]]["adapter"]
+    local = load_file(str(tmp_path / "local" / "adapter" / "final" / "adapter_model.safetensors"))
+    assert set(served) == set(local)
+    for key, value in local.items():
+        assert torch.allclose(served[key], value, atol=1e-5, rtol=1e-4), key
+    assert json.loads((tmp_path / "local" / "trainer_state.json").read_text())["backend_checkpoint"] is None
+
+
+@pytest.mark.slow
+def test_an_outage_stops_the_run_resumably_and_resume_ends_where_an_uninterrupted_run_ends(
+        tmp_path, monkeypatch, service, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb = '[logging]\nwandb_project = "retrain-test"\nwandb_mode = "offline"\n'
+    full = _config(tmp_path, "full", save_every=1)
+    full.write_text(full.read_text().replace("[logging]\n", wandb))
+    assert main([str(full)]) == 0
+
+    # The same run, but step 2's forward_backward fails on the service.
+    cut = _config(tmp_path, "cut", save_every=1)
+    service.fail_next("forward_backward", 500, skip=2)
+    capsys.readouterr()
+    assert main([str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert f"retrain resume {tmp_path / 'cut'}" in err and "Traceback" not in err
+    info = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert info["status"] == "failed" and "last checkpoint is intact" in info["error"]
+    state = json.loads((tmp_path / "cut" / "trainer_state.json").read_text())
+    assert state["step"] == 1 and state["backend_checkpoint"].endswith("/weights/checkpoint_step_2")
+
+    assert main(["resume", str(tmp_path / "cut")]) == 0
+    for name in ("metrics.jsonl", "eval.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
+        assert without_timing(read_jsonl(tmp_path / "cut" / name)) == \
+            without_timing(read_jsonl(tmp_path / "full" / name)), name
+    assert [k for k, _ in service.log].count("restore") == 1
+    assert service.closed == ["success", "errored", "success"]  # every session ended, with the run's outcome
+
+    # The API key is the SDK's: it appears in no config dump, log, checkpoint pointer or wandb file.
+    files = [p for d in ("full", "cut") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert any("wandb" in p.parts for p in files)
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_key(monkeypatch, tmp_path):
+    for var in ("TINKER_API_KEY", "TINKER_CREDENTIAL_CMD", "TINKER_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.tinker/credentials.json either
+
+
+@pytest.mark.parametrize("fault", ["no key", "unknown model"])
+def test_a_service_that_cannot_start_stops_the_run_before_anything_is_written(fault, tmp_path, monkeypatch, capsys):
+    """No key goes through the real SDK (it fails before any request)."""
+    _no_key(monkeypatch, tmp_path)
+    toml = _config(tmp_path, "run")
+    expected = "export TINKER_API_KEY"
+    if fault == "unknown model":
+        svc = StandInService({"Qwen/Qwen3-4B-Instruct-2507": "tiny-random"})
+        monkeypatch.setattr(tb, "sdk_clients", svc.sdk_clients)
+        monkeypatch.setenv("TINKER_API_KEY", "tml-test-key")
+        toml.write_text(toml.read_text().replace('name = "tiny-random"', 'name = "Qwen/Qwen3-4B-Instruct"'))
+        expected = "does not train this model. Did you mean 'Qwen/Qwen3-4B-Instruct-2507'?"
+    capsys.readouterr()
+    assert main([str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreachable_service_stops_the_run_before_anything_is_written(tmp_path):
+    """The real SDK against a closed local port. In a subprocess: the SDK keeps retrying for minutes
+    on a daemon thread, holding a process-wide lock that later clients in the same process wait on."""
+    toml = _config(tmp_path, "run")
+    toml.write_text(toml.read_text() + "[backend.options]\nconnect_timeout_s = 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINKER_")}
+    env.update(HOME=str(tmp_path / "home"), TINKER_API_KEY="tml-unused-key",
+               TINKER_BASE_URL=f"http://127.0.0.1:{_free_port()}", TINKER_TELEMETRY="0")
+    proc = subprocess.run([sys.executable, "-m", "retrain", str(toml)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parent)
+    assert proc.returncode == 2, proc.stderr
+    assert f"at {env['TINKER_BASE_URL']} did not answer within 1 s" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_a_key_touches_nothing(tmp_path, monkeypatch, capsys):
+    from retrain.config import config_to_toml
+
+    _no_key(monkeypatch, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = load_config(_config(tmp_path, "run")).with_overrides({"logging.log_dir": str(run_dir)})
+    (run_dir / "config.toml").write_text(config_to_toml(cfg))
+    (run_dir / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')  # step 1 is after the checkpoint
+    (run_dir / "trainer_state.json").write_text('{"step": 0, "backend_checkpoint": "tinker://r/weights/x"}')
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert main(["resume", str(run_dir)]) == 2
+    assert "export TINKER_API_KEY" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_campaign_without_a_key_creates_no_campaign_dir(tmp_path, monkeypatch, capsys):
+    _no_key(monkeypatch, tmp_path)
+    toml = _config(tmp_path, "c")
+    toml.write_text(toml.read_text() + f'[campaign]\nseeds = [1, 2]\nlog_root = "{(tmp_path / "logs").as_posix()}"\n')
+    assert main([str(toml)]) == 2
+    assert "export TINKER_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
