@@ -43,6 +43,7 @@ import difflib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -155,12 +156,13 @@ def settings_used(cfg) -> list[tuple[str, str]]:
         ("[model] name, lora_rank, target_modules, [training] seed",
          f"create_lora_training_client(base_model={m.name!r}, rank={m.lora_rank}, seed={t.seed}, {lora})"),
         ("[training] group_size, max_tokens, temperature, top_p",
-         f"one sample request per prompt: num_samples={t.group_size}, max_tokens={t.max_tokens}, "
-         f"temperature={t.temperature}, top_p={t.top_p}, a seed per (step, prompt), stop at the chat template's "
-         "end-of-turn token"),
+         (f"one sample request per prompt: num_samples={t.group_size}, max_tokens={t.max_tokens}, "
+          f"temperature={t.temperature}, top_p={t.top_p}, a seed per (step, prompt), stop at the chat template's "
+          "end-of-turn token")),
         ("[training] lr, weight_decay, grad_clip_norm",
-         f'forward_backward(loss_fn="{LOSS_FN}") then optim_step(AdamParams(learning_rate={t.lr}, beta1={ADAM_BETA1}, '
-         f"beta2={ADAM_BETA2}, eps={ADAM_EPS}, weight_decay={t.weight_decay}, grad_clip_norm={t.grad_clip_norm}))"),
+         (f'forward_backward(loss_fn="{LOSS_FN}") then optim_step(AdamParams(learning_rate={t.lr}, '
+          f"beta1={ADAM_BETA1}, beta2={ADAM_BETA2}, eps={ADAM_EPS}, weight_decay={t.weight_decay}, "
+          f"grad_clip_norm={t.grad_clip_norm}))")),
         ("[training] loss_agg", f"{t.loss_agg}: each datum's advantages {agg} (the service sums the loss)"),
         ("[training] save_every",
          f"save_state every {t.save_every} steps and at the end; tinker:// paths in trainer_state.json"
@@ -432,7 +434,7 @@ class TinkerBackend:
         run_dir = Path(cfg.logging.log_dir) if cfg.logging.log_dir else None
         limiter = FileLimiter(limiter_dir(run_dir), o["max_concurrent"]) if run_dir else None
         return cls(
-            sdk_clients().service(),
+            sdk_clients().service(display_name=f"retrain {cfg.run_name}"),  # how the Tinker console lists it
             base_model=cfg.model.name,
             lora_rank=cfg.model.lora_rank,
             lora=lora_switches(cfg.model.target_modules) or {},
@@ -454,7 +456,7 @@ class TinkerBackend:
         token = self._limiter.acquire() if self._limiter else None
         try:
             future = submit()
-        except Exception as e:  # the SDK can refuse before sending (e.g. a closed client)
+        except Exception as e:  # noqa: BLE001 - the SDK can refuse before sending; handled like a failed answer
             self._release(token)
             return _FailedSend(e)
         future.future().add_done_callback(lambda _done: self._release(token))
@@ -607,7 +609,7 @@ class TinkerBackend:
                 optim_future = training.optim_step(adam)
                 try:
                     publish = training.save_weights_and_get_sampling_client()
-                except Exception as e:  # retried below, on its own
+                except Exception as e:  # noqa: BLE001 - retried below, on its own
                     publish = _FailedSend(e)
                 fb_out, optim_out = fb_future.result(), optim_future.result()
             except Exception as e:
@@ -687,5 +689,5 @@ class TinkerBackend:
         outcome is already recorded)."""
         try:
             self._service.close(status).result(timeout=30)
-        except Exception:  # noqa: BLE001 - closing must never turn a finished run into a failure
-            pass
+        except Exception as e:  # noqa: BLE001 - closing must never turn a finished run into a failure
+            warnings.warn(f"tinker: could not end the service session ({type(e).__name__}: {e})", stacklevel=2)
