@@ -40,6 +40,7 @@ import concurrent.futures
 import copy
 import itertools
 import os
+import threading
 from collections import defaultdict
 
 import httpx
@@ -84,6 +85,13 @@ class _Future(AwaitableConcurrentFuture):
         return super().result(timeout)
 
 
+def _copy_result(source: concurrent.futures.Future, target: concurrent.futures.Future) -> None:
+    if source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())
+
+
 def _done(value) -> AwaitableConcurrentFuture:
     future: concurrent.futures.Future = concurrent.futures.Future()
     future.set_result(value)
@@ -93,9 +101,10 @@ def _done(value) -> AwaitableConcurrentFuture:
 class StandInService:
     """The service: models it serves, checkpoints it stores, one worker running requests in order."""
 
-    def __init__(self, models: dict[str, str], *, max_context_length: int = 32768):
+    def __init__(self, models: dict[str, str], *, max_context_length: int = 32768, latency_s: float = 0.0):
         self.models = dict(models)  # name on the service -> local model id or alias it runs
         self.max_context_length = max_context_length
+        self.latency_s = latency_s  # a network round trip added to every answer (benchmarks)
         self.log: list[tuple[str, dict]] = []
         self.events: list[str] = []
         self.checkpoints: dict[str, dict] = {}
@@ -141,7 +150,18 @@ class StandInService:
             self.log.append((kind, {**payload, "result": result}))
             return result
 
-        return _Future(self._worker.submit(job), self, kind)
+        if not self.latency_s:
+            return _Future(self._worker.submit(job), self, kind)
+        # Half the round trip before the service sees the request, half before the answer is back;
+        # requests in flight overlap their trips, as on a network.
+        answer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def arrive() -> None:
+            ran = self._worker.submit(job)
+            ran.add_done_callback(lambda f: threading.Timer(self.latency_s / 2, _copy_result, (f, answer)).start())
+
+        threading.Timer(self.latency_s / 2, arrive).start()
+        return _Future(answer, self, kind)
 
 
 class StandInRestClient:
