@@ -43,7 +43,14 @@ def main(argv=None) -> int:
     from tinker_standin import StandInService
 
     from retrain.backends.base import Datum, SamplingParams
-    from retrain.backends.tinker import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LOSS_FN, TinkerBackend, to_tinker_datum
+    from retrain.backends.tinker import (
+        ADAM_BETA1,
+        ADAM_BETA2,
+        ADAM_EPS,
+        LOSS_FN,
+        TinkerBackend,
+        to_tinker_datum,
+    )
 
     service = StandInService({"tiny-random": "tiny-random"}, latency_s=args.latency)
     backend = TinkerBackend(service.sdk_clients().service(), base_model="tiny-random", lora_rank=4,
@@ -71,8 +78,8 @@ def main(argv=None) -> int:
         training.save_weights_and_get_sampling_client().result()
         times["train_sequential"].append(time.perf_counter() - t0)
 
-    lines = [f"tinker backend on the stand-in service, simulated round trip {args.latency:.3f} s, "
-             f"{args.batch_size} prompts x {args.group_size} samples, median of {args.steps} steps (s):"]
+    lines = [(f"tinker backend on the stand-in service, simulated round trip {args.latency:.3f} s, "
+              f"{args.batch_size} prompts x {args.group_size} samples, median of {args.steps} steps (s):")]
     for name, values in times.items():
         lines.append(f"  {name:<17} {statistics.median(values):.3f}")
     saved = statistics.median(times["train_sequential"]) - statistics.median(times["train_pipelined"])
