@@ -65,7 +65,6 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 MIN_TTL_S = 3600  # the service keeps a checkpoint at least an hour when a TTL is set
 
 
-
 def _ttl_problem(value: Any) -> str | None:
     """checkpoint_ttl_s: 0 (keep) or at least the service's minimum TTL."""
     problem = int_at_least(0)(value)
