@@ -30,12 +30,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, base_rate: float = 0.2,
               lift: float = 0.0, slope: float = 0.1, seed_effect: float = 0.0, batch_size: int = 8,
               group_size: int = 16, exec_var: float = 0.5, gate_open_step: int | None = None,
-              rng_seed: int | None = None, emergence: bool = True) -> Path:
+              rng_seed: int | None = None, emergence: bool = True, eval_every: int = 0,
+              eval_examples: int = 40) -> Path:
     """One run dir. The true correct rate at step s is
     clip(base_rate + slope·s/num_steps + lift·s/num_steps + seed_effect, 0.01, 0.99)
-    (the lift grows in, as training would); counts are Binomial(batch·group, rate)."""
-    rng = np.random.default_rng(rng_seed if rng_seed is not None else abs(hash((condition, seed))) % 2**32)
+    (the lift grows in, as training would); counts are Binomial(batch·group, rate).
+
+    With `eval_every` > 0 the run also has held-out evals as the trainer writes them: eval.jsonl rows
+    after step -1 (the base model) and after every `eval_every`-th step and the last one, and the
+    same value in that step's metrics row (`eval_correct_rate`, null on the other steps). The eval
+    rate after step s is Binomial(eval_examples, p(s + 1)) / eval_examples, drawn from its own
+    generator so the training rows are the same with or without evals."""
+    seed_value = rng_seed if rng_seed is not None else abs(hash((condition, seed))) % 2**32
+    rng = np.random.default_rng(seed_value)
+    eval_rng = np.random.default_rng([seed_value, 7919])
     total = batch_size * group_size
+    evals = []
+
+    def eval_rate(after_step: int) -> float:
+        p = min(max(base_rate + (slope + lift) * (after_step + 1) / max(num_steps, 1) + seed_effect, 0.01), 0.99)
+        rate = int(eval_rng.binomial(eval_examples, p)) / eval_examples
+        evals.append({"after_step": after_step, "num_updates": after_step + 1, "eval_correct_rate": rate,
+                      "num_examples": eval_examples, "eval_time_s": 0.5})
+        return rate
+
+    if eval_every > 0:
+        eval_rate(-1)
     sepa = condition.endswith("gtpo_sepa")
     metrics, steps, gens = [], [], []
     running_c = running_t = 0
@@ -59,7 +79,9 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
             "reward_unique_fraction_mean": 0.3, "bp_regime": "warmup", "bp_action": "hold", "bp_p_star": None,
             "batch_size": batch_size, "group_size": group_size, "step_time_s": 3.2, "sample_time_s": 2.0,
             "train_time_s": 1.2, "tokens_per_second": 900.0, "sampler_train_kl": 1e-4,
-            "planning_token_fraction": 0.02,
+            "planning_token_fraction": 0.02, "correct_count": correct, "total_count": total,
+            "eval_correct_rate": (eval_rate(s) if eval_every > 0 and ((s + 1) % eval_every == 0 or s == num_steps - 1)
+                                  else None),
         }
         metrics.append(row)
         steps.append({"step": s, "condition": condition, "mean_reward": row["mean_reward"],
@@ -70,6 +92,8 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
                      "reward": 1.0, "correct": True, "num_tokens": 9, "hit_max_tokens": False,
                      "planning_phrases": ["let me think"]})
     write_jsonl(run_dir / "metrics.jsonl", metrics)
+    if evals:
+        write_jsonl(run_dir / "eval.jsonl", evals)
     if emergence:
         write_jsonl(run_dir / "emergence" / "steps.jsonl", steps)
         write_jsonl(run_dir / "emergence" / "generations.jsonl", gens)
@@ -79,10 +103,11 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
 def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS, seeds=(42, 101, 202),
                    num_steps: int = 20, lifts: dict[str, float] | None = None, seed_sd: float = 0.01,
                    squeeze: bool = True, gate_open_step: int = 3, base_rate: float = 0.2,
-                   exec_vars: dict[str, float] | None = None) -> Path:
+                   exec_vars: dict[str, float] | None = None, eval_every: int = 0) -> Path:
     """A campaign dir: manifest.json + runs/<condition>_s<seed>/. Seed effects are shared across
     conditions (same seed = same data order and init), drawn once per seed. exec_entropy_var starts at
-    `exec_vars[condition]` (default 0.3 for HICRA, 0.5 otherwise) and SEPA shrinks it as λ grows."""
+    `exec_vars[condition]` (default 0.3 for HICRA, 0.5 otherwise) and SEPA shrinks it as λ grows.
+    `eval_every` > 0 adds held-out evals (eval.jsonl and eval_correct_rate, see `write_run`)."""
     lifts = GUIDE_LIFTS if lifts is None else lifts
     exec_vars = exec_vars or {}
     rng = np.random.default_rng(12345)
@@ -94,7 +119,7 @@ def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS
             write_run(root / "runs" / name, condition=cond, seed=seed, num_steps=num_steps, base_rate=base_rate,
                       lift=lifts.get(cond, 0.0), seed_effect=seed_effects[seed],
                       exec_var=exec_vars.get(cond, 0.3 if "hicra" in cond else 0.5), gate_open_step=gate_open_step,
-                      rng_seed=1000 * ci + seed)
+                      rng_seed=1000 * ci + seed, eval_every=eval_every)
             runs.append({"name": name, "condition": cond, "seed": seed, "state": "completed",
                          "log_dir": f"runs/{name}"})
     manifest = {"conditions": list(conditions), "seeds": list(seeds), "max_steps": num_steps, "runs": runs,
@@ -110,6 +135,14 @@ def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS
 def small_campaign(tmp_path_factory) -> Path:
     """5 guide conditions × 3 seeds × 20 steps, SEPA gate opening at step 3, squeeze table present."""
     return write_campaign(tmp_path_factory.mktemp("camp") / "campaign_20260101_000000")
+
+
+@pytest.fixture(scope="module")
+def eval_campaign(tmp_path_factory) -> Path:
+    """grpo+none, maxrl+gtpo_hicra and maxrl+gtpo_sepa × 3 seeds × 20 steps with held-out evals after
+    step -1 (the base model), 4, 9, 14 and 19 (`eval_every=5`)."""
+    return write_campaign(tmp_path_factory.mktemp("camp") / "campaign_20260303_000000", eval_every=5,
+                          conditions=("grpo+none", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa"), squeeze=False)
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +172,9 @@ def run_cli(argv: list[str]) -> int:
 
 
 def two_arm_campaign(root: Path, *, lift: float, seeds=(1, 2, 3, 4, 5, 6, 7, 8), num_steps: int = 20,
-                     seed_sd: float = 0.01, base_rate: float = 0.2, exec_vars: dict[str, float] | None = None) -> Path:
+                     seed_sd: float = 0.01, base_rate: float = 0.2, exec_vars: dict[str, float] | None = None,
+                     eval_every: int = 0) -> Path:
     """A campaign with conditions maxrl+gtpo_hicra (baseline) and maxrl+gtpo_sepa (lift planted)."""
     return write_campaign(root, conditions=("maxrl+gtpo_hicra", "maxrl+gtpo_sepa"), seeds=seeds, num_steps=num_steps,
                           lifts={"maxrl+gtpo_sepa": lift}, seed_sd=seed_sd, base_rate=base_rate, squeeze=False,
-                          exec_vars=exec_vars)
+                          exec_vars=exec_vars, eval_every=eval_every)

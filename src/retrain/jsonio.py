@@ -48,12 +48,14 @@ def write_json_atomic(path: Path | str, obj: object) -> None:
 
 
 def read_json(path: Path | str) -> dict:
-    """The JSON object in `path`, or {} when it is missing, unreadable or not an object."""
+    """The JSON object in `path`, or {} when it is missing, unreadable, not a regular file (a link to
+    /dev/zero is never read), over 64 MiB, malformed, nested too deeply or not an object."""
+    from retrain.logfiles import LogProblems, read_json_object
+
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path, LogProblems(path)) or {}
+    except FileNotFoundError:
         return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def now_iso() -> str:

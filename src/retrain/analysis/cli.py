@@ -35,7 +35,8 @@ def _print_warnings(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     return wrapper
 
 
-def _campaign_and_arms(args: argparse.Namespace):
+def _campaign_and_arms(args: argparse.Namespace, columns: tuple[str, ...]):
+    """(baseline runs, candidate runs), each loaded with only `columns` of metrics.jsonl parsed."""
     from retrain.analysis.load import load_campaign_runs, resolve_arm
 
     campaign = getattr(args, "campaign", None)
@@ -44,9 +45,9 @@ def _campaign_and_arms(args: argparse.Namespace):
                            f"(logs/campaign_YYYYmmdd_HHMMSS) or only --baseline/--candidate run dirs.")
     needs_labels = campaign is not None and any(not Path(s).is_dir() and not any(ch in s for ch in "*?[")
                                                 for s in args.baseline + args.candidate)
-    campaign_runs = load_campaign_runs(campaign) if needs_labels else None
-    base = resolve_arm(args.baseline, campaign, "baseline", campaign_runs)
-    cand = resolve_arm(args.candidate, campaign, "candidate", campaign_runs)
+    campaign_runs = load_campaign_runs(campaign, columns) if needs_labels else None
+    base = resolve_arm(args.baseline, campaign, "baseline", campaign_runs, columns)
+    cand = resolve_arm(args.candidate, campaign, "candidate", campaign_runs, columns)
     return base, cand
 
 
@@ -81,11 +82,12 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 @_print_warnings
 def run_compare(args: argparse.Namespace) -> int:
+    from retrain.analysis.load import DEFAULT_COLUMNS
     from retrain.analysis.outputs import write_json, write_text
     from retrain.analysis.significance import DEFAULT_METRICS, compare_arms, render_console, render_markdown
 
-    base, cand = _campaign_and_arms(args)
     metrics = tuple(dict.fromkeys((args.metric, *DEFAULT_METRICS)))
+    base, cand = _campaign_and_arms(args, tuple(dict.fromkeys((*DEFAULT_COLUMNS, *metrics))))
     result = compare_arms(base, cand, metrics=metrics, primary_metric=args.metric, window=_window(args),
                           alpha=args.alpha, resamples=args.resamples, seed=args.seed)
     print(render_console(result))
@@ -149,7 +151,7 @@ def _litmus(args: argparse.Namespace) -> int:
     if args.no_entropy_check:
         overrides["check_exec_entropy_var"] = False
     profile = litmus.with_overrides(profile, overrides)
-    base, cand = _campaign_and_arms(args)
+    base, cand = _campaign_and_arms(args, litmus.COLUMNS)
     result = litmus.evaluate_litmus(base, cand, profile, _window(args))
     result["inputs"]["campaign"] = args.campaign
     result["inputs"]["baseline_args"], result["inputs"]["candidate_args"] = args.baseline, args.candidate
@@ -200,21 +202,24 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 @_print_warnings
 def run_plot(args: argparse.Namespace) -> int:
     from retrain.analysis.load import load_campaign_runs, resolve_arm, runs_to_frame
-    from retrain.analysis.plot import condition_colors, plot_curves, plot_mechanism
+    from retrain.analysis.plot import MECHANISM_METRICS, condition_colors, plot_curves, plot_mechanism
 
+    columns = tuple(dict.fromkeys((args.metric, *(m for m, _ in MECHANISM_METRICS))))
     single = Path(args.inputs[0])
     if len(args.inputs) == 1 and (single / "runs").is_dir():
-        runs = load_campaign_runs(single)
+        runs = load_campaign_runs(single, columns)
         default_out = single / "plots" / f"{args.metric}.png"
     else:
-        runs = resolve_arm(args.inputs, None, "inputs")
+        runs = resolve_arm(args.inputs, None, "inputs", columns=columns)
         default_out = Path(f"{args.metric}.png")
     if not runs:
         raise RetrainError(f"{single}: no run has logged a step yet; nothing to plot.")
     out = Path(args.out) if args.out else default_out
-    df = runs_to_frame(runs)
+    df = runs_to_frame(runs, columns)
     colors = condition_colors(sorted(df["condition"].unique()))
-    written = plot_curves(df, args.metric, out, colors=colors)
+    known = {k for r in runs for k in r.header} - {"step", "condition", "seed"}  # the keys of the rows
+    known |= {"eval_correct_rate"} if any(r.evals is not None for r in runs) else set()
+    written = plot_curves(df, args.metric, out, colors=colors, known_metrics=sorted(known))
     written += plot_mechanism(df, out.with_name(f"{out.stem}_mechanism.png"), colors=colors)
     for path in written:
         print(f"wrote {path}")

@@ -25,6 +25,8 @@ from retrain.errors import RetrainError
 
 CONFIRMED, FAILED, INCONCLUSIVE = "CONFIRMED", "FAILED", "INCONCLUSIVE"
 EXIT_CODES = {CONFIRMED: 0, FAILED: 1, INCONCLUSIVE: 2}
+# The metrics.jsonl keys litmus reads (the checks' metrics and the completion counts of the gates).
+COLUMNS = ("correct_rate", "mean_reward", "exec_entropy_var", "correct_count", "total_count")
 
 
 @dataclass(frozen=True)

@@ -1,82 +1,70 @@
-"""Reading run and campaign directories (SPEC §4) into plain rows and tidy frames.
+"""Reading run and campaign directories (docs/metrics.md) into columns, rows and tidy frames.
 
-A run dir holds `metrics.jsonl` (one row per step) and `emergence/{steps,generations}.jsonl`; a
-campaign dir holds `manifest.json` and `runs/<condition>_s<seed>/`. The `runs/` folder is the truth
-about which runs exist; the manifest is only read for labels and the squeeze table.
+A run dir holds `metrics.jsonl` (one row per step), `eval.jsonl` (held-out evals) and
+`emergence/{steps,generations}.jsonl`; a campaign dir holds `manifest.json` and
+`runs/<condition>_s<seed>/`. The `runs/` folder is the truth about which runs exist; the manifest is
+only read for labels and the squeeze table.
+
+The verbs read only the metrics they use, as arrays (`load_run(dir, columns)`, `Run.column`): a
+campaign of a million rows loads in seconds. The guide's row-wise API (`load_metrics`,
+`load_emergence`, `load_campaign`) parses every row. Both skip and count damage the same way
+(`retrain.logfiles`): one warning per damaged file.
 
 Example::
 
-    from retrain.analysis import load_metrics, load_campaign
+    from retrain.analysis import load_metrics, load_campaign, load_run
     rows = load_metrics("logs/campaign_20260101_120000/runs/maxrl+gtpo_sepa_s42")
     df = load_campaign("logs/campaign_20260101_120000")   # condition, seed, step, every metric
     df.groupby(["condition", "step"]).correct_rate.mean()
+    run = load_run("logs/campaign_20260101_120000/runs/maxrl+gtpo_sepa_s42", ["correct_rate"])
+    run.step_S, run.column("correct_rate"), run.series("eval_correct_rate")
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import glob
-import json
-import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrain.errors import RetrainError
+import numpy as np
 
-# Only the first few bad lines of a file are named one by one; a truncated or corrupted file can
-# otherwise print thousands of warnings.
-MAX_NAMED_BAD_LINES = 5
+from retrain.errors import RetrainError
+from retrain.logfiles import (
+    LogProblems,
+    LogProblemsWarning,
+    clean_text,
+    first_row,
+    read_columns,
+    read_json_object,
+    read_rows,
+)
+
 RUN_NAME_RE = re.compile(r"^(?P<condition>.+)_s(?P<seed>-?\d+)$")
 GLOB_CHARS = set("*?[")
-
-
-class MalformedLineWarning(UserWarning):
-    """A JSONL line that is not a JSON object was skipped."""
+EVAL_METRIC = "eval_correct_rate"
+# What compare, litmus and the run table read from metrics.jsonl (only these keys are parsed; any
+# other metric is read when first asked for, see `Run.column`).
+DEFAULT_COLUMNS = ("correct_rate", "mean_reward", "correct_count", "total_count")
+MalformedLineWarning = LogProblemsWarning  # the name earlier versions warned with
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON-object line of `path`; blank lines are ignored, malformed ones skipped with a warning.
+    """Every JSON-object line of `path`, cleaned (see `retrain.logfiles.read_rows`); blank lines are
+    ignored, bad lines and values skipped with one warning for the file that counts them.
 
-    A missing file raises RetrainError naming the path. A half-written last line (a run killed mid-write)
-    is the common malformed case, so it is a warning, not an error.
+    A missing file raises RetrainError naming the path. A half-written last line (a run killed
+    mid-write) is the common bad line, so it is a warning, not an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RetrainError(f"{path}: file not found. Check the run directory (it should contain "
-                           f"metrics.jsonl and emergence/), or pass the right path.")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
-    # Fast path: one json.loads over the whole file (measured ~20% faster than a call per line, and
-    # parsing is most of `compare`'s time on 80 × 500-step runs). Accepted only when it yields exactly
-    # one object per line; anything else goes through the line-by-line path that names bad lines.
     try:
-        rows = json.loads("[" + ",".join(line for _, line in numbered) + "]")
-        if len(rows) == len(numbered) and all(isinstance(r, dict) for r in rows):
-            return rows
-    except json.JSONDecodeError:
-        pass
-    rows, bad = [], []
-    for lineno, line in numbered:
-        try:
-            row = json.loads(line)
-            problem = None if isinstance(row, dict) else "skipped line that is not a JSON object"
-        except json.JSONDecodeError as err:
-            problem = f"skipped malformed JSON line ({err.msg})"
-        if problem is None:
-            rows.append(row)
-            continue
-        bad.append(lineno)
-        if len(bad) <= MAX_NAMED_BAD_LINES:
-            warnings.warn(f"{path}:{lineno}: {problem}", MalformedLineWarning, stacklevel=2)
-    if len(bad) > MAX_NAMED_BAD_LINES:
-        warnings.warn(f"{path}: skipped {len(bad) - MAX_NAMED_BAD_LINES} more malformed lines "
-                      f"(lines {bad[MAX_NAMED_BAD_LINES]}..{bad[-1]})", MalformedLineWarning, stacklevel=2)
-    return rows
+        return read_rows(path)
+    except FileNotFoundError:
+        raise RetrainError(f"{path}: file not found. Check the run directory (it should contain "
+                           f"metrics.jsonl and emergence/), or pass the right path.") from None
 
 
 def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -91,7 +79,7 @@ def load_emergence(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def dedupe_by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per step, the last one written, sorted by step; rows without an int step are dropped.
+    """One row per step, the last one written, sorted by step; rows without an integer step are dropped.
 
     `retrain resume` moves rows logged after the last checkpoint to metrics.discarded.jsonl, so a
     run dir written by retrain has one row per step; this is a safety net for logs copied together
@@ -100,20 +88,40 @@ def dedupe_by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_step: dict[int, dict[str, Any]] = {}
     for row in rows:
         step = row.get("step")
-        if isinstance(step, bool) or not isinstance(step, int | float):
+        if isinstance(step, bool) or not isinstance(step, int | float) or step != step or abs(step) == float("inf"):
             continue
-        by_step[int(step)] = row
+        if step == int(step):
+            by_step[int(step)] = row
     return [by_step[s] for s in sorted(by_step)]
 
 
-@dataclass
+def _align(index_S: np.ndarray, other_index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` (keyed by `other_index`) at the steps of `index_S`; NaN where absent."""
+    out = np.full(len(index_S), np.nan)
+    if len(other_index):
+        pos = np.clip(np.searchsorted(other_index, index_S), 0, len(other_index) - 1)
+        hit = other_index[pos] == index_S
+        out[hit] = values[pos[hit]]
+    return out
+
+
+@dataclass(eq=False)
 class Run:
-    """One run dir, loaded: deduplicated metric rows; emergence/steps.jsonl is read only if needed."""
+    """One run dir, loaded as columns: `step_S` (sorted, one entry per logged step) and, for each
+    metric read, a float64 array aligned with it (NaN: not logged that step, or a skipped value).
+
+    Only the columns asked for at load time are parsed; `column(name)` reads any other one when
+    first needed. `metrics` (every row as a dict) and `steps` (emergence/steps.jsonl) are the
+    row-wise views, read only if used.
+    """
 
     run_dir: Path
     condition: str
     seed: int | None
-    metrics: list[dict[str, Any]]
+    step_S: np.ndarray
+    columns: dict[str, np.ndarray]
+    header: dict[str, Any] = field(default_factory=dict)  # the first row: batch_size, group_size, ...
+    problems: list[str] = field(default_factory=list)  # one summary per damaged file that was read
 
     @property
     def name(self) -> str:
@@ -121,11 +129,123 @@ class Run:
 
     @property
     def num_steps(self) -> int:
-        return len(self.metrics)
+        return len(self.step_S)
 
     @property
     def last_step(self) -> int | None:
-        return int(self.metrics[-1]["step"]) if self.metrics else None
+        return int(self.step_S[-1]) if len(self.step_S) else None
+
+    @property
+    def first_step(self) -> int | None:
+        return int(self.step_S[0]) if len(self.step_S) else None
+
+    def _note(self, problems: LogProblems) -> None:
+        if problems:
+            self.problems.append(problems.summary())
+            problems.warn(stacklevel=3)
+
+    def column(self, metric: str) -> np.ndarray:
+        """`metric` at every step of `step_S` (NaN where not logged or skipped); read when first asked for."""
+        if metric not in self.columns:
+            path = self.run_dir / "metrics.jsonl"
+            problems = LogProblems(path)
+            try:
+                cols = read_columns(path, [metric], problems=problems)
+                self.columns[metric] = _align(self.step_S, cols.index, cols.values[metric])
+            except FileNotFoundError:
+                self.columns[metric] = np.full(self.num_steps, np.nan)
+            self._note(problems.values_only())  # its bad lines were reported when the run was loaded
+        return self.columns[metric]
+
+    @functools.cached_property
+    def evals(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(after_step_E, eval_correct_rate_E) from eval.jsonl, including the base model's after_step = -1;
+        None when the run has no eval.jsonl (or no finite value in it)."""
+        path = self.run_dir / "eval.jsonl"
+        if not path.exists():
+            return None
+        problems = LogProblems(path)
+        cols = read_columns(path, [EVAL_METRIC], index="after_step", min_index=-1, problems=problems)
+        self._note(problems)
+        ok = np.isfinite(cols.values[EVAL_METRIC])
+        return (cols.index[ok], cols.values[EVAL_METRIC][ok]) if ok.any() else None
+
+    def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) where `metric` has a usable value, ascending by step.
+
+        `eval_correct_rate` comes from eval.jsonl when present (it holds the before-training point,
+        after_step = -1, which no metrics row has), else from the metrics rows of the eval steps.
+        """
+        if metric == EVAL_METRIC and self.evals is not None:
+            return self.evals
+        col = self.column(metric)
+        ok = np.isfinite(col)
+        return self.step_S[ok], col[ok]
+
+    def window_values(self, metric: str, start: int, end: int) -> np.ndarray:
+        """Usable values of `metric` over steps in [start, end)."""
+        steps, values = self.series(metric)
+        return values[(steps >= start) & (steps < end)]
+
+    def window_steps(self, metric: str, start: int, end: int) -> list[int]:
+        """The steps in [start, end) that have a usable value of `metric` (which points a mean used)."""
+        steps, _ = self.series(metric)
+        return steps[(steps >= start) & (steps < end)].tolist()
+
+    def steps_in_window(self, start: int, end: int) -> int:
+        """How many logged steps (metric rows) fall in [start, end)."""
+        return int(np.searchsorted(self.step_S, end) - np.searchsorted(self.step_S, start))
+
+    def metric_by_step(self, metric: str) -> dict[int, float]:
+        """{step: value} where `metric` has a usable value."""
+        steps, values = self.series(metric)
+        return dict(zip(steps.tolist(), values.tolist(), strict=True))
+
+    @functools.cached_property
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, correct, total): per step, from the row's correct_count / total_count; else
+        correct_rate × batch_size × group_size (exact: correct_rate = correct / completions and
+        completions = batch_size × group_size); else emergence/steps.jsonl's counts."""
+        c, t = self.column("correct_count").copy(), self.column("total_count").copy()
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(c) & np.isfinite(t) & (t > 0) & (c >= 0) & (c <= t)
+            if not ok.all():
+                total = self.column("batch_size") * self.column("group_size")
+                rate = self.column("correct_rate")
+                fill = ~ok & np.isfinite(rate) & np.isfinite(total) & (total > 0)
+                c[fill], t[fill] = np.round(rate[fill] * total[fill]), total[fill]
+                ok |= fill
+        if not ok.all() and (self.run_dir / "emergence" / "steps.jsonl").is_file():
+            path = self.run_dir / "emergence" / "steps.jsonl"
+            problems = LogProblems(path)
+            em = read_columns(path, ["correct_count", "total_count"], problems=problems)
+            self._note(problems)
+            ec, et = (_align(self.step_S, em.index, em.values[k]) for k in ("correct_count", "total_count"))
+            with np.errstate(invalid="ignore"):
+                fill = ~ok & np.isfinite(ec) & np.isfinite(et) & (et > 0) & (ec >= 0) & (ec <= et)
+            c[fill], t[fill] = ec[fill], et[fill]
+            ok |= fill
+        return self.step_S[ok], c[ok].astype(np.int64), t[ok].astype(np.int64)
+
+    def episode_counts_by_step(self) -> dict[int, tuple[int, int]]:
+        """{step: (correct, total)} completions per step (see `_counts` for the sources)."""
+        steps, c, t = self._counts
+        return {s: (ci, ti) for s, ci, ti in zip(steps.tolist(), c.tolist(), t.tolist(), strict=True)}
+
+    def window_counts(self, start: int, end: int) -> tuple[int, int]:
+        """(correct, total) completions over steps in [start, end)."""
+        steps, c, t = self._counts
+        lo, hi = np.searchsorted(steps, start), np.searchsorted(steps, end)
+        return int(c[lo:hi].sum()), int(t[lo:hi].sum())
+
+    def completions(self) -> int:
+        """Total completions the run sampled (over every logged step)."""
+        return int(self._counts[2].sum())
+
+    @functools.cached_property
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every metrics row as a dict, deduplicated by step (reads and parses the whole file)."""
+        return dedupe_by_step(read_jsonl(self.run_dir / "metrics.jsonl"))
 
     @functools.cached_property
     def steps(self) -> list[dict[str, Any]]:
@@ -133,131 +253,104 @@ class Run:
         path = self.run_dir / "emergence" / "steps.jsonl"
         return dedupe_by_step(read_jsonl(path)) if path.is_file() else []
 
-    @functools.cached_property
-    def step_list(self) -> list[int]:
-        """The logged steps, ascending (metrics are deduplicated and sorted by step)."""
-        return [int(row["step"]) for row in self.metrics]
 
-    def rows_in_window(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Metric rows with start <= step < end (bisection: the rows are sorted by step)."""
-        lo, hi = bisect.bisect_left(self.step_list, start), bisect.bisect_left(self.step_list, end)
-        return self.metrics[lo:hi]
-
-    def window_values(self, metric: str, start: int, end: int) -> list[float]:
-        """Finite values of `metric` over steps in [start, end) (null / missing / bool dropped)."""
-        out = []
-        for row in self.rows_in_window(start, end):
-            v = row.get(metric)
-            if type(v) in (float, int) and math.isfinite(v):
-                out.append(float(v))
-        return out
-
-    def metric_by_step(self, metric: str) -> dict[int, float]:
-        """{step: value} for the rows where `metric` is a finite number (null / missing / bool dropped)."""
-        out = {}
-        for row in self.metrics:
-            v = row.get(metric)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v != v or abs(v) == float("inf"):
-                continue
-            out[int(row["step"])] = float(v)
-        return out
-
-    @functools.cached_property
-    def _counts(self) -> dict[int, tuple[int, int]]:
-        counts: dict[int, tuple[int, int]] = {}
-        for row in self.metrics:
-            rate, b, g = row.get("correct_rate"), row.get("batch_size"), row.get("group_size")
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (rate, b, g)) or b * g <= 0:
-                break
-            counts[int(row["step"])] = (int(round(rate * b * g)), int(b * g))
-        else:
-            return counts
-        counts = {}
-        for row in self.steps:
-            c, t = row.get("correct_count"), row.get("total_count")
-            if isinstance(c, int | float) and isinstance(t, int | float) and t > 0:
-                counts[int(row["step"])] = (int(c), int(t))
-        return counts
-
-    def episode_counts_by_step(self) -> dict[int, tuple[int, int]]:
-        """{step: (correct, total)} completions per step.
-
-        From metrics.jsonl when every row has correct_rate, batch_size and group_size (exact: SPEC §4
-        defines correct_rate = correct / completions and completions = batch_size × group_size), which
-        spares parsing emergence/steps.jsonl; otherwise from steps.jsonl's correct_count / total_count.
-        """
-        return self._counts
-
-    def completions(self) -> int:
-        """Total completions the run sampled (over every logged step)."""
-        return sum(t for _, t in self.episode_counts_by_step().values())
+def _seed_from(header: dict[str, Any], name_seed: int | None) -> int | None:
+    s = header.get("seed")
+    return s if isinstance(s, int) and not isinstance(s, bool) else name_seed
 
 
-def _seed_from(rows: list[dict[str, Any]], name_seed: int | None) -> int | None:
-    for row in rows:
-        s = row.get("seed")
-        if isinstance(s, int) and not isinstance(s, bool):
-            return s
-    return name_seed
+def load_run(run_dir: str | Path, columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> Run:
+    """Load one run dir: `columns` of metrics.jsonl (required), parsed as arrays (see `Run`).
 
-
-def load_run(run_dir: str | Path) -> Run:
-    """Load one run dir. metrics.jsonl is required; emergence/steps.jsonl is read when first needed.
-
-    condition and seed come from the metrics rows (the trainer writes both on every row); the dir name
-    `<condition>_s<seed>` is the fallback.
+    condition and seed come from the first metrics row (the trainer writes both on every row); the
+    dir name `<condition>_s<seed>` is the fallback. Damage in the file (bad lines or values) is
+    skipped and reported as one warning (`retrain.logfiles`); a metrics.jsonl that is not a regular
+    file (e.g. a link to /dev/zero) gives a run with no steps.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RetrainError(f"{run_dir}: run directory not found. Pass an existing run dir, a glob such "
                            f"as 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*', or a campaign dir with condition labels.")
-    metrics = dedupe_by_step(load_metrics(run_dir))
-    m = RUN_NAME_RE.match(run_dir.name)
-    name_condition, name_seed = (m["condition"], int(m["seed"])) if m else (run_dir.name, None)
-    condition = next((r["condition"] for r in metrics if isinstance(r.get("condition"), str)), name_condition)
-    return Run(run_dir=run_dir, condition=condition, seed=_seed_from(metrics, name_seed), metrics=metrics)
+    path = run_dir / "metrics.jsonl"
+    problems = LogProblems(path)
+    try:
+        cols = read_columns(path, list(columns), problems=problems)
+    except FileNotFoundError:
+        raise RetrainError(f"{path}: file not found. Check the run directory (it should contain "
+                           f"metrics.jsonl and emergence/), or pass the right path.") from None
+    head_problems = LogProblems(path)  # its skipped lines are counted by read_columns already
+    header = first_row(path, head_problems)
+    problems.repaired.update(head_problems.repaired)
+    name = clean_text(run_dir.name)[0]  # a name with undecodable bytes arrives with lone surrogates
+    m = RUN_NAME_RE.match(name)
+    name_condition, name_seed = (m["condition"], int(m["seed"])) if m else (name, None)
+    condition = header.get("condition") if isinstance(header.get("condition"), str) else name_condition
+    run = Run(run_dir=run_dir, condition=condition, seed=_seed_from(header, name_seed), step_S=cols.index,
+              columns=dict(cols.values), header=header)
+    run._note(problems)
+    return run
 
 
 def campaign_run_dirs(campaign_dir: str | Path) -> list[Path]:
-    """Every run dir under `<campaign_dir>/runs/` that has a metrics.jsonl, sorted by name."""
+    """Every run dir under `<campaign_dir>/runs/` that has a metrics.jsonl, sorted by name (one that is
+    not a regular file, e.g. a link to /dev/zero, is listed so that loading it says so)."""
     campaign_dir = Path(campaign_dir)
     runs_root = campaign_dir / "runs"
     if not runs_root.is_dir():
         raise RetrainError(f"{campaign_dir}: not a campaign directory (no runs/ folder). Pass a "
                            f"campaign dir such as logs/campaign_YYYYmmdd_HHMMSS, or run dirs with --baseline/--candidate.")
-    return sorted(p for p in runs_root.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file())
+    return sorted(p for p in runs_root.iterdir()
+                  if p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "metrics.jsonl").is_symlink()))
 
 
-def load_campaign_runs(campaign_dir: str | Path) -> list[Run]:
-    """Every run of a campaign (runs with an empty metrics.jsonl are skipped: they never logged a step)."""
-    runs = [load_run(d) for d in campaign_run_dirs(campaign_dir)]
-    return [r for r in runs if r.metrics]
+def load_campaign_runs(campaign_dir: str | Path, columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> list[Run]:
+    """Every run of a campaign (runs with no usable metrics row are skipped: they never logged a step)."""
+    runs = [load_run(d, columns) for d in campaign_run_dirs(campaign_dir)]
+    return [r for r in runs if r.num_steps]
 
 
 def load_manifest(campaign_dir: str | Path) -> dict[str, Any] | None:
     """The campaign's manifest.json, or None when absent or unreadable (it is advisory, runs/ is the truth)."""
     path = Path(campaign_dir) / "manifest.json"
-    if not path.is_file():
+    if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        warnings.warn(f"{path}: unreadable manifest ({err}); using runs/ only", MalformedLineWarning, stacklevel=2)
-        return None
-    return data if isinstance(data, dict) else None
+    problems = LogProblems(path)
+    data = read_json_object(path, problems)
+    if data is None:
+        warnings.warn(f"{problems.summary()}; using runs/ only", LogProblemsWarning, stacklevel=2)
+    return data
 
 
-def runs_to_frame(runs: list[Run]):
-    """A tidy DataFrame: one row per (run, step) with condition, seed, step, run, then every metric."""
+def runs_to_frame(runs: list[Run], columns: list[str] | tuple[str, ...] | None = None):
+    """A tidy DataFrame: one row per (run, step) with condition, seed, step, run, then every metric
+    (`columns=None`: every row parsed in full) or only `columns` (from the parsed arrays: fast).
+
+    With `eval_correct_rate` among `columns`, its points come from `Run.series` (eval.jsonl), so the
+    before-training point is a row at step -1 with only that metric set.
+    """
     import pandas as pd
 
+    front = ["condition", "seed", "step", "run"]
+    if columns is not None:
+        frames = []
+        for run in runs:
+            df = pd.DataFrame({"step": run.step_S, **{c: run.column(c) for c in columns if c != EVAL_METRIC}})
+            if EVAL_METRIC in columns:
+                steps, values = run.series(EVAL_METRIC)
+                df = df.merge(pd.DataFrame({"step": steps, EVAL_METRIC: values}), on="step", how="outer")
+            df.insert(0, "condition", run.condition)
+            df.insert(1, "seed", run.seed)
+            df.insert(3, "run", run.name)
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=front + list(columns))
+        return pd.concat(frames, ignore_index=True)
     records = []
     for run in runs:
         for row in run.metrics:
             rec = dict(row)
             rec["condition"], rec["seed"], rec["run"] = run.condition, run.seed, run.name
             records.append(rec)
-    front = ["condition", "seed", "step", "run"]
     if not records:
         return pd.DataFrame(columns=front)
     df = pd.DataFrame.from_records(records)
@@ -277,7 +370,8 @@ def _has_glob(text: str) -> bool:
 
 
 def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: str = "arm",
-                campaign_runs: list[Run] | None = None) -> list[Run]:
+                campaign_runs: list[Run] | None = None,
+                columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> list[Run]:
     """Runs for one side of a comparison.
 
     Each spec is a run dir, a glob of run dirs (`logs/c/runs/maxrl+gtpo_sepa_s*`), or, when
@@ -293,12 +387,12 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
             if not matches:
                 raise RetrainError(f"--{arm} {spec!r}: no run directory matches this glob. Check the path "
                                    f"(e.g. 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*').")
-            runs.extend(load_run(p) for p in matches)
+            runs.extend(load_run(p, columns) for p in matches)
         elif Path(spec).is_dir() and (Path(spec) / "metrics.jsonl").exists():
-            runs.append(load_run(spec))
+            runs.append(load_run(spec, columns))
         elif campaign_dir is not None:
             if campaign_runs is None:
-                campaign_runs = load_campaign_runs(campaign_dir)
+                campaign_runs = load_campaign_runs(campaign_dir, columns)
             chosen = [r for r in campaign_runs if r.condition == spec]
             if not chosen:
                 known = sorted({r.condition for r in campaign_runs})
@@ -316,10 +410,10 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
     for r in runs:
         seen.setdefault(r.run_dir.resolve(), r)
     runs = list(seen.values())
-    empty = [r.name for r in runs if not r.metrics]
+    empty = [r.name for r in runs if not r.num_steps]
     if empty:
         warnings.warn(f"--{arm}: runs with no metric rows were left out: {', '.join(empty)}", stacklevel=2)
-        runs = [r for r in runs if r.metrics]
+        runs = [r for r in runs if r.num_steps]
     if not runs:
         raise RetrainError(f"--{arm}: no runs with logged steps. Check that the runs have started (metrics.jsonl is not empty).")
     return runs

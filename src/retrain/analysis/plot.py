@@ -28,6 +28,12 @@ EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79"
 MECHANISM_METRICS = (("exec_entropy_var", "execution entropy variance"),
                      ("plan_entropy_mean", "planning entropy (mean)"),
                      ("sepa_lambda", "SEPA λ"))
+# A curve with more steps than this is drawn as the means of this many equal step bins: a figure
+# is ~1000 px wide, and 50,000 points per line made the SVG tens of MB and the plot minutes long.
+MAX_DRAWN_POINTS = 1000
+# A curve with at most this many points (e.g. eval_correct_rate, logged every N steps) is drawn as
+# markers with error bars joined by lines: a band between a handful of points hides where they are.
+SPARSE_POINTS = 60
 
 
 def condition_colors(conditions) -> dict[str, str]:
@@ -54,6 +60,13 @@ def curve_stats(df, metric: str):
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out
+
+
+def pd_has_values(col) -> bool:
+    """Whether a frame column holds at least one number (not only nulls / NaN)."""
+    import pandas as pd
+
+    return bool(pd.to_numeric(col, errors="coerce").notna().any())
 
 
 def is_sepa_condition(label: str) -> bool:
@@ -96,31 +109,57 @@ def _save(fig, out_png: str | Path) -> list[Path]:
     return [out_png, out_svg]
 
 
+def binned(s, max_points: int = MAX_DRAWN_POINTS):
+    """One condition's curve stats (step, mean, std) reduced to at most `max_points` rows: the mean
+    step, mean and std over equal-width step bins (the curve itself when it is short enough)."""
+    import numpy as np
+
+    if len(s) <= max_points:
+        return s
+    edges = np.linspace(s["step"].min(), s["step"].max(), max_points + 1)
+    bins = np.clip(np.searchsorted(edges, s["step"], side="right") - 1, 0, max_points - 1)
+    return s.groupby(bins)[["step", "mean", "std"]].mean().reset_index(drop=True)
+
+
 def _draw_band(ax, stats_df, cond: str, color: str, label: str) -> None:
-    s = stats_df[stats_df["condition"] == cond].sort_values("step")
+    """Mean ± std over seeds: a line with a band, or markers with error bars for a sparse curve."""
+    s = binned(stats_df[stats_df["condition"] == cond].sort_values("step"))
+    if len(s) <= SPARSE_POINTS:
+        ax.errorbar(s["step"], s["mean"], yerr=s["std"], color=color, lw=1.5, marker="o", ms=4, capsize=3,
+                    label=label)
+        return
     ax.plot(s["step"], s["mean"], color=color, lw=1.8, label=label)
     ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"], color=color, alpha=0.18, lw=0)
 
 
 def plot_curves(df, metric: str, out_png: str | Path, colors: dict[str, str] | None = None,
-                title: str | None = None) -> list[Path]:
-    """Mean ± std band over seeds of `metric` per condition vs step. Writes PNG and SVG; returns both paths."""
+                title: str | None = None, known_metrics: list[str] | None = None) -> list[Path]:
+    """Mean ± std over seeds of `metric` per condition vs step (a band, or markers with error bars
+    for a sparse metric such as eval_correct_rate). Writes PNG and SVG; returns both paths.
+
+    A metric with no value in `df` is a RetrainError listing `known_metrics` (default: the frame's
+    columns that hold numbers), never an empty figure.
+    """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     from retrain.errors import RetrainError
 
-    if metric not in df.columns:
-        known = sorted(c for c in df.columns if c not in ("condition", "seed", "step", "run"))
-        raise RetrainError(f"--metric {metric!r}: not logged by these runs. Logged metrics: {', '.join(known)}")
+    st = curve_stats(df, metric)
+    if st.empty:
+        known = known_metrics or sorted(c for c in df.columns if c not in ("condition", "seed", "step", "run")
+                                        and pd_has_values(df[c]))
+        hint = (" Held-out evals are logged when [eval] every > 0." if metric == "eval_correct_rate" else "")
+        raise RetrainError(f"--metric {metric!r}: no run logged a value of it, so there is nothing to draw.{hint} "
+                           f"Logged metrics: {', '.join(known) or 'none'}")
     conditions = sorted(df["condition"].unique())
     colors = colors or condition_colors(conditions)
-    st = curve_stats(df, metric)
     seeds = df.groupby("condition")["run"].nunique()
     fig = Figure(figsize=(9, 5.2))
     ax = fig.add_subplot()
     for cond in conditions:
-        _draw_band(ax, st, cond, colors[cond], f"{cond} (n={seeds[cond]})")
+        if (st["condition"] == cond).any():
+            _draw_band(ax, st, cond, colors[cond], f"{cond} (n={seeds[cond]})")
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)

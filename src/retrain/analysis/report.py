@@ -16,6 +16,7 @@ import base64
 import html
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,15 @@ import numpy as np
 from retrain import __version__
 from retrain.analysis import litmus as litmus_mod
 from retrain.analysis import power as power_mod
-from retrain.analysis.load import Run, load_campaign_runs, load_manifest, runs_to_frame
+from retrain.analysis.load import (
+    DEFAULT_COLUMNS,
+    EVAL_METRIC,
+    Run,
+    campaign_run_dirs,
+    load_manifest,
+    load_run,
+    runs_to_frame,
+)
 from retrain.analysis.outputs import MARK, is_ours, write_json, write_text
 from retrain.analysis.significance import (
     compare_arms,
@@ -38,6 +47,10 @@ from retrain.errors import RetrainError
 from retrain.jsonio import read_json
 
 DEFAULT_BASELINE = "grpo+none"
+# The metrics.jsonl keys the report parses (the runs table, curves, mechanism panel, comparisons,
+# litmus); eval_correct_rate comes from eval.jsonl.
+REPORT_COLUMNS = (*DEFAULT_COLUMNS, "exec_entropy_var", "plan_entropy_mean", "sepa_lambda", "sepa_gate_open",
+                  "planning_token_fraction")
 GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
 TEST_LABELS = {"paired_sign_flip": "sign-flip (paired)", "permutation": "permutation"}
 CSS = """
@@ -163,7 +176,7 @@ def _run_state(run: Run, manifest: dict | None) -> str:
 
 
 def _median_int(runs: list[Run], key: str) -> int | None:
-    vals = [row[key] for r in runs for row in r.metrics[:1] if isinstance(row.get(key), int)]
+    vals = [r.header[key] for r in runs if isinstance(r.header.get(key), int) and not isinstance(r.header[key], bool)]
     return int(statistics.median(vals)) if vals else None
 
 
@@ -204,17 +217,46 @@ def _prepare_out_dir(out_dir: Path) -> None:
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
 
+@dataclass
+class ReportContext:
+    """What every section and warning check of a report sees: the loaded campaign and the settings."""
+
+    campaign_dir: Path
+    runs: list[Run]  # runs with at least one usable metrics row, sorted by condition then seed
+    skipped: list[Run]  # run dirs without a usable metrics row (left out of every table)
+    manifest: dict | None
+    by_cond: dict[str, list[Run]]
+    baseline: str
+    window: tuple[int, int]
+    alpha: float
+    resamples: int
+    seed: int
+    data: dict[str, Any]  # report.json; sections add their numbers, checks read them
+
+
+def data_problem_warnings(ctx: ReportContext) -> list[str]:
+    """One line per damaged log file (skipped lines and values, counted) and per run left out."""
+    out = [text for r in ctx.runs + ctx.skipped for text in r.problems]
+    out += [f"{r.run_dir}: no usable metrics row; left out of this report" for r in ctx.skipped]
+    return out
+
+
+# Checks that look at the whole campaign and return warnings for the top of the page (and
+# report.json "warnings"), e.g. damaged logs or a comparison that cannot mean anything. A check is
+# `fn(ctx: ReportContext) -> list[str]`; it runs after the sections, so it can read `ctx.data`
+# (the runs table, comparisons and litmus) as well as the runs. Append one here to add a warning.
+WARNING_CHECKS: list[Callable[[ReportContext], list[str]]] = [data_problem_warnings]
+
+
 def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None,
                  window: tuple[int | None, int | None] | None = None, alpha: float = 0.05,
                  resamples: int = 20000, seed: int = 0) -> dict[str, Path]:
     """Write report.html, report.md, report.json and figures/ for a campaign; returns their paths."""
-    from retrain.analysis.plot import condition_colors, plot_curves, plot_mechanism
-
     campaign_dir = Path(campaign_dir)
-    runs = sorted(load_campaign_runs(campaign_dir), key=lambda r: (r.condition, r.seed is None, r.seed or 0, r.name))
+    loaded = [load_run(d, REPORT_COLUMNS) for d in campaign_run_dirs(campaign_dir)]
+    runs = sorted((r for r in loaded if r.num_steps), key=lambda r: (r.condition, r.seed is None, r.seed or 0, r.name))
     if not runs:
         raise RetrainError(f"{campaign_dir}: no run under runs/ has logged a step yet; nothing to report.")
-    manifest = load_manifest(campaign_dir)
     conditions = sorted({r.condition for r in runs})
     by_cond = {c: [r for r in runs if r.condition == c] for c in conditions}
     if baseline is not None and baseline not in by_cond:
@@ -222,98 +264,216 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
                            f"Conditions there: {', '.join(conditions)}.")
     out_dir = Path(out_dir) if out_dir is not None else campaign_dir / "report"
     _prepare_out_dir(out_dir)
-    base_label = baseline or DEFAULT_BASELINE
     start, end, is_default = resolve_window(runs, window)
-    colors = condition_colors(conditions)
-    df = runs_to_frame(runs)
-    data: dict[str, Any] = {"generator": "retrain report", "campaign": str(campaign_dir), "conditions": conditions,
-                            "window": {"start": start, "end": end, "default": is_default},
-                            "baseline": base_label, "comparisons": {}, "warnings": []}
-    doc = Doc()
-    doc.h(1, f"Campaign report: {campaign_dir.name}")
+    ctx = ReportContext(
+        campaign_dir=campaign_dir, runs=runs, skipped=[r for r in loaded if not r.num_steps],
+        manifest=load_manifest(campaign_dir), by_cond=by_cond, baseline=baseline or DEFAULT_BASELINE,
+        window=(start, end), alpha=alpha, resamples=resamples, seed=seed,
+        data={"generator": "retrain report", "campaign": str(campaign_dir), "conditions": conditions,
+              "window": {"start": start, "end": end, "default": is_default},
+              "baseline": baseline or DEFAULT_BASELINE, "comparisons": {}, "warnings": []})
+    head, body = Doc(), Doc()
+    head.h(1, f"Campaign report: {campaign_dir.name}")
     seeds = sorted({r.seed for r in runs if r.seed is not None})
-    doc.items([f"campaign: `{campaign_dir}`",
-               f"conditions: {', '.join(f'`{c}`' for c in conditions)}",
-               f"seeds: {', '.join(map(str, seeds))}; runs: {len(runs)}",
-               f"comparison window: steps [{start}, {end})" + (" (last 20% of steps)" if is_default else ""),
-               f"statistics: alpha {alpha}, {resamples} resamples, seed {seed}",
-               f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by retrain {__version__}"])
-
-    doc.h(2, "Runs")
-    rows = []
-    for r in runs:
-        c, t = window_counts(r, start, end)
-        rows.append([r.condition, r.seed, _run_state(r, manifest), r.num_steps, r.last_step,
-                     r.metric_by_step("correct_rate").get(r.last_step), window_mean(r, "correct_rate", start, end),
-                     window_mean(r, "mean_reward", start, end), r.completions()])
-    doc.table(["condition", "seed", "state", "steps", "last step", "final correct_rate",
-               "window correct_rate", "window mean_reward", "completions"], rows)
-    data["runs"] = [dict(zip(["condition", "seed", "state", "steps", "last_step", "final_correct_rate",
-                              "window_correct_rate", "window_mean_reward", "completions"], row, strict=True))
-                    for row in rows]
-
-    doc.h(2, "Learning curves")
+    head.items([f"campaign: `{campaign_dir}`",
+                f"conditions: {', '.join(f'`{c}`' for c in conditions)}",
+                f"seeds: {', '.join(map(str, seeds))}; runs: {len(runs)}",
+                f"comparison window: steps [{start}, {end})" + (" (last 20% of steps)" if is_default else ""),
+                f"statistics: alpha {alpha}, {resamples} resamples, seed {seed}",
+                f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by retrain {__version__}"])
     figs = out_dir / "figures"
+    _runs_section(body, ctx)
+    _curves_section(body, ctx, figs)
+    _eval_section(body, ctx, figs)
+    _conditions_section(body, ctx)
+    _sepa_hicra_section(body, ctx)
+    _power_section(body, ctx)
+    _squeeze_section(body, ctx)
+
+    # warnings go first: a damaged log or a void comparison changes how everything below reads
+    found = [w for check in WARNING_CHECKS for w in check(ctx)]
+    ctx.data["warnings"] = found + ctx.data["warnings"]
+    if ctx.data["warnings"]:
+        head.h(2, "Warnings")
+        for w in ctx.data["warnings"]:
+            head.p(w, warn=True)
+    doc = Doc(head.parts + body.parts)
+    title = f"retrain report: {campaign_dir.name}"
+    return {"html": write_text(out_dir / "report.html", doc.to_html(title)),
+            "markdown": write_text(out_dir / "report.md", doc.to_markdown(out_dir)),
+            "json": write_json(out_dir / "report.json", ctx.data), "figures": figs}
+
+
+def _has_evals(runs: list[Run]) -> bool:
+    return any(len(r.series(EVAL_METRIC)[0]) for r in runs)
+
+
+def _eval_point(run: Run, which: str) -> float | None:
+    """The run's eval accuracy before training (after_step = -1) or at its last eval point."""
+    steps, values = run.series(EVAL_METRIC)
+    if which == "before":
+        hit = np.flatnonzero(steps == -1)
+        return float(values[hit[0]]) if len(hit) else None
+    return float(values[-1]) if len(values) and steps[-1] >= 0 else None
+
+
+def _runs_section(doc: Doc, ctx: ReportContext) -> None:
+    start, end = ctx.window
+    evals = _has_evals(ctx.runs)
+    doc.h(2, "Runs")
+    headers = ["condition", "seed", "state", "steps", "last step", "final correct_rate", "window correct_rate",
+               "window mean_reward", "completions"]
+    keys = ["condition", "seed", "state", "steps", "last_step", "final_correct_rate", "window_correct_rate",
+            "window_mean_reward", "completions"]
+    if evals:
+        headers += ["eval before training", "final eval"]
+        keys += ["eval_before", "eval_final"]
+    rows = []
+    for r in ctx.runs:
+        c, t = window_counts(r, start, end)
+        row = [r.condition, r.seed, _run_state(r, ctx.manifest), r.num_steps, r.last_step,
+               r.metric_by_step("correct_rate").get(r.last_step), window_mean(r, "correct_rate", start, end),
+               window_mean(r, "mean_reward", start, end), r.completions()]
+        if evals:
+            row += [_eval_point(r, "before"), _eval_point(r, "final")]
+        rows.append(row)
+    doc.table(headers, rows)
+    ctx.data["runs"] = [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _curves_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
+    from retrain.analysis.plot import MECHANISM_METRICS, condition_colors, plot_curves, plot_mechanism
+
+    colors = condition_colors(ctx.by_cond)
+    df = runs_to_frame(ctx.runs, ["correct_rate", "mean_reward", *(m for m, _ in MECHANISM_METRICS)])
+    doc.h(2, "Learning curves")
     for metric in ("correct_rate", "mean_reward"):
-        if metric in df.columns:
+        if df[metric].notna().any():
             png, _ = plot_curves(df, metric, figs / f"curves_{metric}.png", colors=colors)
             doc.figure(png, f"{metric} per condition, mean ± std over seeds")
     doc.h(2, "Mechanism: entropy and SEPA λ")
     png, _ = plot_mechanism(df, figs / "mechanism.png", colors=colors)
     doc.figure(png, "exec_entropy_var, plan_entropy_mean and sepa_lambda; dashed: SEPA gate opened")
 
-    doc.h(2, f"Each condition vs the baseline `{base_label}`")
-    if base_label not in by_cond:
-        doc.p(f"The baseline condition `{base_label}` is not in this campaign; pass `--baseline COND` "
-              f"(one of {', '.join(conditions)}).", warn=True)
-    else:
-        rows = []
-        for cond in conditions:
-            if cond == base_label:
-                continue
-            res = compare_arms(by_cond[base_label], by_cond[cond], window=window, alpha=alpha,
-                               resamples=resamples, seed=seed)
-            data["comparisons"][f"{base_label} vs {cond}"] = res
-            ep = res["episode_level"]["correct_rate"]
-            for metric, m in res["seed_level"].items():
-                if not m["available"]:
-                    continue
-                rows.append([cond, metric, m["delta"], f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
-                             f"{_cell(m['p_value'])}{'' if m['paired'] else ' (perm.)'}", m["hedges_g"],
-                             m["seeds_per_arm_for_power"],
-                             ep.get("p_value") if metric == "correct_rate" else None,
-                             ep.get("design_effect") if metric == "correct_rate" else None, m["recommendation"]])
-            data["warnings"] += [f"{cond}: {w}" for w in res["warnings"]]
-        doc.p("Seed-level tests on run means over the window (primary): p from the paired sign-flip test when "
-              "the arms share their seeds, else from the permutation test (marked perm.); g = Hedges' g; "
-              "seeds for 80% power at the observed effect. Fisher p on pooled episodes is shown with its design "
-              "effect (DEFF) for reference only.")
-        doc.table(["candidate", "metric", "delta", f"{round(100 * (1 - alpha))}% CI", "p",
-                   "g", "seeds for 80%", "Fisher p (pooled)", "DEFF", "verdict"], rows)
 
+def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
+    """Held-out accuracy: the one number the training reward cannot game. Per condition, the base
+    model's score (after_step = -1), the last eval, and the mean over the window's eval points."""
+    from retrain.analysis.plot import condition_colors, plot_curves
+
+    doc.h(2, "Held-out accuracy (eval_correct_rate)")
+    if not _has_evals(ctx.runs):
+        doc.p("No held-out evals in this campaign: set `[eval] every = N` to score the model on held-out "
+              "prompts every N steps (and once before training).")
+        return
+    start, end = ctx.window
+    rows, data = [], {}
+    for cond, runs in ctx.by_cond.items():
+        with_evals = [r for r in runs if len(r.series(EVAL_METRIC)[0])]
+        if not with_evals:
+            continue
+        before = [v for v in (_eval_point(r, "before") for r in with_evals) if v is not None]
+        final = [v for v in (_eval_point(r, "final") for r in with_evals) if v is not None]
+        last_steps = sorted({int(r.series(EVAL_METRIC)[0][-1]) for r in with_evals})
+        window_means = [m for m in (window_mean(r, EVAL_METRIC, start, end) for r in with_evals) if math.isfinite(m)]
+        entry = {
+            "runs": len(with_evals),
+            "before_mean": float(np.mean(before)) if before else None,
+            "final_mean": float(np.mean(final)) if final else None,
+            "final_sd": float(np.std(final, ddof=1)) if len(final) > 1 else None,
+            "final_after_steps": last_steps,
+            "change": float(np.mean(final) - np.mean(before)) if before and final else None,
+            "window_mean": float(np.mean(window_means)) if window_means else None,
+            "window_points": {r.name: r.window_steps(EVAL_METRIC, start, end) for r in with_evals},
+        }
+        data[cond] = entry
+        rows.append([cond, entry["runs"], entry["before_mean"], entry["final_mean"], entry["final_sd"],
+                     ", ".join(map(str, last_steps)), entry["change"], entry["window_mean"]])
+    ctx.data["eval"] = data
+    doc.p("Greedy accuracy on held-out prompts the runs never train on, mean over seeds. \"before\" is the base "
+          "model (after_step = -1 in eval.jsonl); \"final\" is each run's last eval; the window mean averages "
+          f"each run's eval points in steps [{start}, {end}) (those are what the comparisons below use).")
+    doc.table(["condition", "runs", "before training", "final", "final sd", "final after step", "change",
+               "window mean"], rows)
+    df = runs_to_frame(ctx.runs, [EVAL_METRIC])
+    png, _ = plot_curves(df, EVAL_METRIC, figs / f"curves_{EVAL_METRIC}.png", colors=condition_colors(ctx.by_cond),
+                         title="held-out eval_correct_rate by condition (mean ± std over seeds; step -1 = before training)")
+    doc.figure(png, "eval_correct_rate per condition (points: eval steps; -1: the base model), mean ± std over seeds")
+
+
+def _metrics_to_compare(ctx: ReportContext) -> tuple[str, ...]:
+    return ("correct_rate", "mean_reward", EVAL_METRIC) if _has_evals(ctx.runs) else ("correct_rate", "mean_reward")
+
+
+def _conditions_section(doc: Doc, ctx: ReportContext) -> None:
+    base_label, alpha = ctx.baseline, ctx.alpha
+    doc.h(2, f"Each condition vs the baseline `{base_label}`")
+    if base_label not in ctx.by_cond:
+        doc.p(f"The baseline condition `{base_label}` is not in this campaign; pass `--baseline COND` "
+              f"(one of {', '.join(ctx.by_cond)}).", warn=True)
+        return
+    rows, sparse = [], {}
+    for cond in ctx.by_cond:
+        if cond == base_label:
+            continue
+        res = compare_arms(ctx.by_cond[base_label], ctx.by_cond[cond], metrics=_metrics_to_compare(ctx),
+                           window=_window_arg(ctx), alpha=alpha,
+                           resamples=ctx.resamples, seed=ctx.seed)
+        ctx.data["comparisons"][f"{base_label} vs {cond}"] = res
+        ep = res["episode_level"]["correct_rate"]
+        for metric, m in res["seed_level"].items():
+            if m.get("points_description"):
+                sparse.setdefault(metric, set()).add(m["points_description"])
+            if not m["available"]:
+                continue
+            rows.append([cond, metric, m["delta"], f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+                         f"{_cell(m['p_value'])}{'' if m['paired'] else ' (perm.)'}", m["hedges_g"],
+                         m["seeds_per_arm_for_power"],
+                         ep.get("p_value") if metric == "correct_rate" else None,
+                         ep.get("design_effect") if metric == "correct_rate" else None, m["recommendation"]])
+        ctx.data["warnings"] += [f"{cond}: {w}" for w in res["warnings"]]
+    doc.p("Seed-level tests on run means over the window (primary): p from the paired sign-flip test when "
+          "the arms share their seeds, else from the permutation test (marked perm.); g = Hedges' g; "
+          "seeds for 80% power at the observed effect. Fisher p on pooled episodes is shown with its design "
+          "effect (DEFF) for reference only.")
+    doc.table(["candidate", "metric", "delta", f"{round(100 * (1 - alpha))}% CI", "p",
+               "g", "seeds for 80%", "Fisher p (pooled)", "DEFF", "verdict"], rows)
+    for metric, descriptions in sparse.items():
+        doc.p(f"{metric} is logged on some steps only: each run's value is the mean of its points in steps "
+              f"[{ctx.window[0]}, {ctx.window[1]}): {'; '.join(sorted(descriptions))}.")
+
+
+def _window_arg(ctx: ReportContext) -> tuple[int, int] | None:
+    """The window as compare_arms takes it: None for the default (so results say "last 20% of steps")."""
+    return None if ctx.data["window"]["default"] else ctx.window
+
+
+def _sepa_hicra_section(doc: Doc, ctx: ReportContext) -> None:
     doc.h(2, "SEPA vs HICRA")
-    pair = pick_sepa_hicra(conditions)
+    pair = pick_sepa_hicra(list(ctx.by_cond))
     if pair is None:
         doc.p("This campaign has no matching `<adv>+gtpo_hicra` / `<adv>+gtpo_sepa` pair.")
-    else:
-        hicra, sepa = pair
-        res = compare_arms(by_cond[hicra], by_cond[sepa], window=window, alpha=alpha, resamples=resamples, seed=seed)
-        data["comparisons"][f"{hicra} vs {sepa}"] = res
-        _compare_section(doc, res)
-        lit = litmus_mod.evaluate_litmus(by_cond[hicra], by_cond[sepa], litmus_mod.get_profile("default"), window)
-        data["litmus"] = lit
-        doc.h(3, f"Litmus (profile `default`): {lit['status']}")
-        doc.table(["check", "baseline", "candidate", "delta", "threshold", "result"],
-                  [[f"{c['metric']} {c['kind']}", c["baseline"], c["candidate"], c["delta"], f">= {c['threshold']:g}",
-                    "PASS" if c["passed"] else "FAIL"] for c in lit["checks"]])
-        doc.table(["gate", "threshold", "passed", "failures"],
-                  [[g["gate"], g["threshold"], "yes" if g["passed"] else "NO", "; ".join(g["failures"])]
-                   for g in lit["gates"]])
-        data["warnings"] += [f"SEPA vs HICRA: {w}" for w in res["warnings"]]
+        return
+    hicra, sepa = pair
+    res = compare_arms(ctx.by_cond[hicra], ctx.by_cond[sepa], metrics=_metrics_to_compare(ctx),
+                       window=_window_arg(ctx), alpha=ctx.alpha, resamples=ctx.resamples, seed=ctx.seed)
+    ctx.data["comparisons"][f"{hicra} vs {sepa}"] = res
+    _compare_section(doc, res)
+    lit = litmus_mod.evaluate_litmus(ctx.by_cond[hicra], ctx.by_cond[sepa], litmus_mod.get_profile("default"),
+                                     _window_arg(ctx))
+    ctx.data["litmus"] = lit
+    doc.h(3, f"Litmus (profile `default`): {lit['status']}")
+    doc.table(["check", "baseline", "candidate", "delta", "threshold", "result"],
+              [[f"{c['metric']} {c['kind']}", c["baseline"], c["candidate"], c["delta"], f">= {c['threshold']:g}",
+                "PASS" if c["passed"] else "FAIL"] for c in lit["checks"]])
+    doc.table(["gate", "threshold", "passed", "failures"],
+              [[g["gate"], g["threshold"], "yes" if g["passed"] else "NO", "; ".join(g["failures"])]
+               for g in lit["gates"]])
+    ctx.data["warnings"] += [f"SEPA vs HICRA: {w}" for w in res["warnings"]]
 
-    _power_section(doc, data, by_cond, base_label if base_label in by_cond else conditions[0], start, end, alpha, runs)
 
-    squeeze = (manifest or {}).get("squeeze")
+def _squeeze_section(doc: Doc, ctx: ReportContext) -> None:
+    squeeze = (ctx.manifest or {}).get("squeeze")
     if isinstance(squeeze, dict) and isinstance(squeeze.get("table"), list):
         doc.h(2, "LoRA-Squeeze")
         doc.p(f"Recommended rank: {squeeze.get('recommended_rank')} (source rank {squeeze.get('source_rank')}, "
@@ -321,16 +481,7 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
         doc.table(["rank", "mean retained", "min", "max"],
                   [[row.get("rank"), row.get("mean"), row.get("min"), row.get("max")]
                    for row in squeeze["table"] if isinstance(row, dict)])
-        data["squeeze"] = squeeze
-    if data["warnings"]:
-        doc.h(2, "Warnings")
-        for w in data["warnings"]:
-            doc.p(w, warn=True)
-
-    title = f"retrain report: {campaign_dir.name}"
-    return {"html": write_text(out_dir / "report.html", doc.to_html(title)),
-            "markdown": write_text(out_dir / "report.md", doc.to_markdown(out_dir)),
-            "json": write_json(out_dir / "report.json", data), "figures": figs}
+        ctx.data["squeeze"] = squeeze
 
 
 def _compare_section(doc: Doc, res: dict[str, Any]) -> None:
@@ -354,8 +505,10 @@ def _compare_section(doc: Doc, res: dict[str, Any]) -> None:
         doc.p(f"note: {n}")
 
 
-def _power_section(doc: Doc, data: dict[str, Any], by_cond: dict[str, list[Run]], ref: str, start: int, end: int,
-                   alpha: float, runs: list[Run]) -> None:
+def _power_section(doc: Doc, ctx: ReportContext) -> None:
+    by_cond, runs, data, alpha = ctx.by_cond, ctx.runs, ctx.data, ctx.alpha
+    ref = ctx.baseline if ctx.baseline in by_cond else next(iter(by_cond))
+    start, end = ctx.window
     doc.h(2, "Power")
     counts = [window_counts(r, start, end) for r in by_cond[ref]]
     total = sum(t for _, t in counts)

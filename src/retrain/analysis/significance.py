@@ -35,11 +35,11 @@ def resolve_window(runs: list[Run], window: tuple[int | None, int | None] | None
     The step count S is the longest run's (last step + 1), i.e. the campaign's progress, so a run
     that stopped early has fewer (or no) rows in the window instead of shifting everyone's window.
     """
-    num_steps = max(r.last_step for r in runs if r.metrics) + 1
+    num_steps = max(r.last_step for r in runs if r.num_steps) + 1
     d_start, d_end = stats.default_window(num_steps)
     if window is None or window == (None, None):
         return d_start, d_end, True
-    start = window[0] if window[0] is not None else min(int(r.metrics[0]["step"]) for r in runs)
+    start = window[0] if window[0] is not None else min(r.first_step for r in runs if r.num_steps)
     end = window[1] if window[1] is not None else num_steps
     return start, end, False
 
@@ -47,13 +47,12 @@ def resolve_window(runs: list[Run], window: tuple[int | None, int | None] | None
 def window_mean(run: Run, metric: str, start: int, end: int) -> float:
     """Mean of `metric` over the run's steps in [start, end); NaN when it has none there."""
     vals = run.window_values(metric, start, end)
-    return sum(vals) / len(vals) if vals else float("nan")
+    return float(vals.mean()) if len(vals) else float("nan")
 
 
 def window_counts(run: Run, start: int, end: int) -> tuple[int, int]:
     """(correct, total) completions of the run over steps in [start, end)."""
-    pairs = [ct for s, ct in run.episode_counts_by_step().items() if start <= s < end]
-    return sum(c for c, _ in pairs), sum(t for _, t in pairs)
+    return run.window_counts(start, end)
 
 
 def pair_by_seed(base: list[Run], cand: list[Run]) -> bool:
@@ -85,17 +84,31 @@ def _seeds_for_power(delta: float, sd: float, alpha: float, power: float, paired
 
 def seed_level_metric(base: list[Run], cand: list[Run], metric: str, start: int, end: int, *,
                       alpha: float, resamples: int, seed: int, power: float) -> dict[str, Any]:
-    """The seed-level block of one metric (see `stats.seed_level_tests`)."""
+    """The seed-level block of one metric (see `stats.seed_level_tests`).
+
+    A sparse metric (logged on some steps only, like `eval_correct_rate`) is reduced the same way, the
+    mean of each run's points in the window, and the block says which points those were (`points`).
+    """
     mb = {r.name: window_mean(r, metric, start, end) for r in base}
     mc = {r.name: window_mean(r, metric, start, end) for r in cand}
     kept_b = [r for r in base if math.isfinite(mb[r.name])]
     kept_c = [r for r in cand if math.isfinite(mc[r.name])]
     dropped = [name for name, v in (mb | mc).items() if not math.isfinite(v)]
     out: dict[str, Any] = {"metric": metric, "dropped_runs": dropped}
+    points = {arm: {r.name: r.window_steps(metric, start, end) for r in runs}
+              for arm, runs in (("baseline", base), ("candidate", cand))}
+    if any(len(points[arm][r.name]) < r.steps_in_window(start, end)
+           for arm, runs in (("baseline", base), ("candidate", cand)) for r in runs):
+        out["points"] = points
+        out["points_description"] = describe_points(points)
     if not kept_b or not kept_c:
         out["available"] = False
         out["reason"] = (f"no run of the {'baseline' if not kept_b else 'candidate'} arm logged {metric} "
                          f"in steps [{start}, {end})")
+        logged = sorted({s for r in base + cand for s in r.series(metric)[0].tolist()})
+        if logged:
+            shown = ", ".join(map(str, logged[:12])) + (", ..." if len(logged) > 12 else "")
+            out["reason"] += f"; it is logged at steps {shown} (choose a --window that holds some)"
         return out
     paired = pair_by_seed(kept_b, kept_c)
     if paired:
@@ -124,6 +137,15 @@ def seed_level_metric(base: list[Run], cand: list[Run], metric: str, start: int,
         "runs": {"baseline": {r.name: mb[r.name] for r in kept_b}, "candidate": {r.name: mc[r.name] for r in kept_c}},
     })
     return out
+
+
+def describe_points(points: dict[str, dict[str, list[int]]]) -> str:
+    """Which steps went into each run's value: 'steps 14, 19 in every run', or run by run."""
+    lists = {name: steps for arm in points.values() for name, steps in arm.items()}
+    fmt = (lambda steps: ("step " if len(steps) == 1 else "steps ") + ", ".join(map(str, steps)) if steps else "none")
+    if len({tuple(v) for v in lists.values()}) == 1:
+        return f"{fmt(next(iter(lists.values())))} in every run"
+    return "; ".join(f"{name}: {fmt(steps)}" for name, steps in lists.items())
 
 
 def episode_level(base: list[Run], cand: list[Run], start: int, end: int, *, alpha: float,
@@ -197,7 +219,7 @@ def compare_arms(base: list[Run], cand: list[Run], *, metrics: tuple[str, ...] =
         raise RetrainError(f"cannot compare on {primary_metric}: {primary['reason']}. Widen --window or check the runs.")
     ep = episode_level(base, cand, start, end, alpha=alpha, power=power)
     notes = []
-    short = [r.name for r in base + cand if not r.rows_in_window(start, end)]
+    short = [r.name for r in base + cand if not r.steps_in_window(start, end)]
     if short:
         notes.append(f"runs with no steps in the window [{start}, {end}) were left out: {', '.join(short)}")
     if primary["min_attainable_p"] >= alpha:
@@ -206,6 +228,10 @@ def compare_arms(base: list[Run], cand: list[Run], *, metrics: tuple[str, ...] =
                      f"significance at any effect size; add seeds")
     if not primary["paired"]:
         notes.append("arms do not share the same seeds, so runs are not paired: permutation test on run means")
+    for name, m in per_metric.items():
+        if m.get("points_description"):
+            notes.append(f"{name} is logged on some steps only: each run's value is the mean of its points in "
+                         f"[{start}, {end}), {m['points_description']}")
     return {
         "generator": "retrain compare",
         "alpha": alpha, "resamples": resamples, "seed": seed, "power": power,
@@ -244,13 +270,13 @@ def render_console(result: dict[str, Any]) -> str:
     lines = [f"baseline  {result['baseline']['label']} ({len(result['baseline']['runs'])} runs)",
              f"candidate {result['candidate']['label']} ({len(result['candidate']['runs'])} runs)",
              f"window    steps [{w['start']}, {w['end']}) ({w['description']})", "",
-             f"{'metric':<14}{'baseline':>10}{'candidate':>11}{'delta':>10}  {'CI':<22}{'p':>8}  {'g':>6}  test / verdict"]
+             f"{'metric':<18}{'baseline':>10}{'candidate':>11}{'delta':>10}  {'CI':<22}{'p':>8}  {'g':>6}  test / verdict"]
     for name, m in result["seed_level"].items():
         if not m["available"]:
-            lines.append(f"{name:<14}unavailable: {m['reason']}")
+            lines.append(f"{name:<18}unavailable: {m['reason']}")
             continue
         ci = f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]"
-        lines.append(f"{name:<14}{m['baseline_mean']:>10.4f}{m['candidate_mean']:>11.4f}{m['delta']:>+10.4f}  "
+        lines.append(f"{name:<18}{m['baseline_mean']:>10.4f}{m['candidate_mean']:>11.4f}{m['delta']:>+10.4f}  "
                      f"{ci:<22}{m['p_value']:>8.4f}  {_f(m['hedges_g'], '6.2f'):>6}  {_test_name(m)}: {m['recommendation']}")
     ep = result["episode_level"]["correct_rate"]
     if ep.get("available"):

@@ -26,8 +26,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from retrain.errors import RetrainError
 from retrain.jsonio import read_json
+from retrain.logfiles import Columns, LogProblems, clean_text, first_row, read_columns, read_rows
 
 MANIFEST_NAME = "manifest.json"
 # Without a step time to go by, a run silent for this long is stale (covers a big model's first step).
@@ -53,6 +56,7 @@ class RunStatus:
     median_step_s: float | None
     updated_at: str | None
     error: str | None = None
+    log_problems: str | None = None  # what was skipped reading metrics.jsonl (damaged lines or values)
 
 
 @dataclass
@@ -155,20 +159,40 @@ def format_duration(seconds: float | None) -> str:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl rows; a half-written or corrupt line (a run killed mid-write) is skipped."""
-    rows = []
+    """metrics.jsonl rows, bounded and cleaned (`retrain.logfiles.read_rows`): a half-written or corrupt
+    line (a run killed mid-write) or a bad value is skipped; [] when there is no such file."""
     try:
-        with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except OSError:
-        pass
-    return rows
+        return read_rows(run_dir / "metrics.jsonl", problems=LogProblems(run_dir / "metrics.jsonl"))
+    except FileNotFoundError:
+        return []
+
+
+def read_progress(run_dir: Path) -> tuple[dict, Columns | None, LogProblems]:
+    """(first metrics row, the step_time_s and correct_rate columns, what was skipped) of a run.
+
+    Only two keys of each row are parsed (`retrain.logfiles.read_columns`), so a million-row
+    run refreshes in about a second, and a damaged file (a link to /dev/zero, NaN steps, a label
+    with a lone surrogate) is skipped and counted, never read without bound.
+    """
+    path = run_dir / "metrics.jsonl"
+    problems = LogProblems(path)
+    try:
+        cols = read_columns(path, ["step_time_s", "correct_rate"], problems=problems)
+    except FileNotFoundError:
+        return {}, None, problems
+    head = LogProblems(path)
+    header = first_row(path, head)
+    problems.repaired.update(head.repaired)
+    return header, cols, problems
+
+
+def _text(value: object) -> str | None:
+    """A string fit to print (lone surrogates and control characters replaced), or None."""
+    return clean_text(value)[0] if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def to_epoch(value: object) -> float | None:
@@ -204,47 +228,53 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     now = time.time() if now is None else now
     entry = manifest_entry or {}
     info = read_json(run_dir / "run.json")
-    rows = read_metrics(run_dir)
-    last = rows[-1] if rows else {}
-    times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), int | float)]
+    header, cols, problems = read_progress(run_dir)
+    has_rows = cols is not None and len(cols.index) > 0
+    times_S = cols.values["step_time_s"] if has_rows else None
+    times = [float(t) for t in times_S[np.isfinite(times_S) & (times_S >= 0)]] if has_rows else []
     median = statistics.median(times) if times else None
-    step = last.get("step") if isinstance(last.get("step"), int) else info.get("step", -1)
-    max_steps = info.get("max_steps") or default_max_steps
+    step = int(cols.index[-1]) if has_rows else _int(info.get("step"))
+    max_steps = _int(info.get("max_steps")) or _int(default_max_steps)
     if max_steps is None:
-        max_steps = read_json(run_dir / "config.json").get("training", {}).get("max_steps")
+        training = read_json(run_dir / "config.json").get("training")
+        max_steps = _int(training.get("max_steps")) if isinstance(training, dict) else None
     updated = to_epoch(info.get("updated_at"))
-    if updated is None and rows:
+    if updated is None and has_rows:
         updated = (run_dir / "metrics.jsonl").stat().st_mtime
     state = derive_state(
-        info.get("status"),
+        _text(info.get("status")),
         pid_alive(info.get("pid"), info.get("hostname")),
         None if updated is None else now - updated,
         median,
-        has_metrics=bool(rows),
-        manifest_state=entry.get("state"),
+        has_metrics=has_rows,
+        manifest_state=_text(entry.get("state")),
     )
-    steps_done = (step if isinstance(step, int) else -1) + 1
-    steps_left = (max_steps - steps_done) if isinstance(max_steps, int) else None
+    steps_done = (step if step is not None else -1) + 1
+    steps_left = (max_steps - steps_done) if max_steps is not None else None
     if state == "done":
         eta = 0.0
     elif state == "failed" or steps_left is None:
         eta = None
     else:
         eta = eta_seconds(steps_left, median)
+    rate = float(cols.values["correct_rate"][-1]) if has_rows else float("nan")
+    seed = next((v for v in (_int(header.get("seed")), _int(info.get("seed")), _int(entry.get("seed")))
+                 if v is not None), None)
     return RunStatus(
         name=name or run_dir.name,
         path=str(run_dir),
-        condition=last.get("condition") or info.get("condition") or entry.get("condition"),
-        seed=last.get("seed", info.get("seed", entry.get("seed"))),
+        condition=_text(header.get("condition")) or _text(info.get("condition")) or _text(entry.get("condition")),
+        seed=seed,
         steps_done=steps_done,
         max_steps=max_steps,
-        correct_rate=last.get("correct_rate"),
+        correct_rate=rate if math.isfinite(rate) else None,
         state=state,
         elapsed_s=float(sum(times)),
         eta_s=eta,
         median_step_s=median,
-        updated_at=info.get("updated_at"),
-        error=info.get("error") or entry.get("error"),
+        updated_at=_text(info.get("updated_at")),
+        error=_text(info.get("error")) or _text(entry.get("error")),
+        log_problems=problems.summary(),
     )
 
 
@@ -407,6 +437,11 @@ def render(report: dict):
         parts.append(table)
     if not camps and not runs:
         parts.append(Text("No campaigns or runs here yet.", style="dim"))
+    damaged = [r["log_problems"] for c in camps for r in c["runs"] if r.get("log_problems")]
+    damaged += [r["log_problems"] for r in runs if r.get("log_problems")]
+    if damaged:
+        parts.append(Text(""))
+        parts += [Text(f"warning: {text}", style="yellow") for text in damaged]
     return Group(*parts)
 
 
