@@ -39,8 +39,9 @@ def make_campaign(root: Path, rows: int, seeds: int) -> Path:
                           gate_open_step=steps // 10, eval_every=1000)
 
 
-def run_verb(argv: list[str], src: Path, timeout: float) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS in MiB, exit code, stderr tail) of `python -m retrain *argv` in a fresh process."""
+def run_verb(argv: list[str], src: Path, timeout: float) -> tuple[float, float, float, int, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, exit code, stderr tail) of `python -m retrain *argv`
+    in a fresh process. CPU time (user + system) moves less with machine load than wall time."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
            "MPLBACKEND": "Agg"}
     t0 = time.perf_counter()
@@ -59,7 +60,7 @@ def run_verb(argv: list[str], src: Path, timeout: float) -> tuple[float, float, 
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode, err[-500:]
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, err[-500:]
 
 
 def main() -> int:
@@ -84,7 +85,7 @@ def main() -> int:
                  f"{platform.machine()}, {os.cpu_count()} CPUs, src {a.src}",
                  f"campaign: {len(runs)} runs, {a.rows} metrics rows, {size / 2**20:.0f} MiB of JSONL "
                  f"(written in {made:.0f} s)", "",
-                 f"{'verb':<8}{'wall s':>8}{'peak RSS MiB':>14}{'exit':>6}  load avg before"]
+                 f"{'verb':<8}{'wall s':>8}{'CPU s':>8}{'peak RSS MiB':>14}{'exit':>6}  load avg before"]
         verbs = {
             "report": ["report", str(camp), "--out", str(tmp / "report")],
             "plot": ["plot", str(camp), "--out", str(tmp / "plot" / "correct_rate.png")],
@@ -96,11 +97,12 @@ def main() -> int:
         for verb, argv in verbs.items():
             shutil.rmtree(tmp / "report", ignore_errors=True)
             load = os.getloadavg()[0]
-            wall, rss, code, err = run_verb(argv, Path(a.src), a.timeout)
-            lines.append(f"{verb:<8}{wall:>8.1f}{rss:>14.0f}{code:>6}  {load:.1f}")
+            wall, cpu, rss, code, err = run_verb(argv, Path(a.src), a.timeout)
+            lines.append(f"{verb:<8}{wall:>8.1f}{cpu:>8.1f}{rss:>14.0f}{code:>6}  {load:.1f}")
             if code not in (0, 1, 2) or (verb != "litmus" and code != 0):
                 lines.append(f"    stderr: {err.strip()[-300:]}")
-        lines += ["", "Noisy: measured on a shared 2-core machine (see the load averages); re-run on a quiet one."]
+        lines += ["", "Noisy: measured on a shared 2-core machine (see the load averages; above 2 every process waits"
+                  " for a core, so wall time exceeds CPU time); re-run on a quiet one."]
         text = "\n".join(lines) + "\n"
         print(text, end="")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures_analysis import run_cli, write_campaign
 
@@ -310,3 +311,23 @@ def test_labels_lose_lone_surrogates_and_control_characters(tmp_path):
         run = load_run(d)
     assert run.condition == "a\ufffdb\ufffd"
     run.condition.encode("utf-8")  # printable, writable
+
+
+def test_parallel_loading_gives_the_same_runs_and_one_warning_per_file(damaged_root, monkeypatch):
+    """Big campaigns load in worker processes; the runs and the warnings are those of a serial load."""
+    from retrain.analysis import load as load_mod
+
+    camp = damaged_root / "nan-correct_rate"
+    with pytest.warns(UserWarning) as serial_warnings:
+        serial = load_mod.load_campaign_runs(camp)
+    monkeypatch.setattr(load_mod, "PARALLEL_MIN_BYTES", 0)
+    assert load_mod._workers(load_mod.campaign_run_dirs(camp)) >= (2 if len(os.sched_getaffinity(0)) > 1 else 1)
+    with pytest.warns(UserWarning) as parallel_warnings:
+        parallel = load_mod.load_campaign_runs(camp)
+    assert [str(w.message) for w in serial_warnings] == [str(w.message) for w in parallel_warnings]
+    assert len(serial_warnings) == 1
+    for a, b in zip(serial, parallel, strict=True):
+        assert (a.name, a.condition, a.seed, a.step_S.tolist()) == (b.name, b.condition, b.seed, b.step_S.tolist())
+        assert a.columns.keys() == b.columns.keys()
+        for k in a.columns:
+            assert np.array_equal(a.columns[k], b.columns[k], equal_nan=True), k

@@ -260,7 +260,7 @@ def iter_blocks(path: str | Path, problems: LogProblems, max_line_bytes: int = M
             cut = buf.rfind(b"\n", 0, end) + 1
             if cut:
                 yield lineno, view[:cut]
-                lineno += buf.count(b"\n", 0, cut)
+                lineno += int(np.count_nonzero(np.frombuffer(buf, np.uint8, cut) == ord("\n")))
             have = end - cut
             if have > max_line_bytes:
                 problems.line(f"longer than {_human(max_line_bytes)}", lineno)
@@ -418,18 +418,17 @@ def _tokens_to_numbers(key: str, tokens: list[bytes], problems: LogProblems) -> 
     out = np.full(n, np.nan)
     if n == 0:
         return out
-    if max(map(len, tokens)) > _SHORT_TOKEN:
-        # the few long ones one by one (a 5,000-digit integer, a string); the S-array of the rest then
-        # stays small instead of n x (longest token) bytes
-        tokens = list(tokens)
-        for i, tok in enumerate(tokens):
-            if len(tok) > _SHORT_TOKEN:
-                value, reason = _slow_token(key, tok)
-                out[i] = np.nan if value is None else value
-                if reason:
-                    problems.value(key, reason)
-                tokens[i] = b"done"
-    arr = np.array(tokens)
+    # Fixed width: a JSON number or literal is at most 24 characters, so a token that fills all
+    # _SHORT_TOKEN bytes was cut, and is read whole on its own (a 5,000-digit integer, a string).
+    # (np.array without a width would take the longest token's: n x 4 MiB for one huge value.)
+    arr = np.array(tokens, dtype=f"S{_SHORT_TOKEN}")
+    cut = np.flatnonzero(arr.view(np.uint8).reshape(n, _SHORT_TOKEN)[:, -1] != 0)
+    for i in cut.tolist():
+        value, reason = _slow_token(key, tokens[i])
+        out[i] = np.nan if value is None else value
+        if reason:
+            problems.value(key, reason)
+        arr[i] = b"done"
     null, true, false, done = arr == b"null", arr == b"true", arr == b"false", arr == b"done"
     rest = ~(null | true | false | done)
     if key in FLAG_KEYS:

@@ -37,7 +37,7 @@ def _print_warnings(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 def _campaign_and_arms(args: argparse.Namespace, columns: tuple[str, ...]):
     """(baseline runs, candidate runs), each loaded with only `columns` of metrics.jsonl parsed."""
-    from retrain.analysis.load import load_campaign_runs, resolve_arm
+    from retrain.analysis.load import campaign_labels, resolve_arm
 
     campaign = getattr(args, "campaign", None)
     if campaign is not None and not Path(campaign).is_dir():
@@ -45,9 +45,9 @@ def _campaign_and_arms(args: argparse.Namespace, columns: tuple[str, ...]):
                            f"(logs/campaign_YYYYmmdd_HHMMSS) or only --baseline/--candidate run dirs.")
     needs_labels = campaign is not None and any(not Path(s).is_dir() and not any(ch in s for ch in "*?[")
                                                 for s in args.baseline + args.candidate)
-    campaign_runs = load_campaign_runs(campaign, columns) if needs_labels else None
-    base = resolve_arm(args.baseline, campaign, "baseline", campaign_runs, columns)
-    cand = resolve_arm(args.candidate, campaign, "candidate", campaign_runs, columns)
+    labels = campaign_labels(campaign) if needs_labels else None  # first rows only: load just the chosen runs
+    base = resolve_arm(args.baseline, campaign, "baseline", columns=columns, labels=labels)
+    cand = resolve_arm(args.candidate, campaign, "candidate", columns=columns, labels=labels)
     return base, cand
 
 

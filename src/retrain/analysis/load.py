@@ -281,14 +281,61 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] | list[str] = DEFAULT
     head_problems = LogProblems(path)  # its skipped lines are counted by read_columns already
     header = first_row(path, head_problems)
     problems.repaired.update(head_problems.repaired)
-    name = clean_text(run_dir.name)[0]  # a name with undecodable bytes arrives with lone surrogates
-    m = RUN_NAME_RE.match(name)
-    name_condition, name_seed = (m["condition"], int(m["seed"])) if m else (name, None)
-    condition = header.get("condition") if isinstance(header.get("condition"), str) else name_condition
+    condition, name_seed = _condition(run_dir, header)
     run = Run(run_dir=run_dir, condition=condition, seed=_seed_from(header, name_seed), step_S=cols.index,
               columns=dict(cols.values), header=header)
     run._note(problems)
     return run
+
+
+# Parsing is CPU-bound (a regex per key over every byte), so large campaigns load their runs in
+# worker processes, one per core. Below this many bytes of metrics the workers' start-up costs more
+# than it saves.
+PARALLEL_MIN_BYTES = 64 << 20
+
+
+def _load_quietly(run_dir: Path, columns: tuple[str, ...]) -> Run:
+    """load_run in a worker: its warnings are re-issued by the parent from `Run.problems`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LogProblemsWarning)
+        return load_run(run_dir, columns)
+
+
+def _workers(run_dirs: list[Path]) -> int:
+    """How many processes to load these runs with: 1 (here) unless there is enough to parse and cores to do it."""
+    import os
+    import sys
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or len(run_dirs) < 2 or not sys.platform.startswith("linux"):  # fork is only safe to rely on there
+        return 1
+    size = 0
+    for d in run_dirs:
+        try:
+            size += (d / "metrics.jsonl").stat().st_size
+        except OSError:
+            pass
+    return min(cores, len(run_dirs)) if size >= PARALLEL_MIN_BYTES else 1
+
+
+def load_runs(run_dirs: list[Path], columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> list[Run]:
+    """`load_run` of each dir, in order; in worker processes (one per core) when there is a lot to parse.
+
+    Each damaged file still gives exactly one warning (issued here, from the run's `problems`).
+    """
+    columns = tuple(columns)
+    workers = _workers(run_dirs)
+    if workers == 1:
+        return [load_run(d, columns) for d in run_dirs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        runs = list(pool.map(_load_quietly, run_dirs, [columns] * len(run_dirs)))
+    for run in runs:
+        for text in run.problems:
+            warnings.warn(text, LogProblemsWarning, stacklevel=2)
+    return runs
 
 
 def campaign_run_dirs(campaign_dir: str | Path) -> list[Path]:
@@ -303,9 +350,27 @@ def campaign_run_dirs(campaign_dir: str | Path) -> list[Path]:
                   if p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "metrics.jsonl").is_symlink()))
 
 
+def _condition(run_dir: Path, header: dict[str, Any]) -> tuple[str, int | None]:
+    """(condition, seed from the dir name): the first row's condition, else the dir name's `<condition>_s<seed>`."""
+    name = clean_text(run_dir.name)[0]  # a name with undecodable bytes arrives with lone surrogates
+    m = RUN_NAME_RE.match(name)
+    name_condition, name_seed = (m["condition"], int(m["seed"])) if m else (name, None)
+    condition = header.get("condition")
+    return (condition if isinstance(condition, str) else name_condition), name_seed
+
+
+def campaign_labels(campaign_dir: str | Path) -> dict[Path, str]:
+    """{run dir: condition label} of a campaign's runs, from each run's first metrics row only (cheap)."""
+    out = {}
+    for d in campaign_run_dirs(campaign_dir):
+        header = first_row(d / "metrics.jsonl", LogProblems(d / "metrics.jsonl"))
+        out[d] = _condition(d, header)[0]
+    return out
+
+
 def load_campaign_runs(campaign_dir: str | Path, columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> list[Run]:
     """Every run of a campaign (runs with no usable metrics row are skipped: they never logged a step)."""
-    runs = [load_run(d, columns) for d in campaign_run_dirs(campaign_dir)]
+    runs = load_runs(campaign_run_dirs(campaign_dir), columns)
     return [r for r in runs if r.num_steps]
 
 
@@ -344,7 +409,11 @@ def runs_to_frame(runs: list[Run], columns: list[str] | tuple[str, ...] | None =
             frames.append(df)
         if not frames:
             return pd.DataFrame(columns=front + list(columns))
-        return pd.concat(frames, ignore_index=True)
+        df = pd.concat(frames, ignore_index=True)
+        # grouping a million rows by a string column took seconds; by a categorical, milliseconds
+        df["condition"] = pd.Categorical(df["condition"], categories=sorted({r.condition for r in runs}))
+        df["run"] = pd.Categorical(df["run"], categories=sorted({r.name for r in runs}))
+        return df
     records = []
     for run in runs:
         for row in run.metrics:
@@ -371,12 +440,15 @@ def _has_glob(text: str) -> bool:
 
 def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: str = "arm",
                 campaign_runs: list[Run] | None = None,
-                columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS) -> list[Run]:
+                columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS,
+                labels: dict[Path, str] | None = None) -> list[Run]:
     """Runs for one side of a comparison.
 
     Each spec is a run dir, a glob of run dirs (`logs/c/runs/maxrl+gtpo_sepa_s*`), or, when
     `campaign_dir` is given, a condition label (every run of that condition in the campaign).
-    `campaign_runs` (the campaign already loaded) saves reading it again for the second arm.
+    `campaign_runs` (the campaign already loaded) or `labels` (`campaign_labels`, which reads only
+    each run's first row) saves reading the campaign again for the second arm; with `labels`, only
+    the runs of the chosen conditions are loaded.
     """
     runs: list[Run] = []
     for spec in specs:
@@ -387,15 +459,18 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
             if not matches:
                 raise RetrainError(f"--{arm} {spec!r}: no run directory matches this glob. Check the path "
                                    f"(e.g. 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*').")
-            runs.extend(load_run(p, columns) for p in matches)
+            runs.extend(load_runs(matches, columns))
         elif Path(spec).is_dir() and (Path(spec) / "metrics.jsonl").exists():
             runs.append(load_run(spec, columns))
         elif campaign_dir is not None:
-            if campaign_runs is None:
-                campaign_runs = load_campaign_runs(campaign_dir, columns)
-            chosen = [r for r in campaign_runs if r.condition == spec]
+            if campaign_runs is not None:
+                chosen, known = [r for r in campaign_runs if r.condition == spec], {r.condition for r in campaign_runs}
+            else:
+                labels = campaign_labels(campaign_dir) if labels is None else labels
+                chosen = load_runs([d for d, label in labels.items() if label == spec], columns)
+                known = set(labels.values())
             if not chosen:
-                known = sorted({r.condition for r in campaign_runs})
+                known = sorted(known)
                 raise RetrainError(f"--{arm} {spec!r}: no run of this condition in {campaign_dir}. "
                                    f"Conditions there: {', '.join(known) or 'none'}.")
             runs.extend(chosen)

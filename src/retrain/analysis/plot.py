@@ -56,7 +56,7 @@ def curve_stats(df, metric: str):
     if metric not in df.columns:
         return pd.DataFrame(columns=["condition", "step", "mean", "std", "n"])
     vals = pd.to_numeric(df[metric], errors="coerce")
-    g = df.assign(_v=vals).dropna(subset=["_v"]).groupby(["condition", "step"])["_v"]
+    g = df.assign(_v=vals).dropna(subset=["_v"]).groupby(["condition", "step"], observed=True)["_v"]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out
@@ -83,7 +83,7 @@ def gate_open_steps(df) -> dict[str, list[int]]:
     if "sepa_gate_open" not in df.columns:
         return {}
     opened = df[(df["sepa_gate_open"] == True) & df["condition"].map(is_sepa_condition)]  # noqa: E712 — may hold None
-    firsts = opened.groupby(["condition", "run"])["step"].min()
+    firsts = opened.groupby(["condition", "run"], observed=True)["step"].min()
     out: dict[str, list[int]] = {}
     for (cond, _), step in firsts.items():
         out.setdefault(cond, []).append(int(step))
@@ -154,7 +154,7 @@ def plot_curves(df, metric: str, out_png: str | Path, colors: dict[str, str] | N
                            f"Logged metrics: {', '.join(known) or 'none'}")
     conditions = sorted(df["condition"].unique())
     colors = colors or condition_colors(conditions)
-    seeds = df.groupby("condition")["run"].nunique()
+    seeds = df.groupby("condition", observed=True)["run"].nunique()
     fig = Figure(figsize=(9, 5.2))
     ax = fig.add_subplot()
     for cond in conditions:

@@ -33,7 +33,7 @@ from retrain.analysis.load import (
     Run,
     campaign_run_dirs,
     load_manifest,
-    load_run,
+    load_runs,
     runs_to_frame,
 )
 from retrain.analysis.outputs import MARK, is_ours, write_json, write_text
@@ -49,8 +49,7 @@ from retrain.jsonio import read_json
 DEFAULT_BASELINE = "grpo+none"
 # The metrics.jsonl keys the report parses (the runs table, curves, mechanism panel, comparisons,
 # litmus); eval_correct_rate comes from eval.jsonl.
-REPORT_COLUMNS = (*DEFAULT_COLUMNS, "exec_entropy_var", "plan_entropy_mean", "sepa_lambda", "sepa_gate_open",
-                  "planning_token_fraction")
+REPORT_COLUMNS = (*DEFAULT_COLUMNS, "exec_entropy_var", "plan_entropy_mean", "sepa_lambda", "sepa_gate_open")
 GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
 TEST_LABELS = {"paired_sign_flip": "sign-flip (paired)", "permutation": "permutation"}
 CSS = """
@@ -253,7 +252,7 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
                  resamples: int = 20000, seed: int = 0) -> dict[str, Path]:
     """Write report.html, report.md, report.json and figures/ for a campaign; returns their paths."""
     campaign_dir = Path(campaign_dir)
-    loaded = [load_run(d, REPORT_COLUMNS) for d in campaign_run_dirs(campaign_dir)]
+    loaded = load_runs(campaign_run_dirs(campaign_dir), REPORT_COLUMNS)
     runs = sorted((r for r in loaded if r.num_steps), key=lambda r: (r.condition, r.seed is None, r.seed or 0, r.name))
     if not runs:
         raise RetrainError(f"{campaign_dir}: no run under runs/ has logged a step yet; nothing to report.")
