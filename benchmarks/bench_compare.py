@@ -1,6 +1,6 @@
 """Benchmark: `retrain compare` on 80 runs × 500 steps with 20000 resamples (target < 2 s).
 
-Writes a synthetic campaign (40 seeds × 2 conditions, every SPEC §4 metrics field, emergence/steps.jsonl)
+Writes a synthetic campaign (40 seeds × 2 conditions, every metrics field, emergence/steps.jsonl)
 to a temp dir, then times, separately and end to end:
   load     reading + parsing the 80 run dirs (metrics.jsonl and emergence/steps.jsonl)
   stats    compare_arms: both metrics, paired sign-flip + permutation + bootstrap (Monte Carlo, 20000 each),
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the analysis test fixtures write SPEC §4 run dirs
+sys.path.insert(0, str(HERE.parent / "tests"))  # the analysis test fixtures write run dirs in the trainer's layout
 
 from fixtures_analysis import write_run  # noqa: E402
 

@@ -1,7 +1,7 @@
-"""Synthetic run and campaign directories in the SPEC §4 layout, for the analysis tests.
+"""Synthetic run and campaign directories in the trainer's layout (docs/metrics.md), for the analysis tests.
 
 Written from the file formats alone (the trainer is developed in parallel): metrics.jsonl with every
-SPEC §4 field, emergence/steps.jsonl with correct_count/total_count consistent with correct_rate,
+documented field, emergence/steps.jsonl with correct_count/total_count consistent with correct_rate,
 emergence/generations.jsonl, and campaign dirs with manifest.json + runs/<condition>_s<seed>/.
 Import the pytest fixtures into a test module with `from fixtures_analysis import small_campaign`.
 """

@@ -1,4 +1,4 @@
-"""Calibration of the seed-level verdict by simulation (SPEC §8: "the tests must be calibrated").
+"""Calibration of the seed-level verdict by simulation (the tests must be calibrated).
 
 Each simulated campaign has two arms of runs. A run's true correct rate is
     p_run = base + effect·[candidate] + seed effect + run effect,

@@ -1,6 +1,6 @@
 """The analysis verbs on a real campaign: the trainer's own output on the tiny random model.
 
-The other analysis tests use synthetic run dirs written from SPEC §4; this one catches drift between
+The other analysis tests use synthetic run dirs written from docs/metrics.md; this one catches drift between
 what the trainer actually writes (labels with '~overrides', manifest states, fields) and what the
 analysis reads. 2 conditions x 3 seeds x 3 steps of batch 2 x group 4, with auto-squeeze.
 """

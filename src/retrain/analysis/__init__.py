@@ -1,6 +1,6 @@
 """Analysis of run and campaign logs: load, plot, compare (calibrated significance), litmus, power, report.
 
-`load_metrics`, `load_emergence` and `load_campaign` are the Python API of SPEC §8. Importing this
+`load_metrics`, `load_emergence` and `load_campaign` are the Python API (docs/analysis.md). Importing this
 package is cheap (pandas / matplotlib / scipy load inside the functions that need them).
 """
 

@@ -3,7 +3,7 @@
 `retrain.cli` calls `register(subparsers)`; each subcommand sets `func(args) -> exit code`. This module
 imports nothing heavy at import time (`retrain --help` imports it): numpy, pandas, scipy and
 matplotlib are imported inside the functions. User mistakes raise RetrainError (exit 2 in the main
-CLI), except in `litmus`, whose errors of any kind exit 3 (SPEC §1: 2 means INCONCLUSIVE there).
+CLI), except in `litmus`, whose errors of any kind exit 3 (2 means INCONCLUSIVE there).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def run_litmus(args: argparse.Namespace) -> int:
     except RetrainError as err:
         print(f"error: {err}", file=sys.stderr)
         return LITMUS_ERROR_EXIT
-    except Exception as err:  # noqa: BLE001 — SPEC: a crash must not read as FAILED (1) or INCONCLUSIVE (2)
+    except Exception as err:  # noqa: BLE001 — a crash must not read as FAILED (1) or INCONCLUSIVE (2)
         import traceback
 
         traceback.print_exc()

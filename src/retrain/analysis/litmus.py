@@ -44,7 +44,7 @@ class LitmusProfile:
 
 
 PROFILES = {
-    # SPEC §8 values. `official_v1` is the textpolicy profile name, kept so its users' commands work;
+    # The documented values (docs/analysis.md). `official_v1` is the textpolicy profile name, kept so its users' commands work;
     # its strategic-gram entropy check is replaced by the exec_entropy_var mechanism check here.
     "default": LitmusProfile(name="default"),
     "official_v1": LitmusProfile(name="official_v1"),
@@ -81,7 +81,7 @@ def _gate(name: str, threshold: int, values: dict[str, int]) -> dict[str, Any]:
 
 
 def evidence_gates(base: list[Run], cand: list[Run], profile: LitmusProfile) -> list[dict[str, Any]]:
-    """The three gates of SPEC §8, each with every value it looked at."""
+    """The three evidence gates (docs/analysis.md), each with every value it looked at."""
     def n_seeds(runs: list[Run]) -> int:
         return len({r.seed if r.seed is not None else r.name for r in runs})
 

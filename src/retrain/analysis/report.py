@@ -1,7 +1,9 @@
 """`retrain report CAMPAIGN`: one self-contained HTML page (figures embedded) plus the same as markdown.
 
-Sections: run table, learning curves, mechanism panel, every condition vs the baseline condition,
-SEPA vs HICRA (compare + litmus), power, squeeze table (when the manifest has one).
+Sections: warnings (damaged logs, and whatever a check in `WARNING_CHECKS` finds), run table,
+learning curves, mechanism panel, held-out accuracy (eval_correct_rate with the before-training
+point), every condition vs the baseline condition, SEPA vs HICRA (compare + litmus), power, squeeze
+table (when the manifest has one). Each section is a function `_x_section(doc, ctx)`.
 The page has no external resources; a 3-line script only marks each figure `data-rendered="yes"`
 once the browser has decoded it (what the headless-browser test checks).
 
@@ -169,7 +171,7 @@ def _run_state(run: Run, manifest: dict | None) -> str:
             return entry["state"]
     max_steps = (manifest or {}).get("max_steps")
     if isinstance(max_steps, int) and run.last_step is not None:
-        # the same words run.json uses (SPEC §4), so a table never mixes "done" and "completed"
+        # the same words run.json uses (docs/metrics.md), so a table never mixes "done" and "completed"
         return "completed" if run.last_step + 1 >= max_steps else "partial"
     return "unknown"
 

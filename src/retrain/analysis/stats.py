@@ -187,7 +187,7 @@ def pooled_sd(x_K_A: np.ndarray, y_K_B: np.ndarray) -> np.ndarray:
 
 
 def recommend(p_K: np.ndarray, delta_K: np.ndarray, ci_low_K: np.ndarray, alpha: float) -> np.ndarray:
-    """SPEC §8 verdict per test:
+    """The verdict per test (docs/analysis.md, "Recommendation"):
     improvement = p < alpha ∧ Δ > 0 ∧ CI low > 0; degradation = p < alpha ∧ Δ < 0; else insufficient."""
     p_K, delta_K, ci_low_K = (np.atleast_1d(np.asarray(v, float)) for v in (p_K, delta_K, ci_low_K))
     out = np.full(p_K.shape, INSUFFICIENT, dtype=object)
