@@ -31,7 +31,7 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
               lift: float = 0.0, slope: float = 0.1, seed_effect: float = 0.0, batch_size: int = 8,
               group_size: int = 16, exec_var: float = 0.5, gate_open_step: int | None = None,
               rng_seed: int | None = None, emergence: bool = True, eval_every: int = 0,
-              eval_examples: int = 40) -> Path:
+              eval_examples: int = 40, eval_k: int = 1) -> Path:
     """One run dir. The true correct rate at step s is
     clip(base_rate + slope·s/num_steps + lift·s/num_steps + seed_effect, 0.01, 0.99)
     (the lift grows in, as training would); counts are Binomial(batch·group, rate).
@@ -40,7 +40,9 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
     after step -1 (the base model) and after every `eval_every`-th step and the last one, and the
     same value in that step's metrics row (`eval_correct_rate`, null on the other steps). The eval
     rate after step s is Binomial(eval_examples, p(s + 1)) / eval_examples, drawn from its own
-    generator so the training rows are the same with or without evals."""
+    generator so the training rows are the same with or without evals. With `eval_k` > 1 each eval
+    also samples eval_k completions per prompt, each correct with that probability, and logs pass@k
+    (prompts with any correct one) and mean@k (correct / all) as the trainer does."""
     seed_value = rng_seed if rng_seed is not None else abs(hash((condition, seed))) % 2**32
     rng = np.random.default_rng(seed_value)
     eval_rng = np.random.default_rng([seed_value, 7919])
@@ -50,8 +52,14 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
     def eval_rate(after_step: int) -> float:
         p = min(max(base_rate + (slope + lift) * (after_step + 1) / max(num_steps, 1) + seed_effect, 0.01), 0.99)
         rate = int(eval_rng.binomial(eval_examples, p)) / eval_examples
-        evals.append({"after_step": after_step, "num_updates": after_step + 1, "eval_correct_rate": rate,
-                      "num_examples": eval_examples, "eval_time_s": 0.5})
+        row = {"after_step": after_step, "num_updates": after_step + 1, "eval_correct_rate": rate,
+               "num_examples": eval_examples, "eval_time_s": 0.5}
+        if eval_k > 1:
+            correct_P = eval_rng.binomial(eval_k, p, size=eval_examples)
+            row.update({"eval_pass_at_k": float((correct_P > 0).mean()),
+                        "eval_mean_at_k": float(correct_P.sum() / (eval_k * eval_examples)),
+                        "eval_k": eval_k, "eval_temperature": 1.0})
+        evals.append(row)
         return rate
 
     if eval_every > 0:
@@ -83,6 +91,10 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
             "eval_correct_rate": (eval_rate(s) if eval_every > 0 and ((s + 1) % eval_every == 0 or s == num_steps - 1)
                                   else None),
         }
+        if eval_k > 1:
+            done = row["eval_correct_rate"] is not None
+            row["eval_pass_at_k"] = evals[-1]["eval_pass_at_k"] if done else None
+            row["eval_mean_at_k"] = evals[-1]["eval_mean_at_k"] if done else None
         metrics.append(row)
         steps.append({"step": s, "condition": condition, "mean_reward": row["mean_reward"],
                       "correct_count": correct, "total_count": total, "exec_entropy_mean": 1.2,
@@ -103,7 +115,7 @@ def write_run(run_dir: Path, *, condition: str, seed: int, num_steps: int = 20, 
 def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS, seeds=(42, 101, 202),
                    num_steps: int = 20, lifts: dict[str, float] | None = None, seed_sd: float = 0.01,
                    squeeze: bool = True, gate_open_step: int = 3, base_rate: float = 0.2,
-                   exec_vars: dict[str, float] | None = None, eval_every: int = 0) -> Path:
+                   exec_vars: dict[str, float] | None = None, eval_every: int = 0, eval_k: int = 1) -> Path:
     """A campaign dir: manifest.json + runs/<condition>_s<seed>/. Seed effects are shared across
     conditions (same seed = same data order and init), drawn once per seed. exec_entropy_var starts at
     `exec_vars[condition]` (default 0.3 for HICRA, 0.5 otherwise) and SEPA shrinks it as λ grows.
@@ -119,7 +131,7 @@ def write_campaign(root: Path, *, conditions: tuple[str, ...] = GUIDE_CONDITIONS
             write_run(root / "runs" / name, condition=cond, seed=seed, num_steps=num_steps, base_rate=base_rate,
                       lift=lifts.get(cond, 0.0), seed_effect=seed_effects[seed],
                       exec_var=exec_vars.get(cond, 0.3 if "hicra" in cond else 0.5), gate_open_step=gate_open_step,
-                      rng_seed=1000 * ci + seed, eval_every=eval_every)
+                      rng_seed=1000 * ci + seed, eval_every=eval_every, eval_k=eval_k)
             runs.append({"name": name, "condition": cond, "seed": seed, "state": "completed",
                          "log_dir": f"runs/{name}"})
     manifest = {"conditions": list(conditions), "seeds": list(seeds), "max_steps": num_steps, "runs": runs,

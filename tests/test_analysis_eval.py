@@ -158,3 +158,27 @@ def test_report_without_evals_says_how_to_get_them(small_campaign, tmp_path):
     md = paths["markdown"].read_text()
     assert "No held-out evals in this campaign" in md and "[eval] every = N" in md
     assert "eval" not in json.loads(paths["json"].read_text())
+
+
+def test_report_shows_pass_at_k_and_mean_at_k(tmp_path):
+    from fixtures_analysis import write_campaign
+
+    camp = write_campaign(tmp_path / "campaign_k", conditions=(HICRA, SEPA), seeds=(1, 2, 3), num_steps=10,
+                          squeeze=False, eval_every=5, eval_k=4)
+    paths = build_report(camp, resamples=200)
+    data = json.loads(paths["json"].read_text())
+    runs = load_campaign_runs(camp)
+    for cond in (HICRA, SEPA):
+        rows = [[json.loads(line) for line in (r.run_dir / "eval.jsonl").read_text().splitlines()]
+                for r in runs if r.condition == cond]
+        sampled = data["eval"][cond]["sampled"]
+        assert sampled["k"] == 4
+        assert sampled["eval_pass_at_k_before"] == pytest.approx(np.mean([ev[0]["eval_pass_at_k"] for ev in rows]))
+        assert sampled["eval_pass_at_k_final"] == pytest.approx(np.mean([ev[-1]["eval_pass_at_k"] for ev in rows]))
+        assert sampled["eval_mean_at_k_final"] == pytest.approx(np.mean([ev[-1]["eval_mean_at_k"] for ev in rows]))
+    md = paths["markdown"].read_text()
+    assert "| condition | runs | k | pass@k before | pass@k final | mean@k before | mean@k final |" in md
+    # and the other verbs take them like any held-out metric
+    base, cand = resolve_arm([HICRA], camp), resolve_arm([SEPA], camp)
+    m = compare_arms(base, cand, primary_metric="eval_pass_at_k", resamples=200)["seed_level"]["eval_pass_at_k"]
+    assert m["points"]["baseline"] == {r.name: [9] for r in base}

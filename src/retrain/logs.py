@@ -36,6 +36,8 @@ WANDB_KEYS = {
     "running_correct_rate": "train/rewards/running_correct_rate",
     "mean_reward": "train/rewards/mean_reward",
     "eval_correct_rate": "eval/correct_rate",
+    "eval_pass_at_k": "eval/pass_at_k",
+    "eval_mean_at_k": "eval/mean_at_k",
     "sepa_lambda": "train/sepa_lambda",
     "sepa_gate_open": "train/sepa_gate_open",
     "exec_entropy_mean": "train/entropy/exec_mean",
@@ -155,6 +157,8 @@ def format_step_line(row: dict, label: str) -> str:
     ]
     if row.get("eval_correct_rate") is not None:
         parts.insert(3, f"eval={100 * row['eval_correct_rate']:.1f}%")
+        if row.get("eval_pass_at_k") is not None:
+            parts.insert(4, f"pass@k={100 * row['eval_pass_at_k']:.1f}% mean@k={100 * row['eval_mean_at_k']:.1f}%")
     return " ".join(parts)
 
 

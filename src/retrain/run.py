@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import platform
 import random
@@ -20,7 +21,8 @@ import socket
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +187,7 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         for step in range(start_step, cfg.training.max_steps):
             row, generations = run_one_step(cfg, parts, step)
             if evaluator.due(step):
-                row["eval_correct_rate"] = evaluator.run(after_step=step, num_updates=parts.counters.num_updates)
+                row.update(evaluator.run(after_step=step, num_updates=parts.counters.num_updates))
             for sink in sinks:
                 sink.log_step(row, generations)
             last = step == cfg.training.max_steps - 1
@@ -244,7 +246,7 @@ def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, A
         **parts.bp.metrics(),
         "step_time_s": step_time,
         "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
-        "eval_correct_rate": None,
+        **dict.fromkeys(eval_keys(cfg)),  # set on eval steps (Evaluator.run)
     }
     return row, out.generations
 
@@ -270,32 +272,82 @@ def build_context(cfg: Config) -> StepContext:
     )
 
 
+EVAL_SEED_SALT = 0x5EED_E7A1  # the eval's sampling stream differs from every training step's
+
+
+def eval_keys(cfg: Config) -> tuple[str, ...]:
+    """The eval metrics every metrics row carries (null except on eval steps): pass@k and mean@k only with k > 1."""
+    return ("eval_correct_rate", "eval_pass_at_k", "eval_mean_at_k") if cfg.eval.k > 1 else ("eval_correct_rate",)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, "Evaluating Large
+    Language Models Trained on Code"): 1 − C(n − c, k) / C(n, k), the chance that k of the n drawn
+    without replacement hold at least one correct one. With n = k it is 1 if c ≥ 1 else 0.
+
+    >>> pass_at_k(4, 0, 4), pass_at_k(4, 1, 4), pass_at_k(4, 1, 2)
+    (0.0, 1.0, 0.5)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_at_k(correct_P: list[int], k: int) -> float:
+    """mean@k: correct completions / all completions, k per prompt (the expected accuracy of one
+    sample at the eval temperature): Σ_p c_p / (k · P)."""
+    return sum(correct_P) / (k * len(correct_P))
+
+
 class Evaluator:
-    """Greedy accuracy on held-out prompts the run never trains on (`[eval]`)."""
+    """Held-out accuracy on prompts the run never trains on (`[eval]`): greedy, and with `k` > 1
+    also pass@k and mean@k over k completions sampled at `[eval].temperature`."""
 
     def __init__(self, cfg: Config, backend: Backend, scorer: Scorer, examples: list[Example], out: JsonlFile):
         self.every = cfg.eval.every
         self.last_step = cfg.training.max_steps - 1
         self.examples = examples[: cfg.eval.num_examples]
         self.backend, self.scorer, self.out = backend, scorer, out
-        self.params = SamplingParams(max_tokens=cfg.eval.max_tokens or cfg.training.max_tokens,
-                                     temperature=cfg.training.temperature, greedy=True)
+        max_tokens = cfg.eval.max_tokens or cfg.training.max_tokens
+        self.params = SamplingParams(max_tokens=max_tokens, temperature=cfg.training.temperature, greedy=True)
+        self.k = cfg.eval.k
+        self.sampled = SamplingParams(max_tokens=max_tokens, top_p=cfg.training.top_p,
+                                      temperature=cfg.eval.temperature or cfg.training.temperature)
+        self.seed = cfg.training.seed
+        self.keys = eval_keys(cfg)
         self.enabled = self.every > 0 and bool(self.examples)
 
     def due(self, step: int) -> bool:
         return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
 
-    def run(self, after_step: int, num_updates: int) -> float | None:
+    def _correct(self, groups: list[list[Any]]) -> list[int]:
+        """Correct completions per prompt."""
+        return [sum(self.scorer.score(c.text, ex) > CORRECT_THRESHOLD for c in group)
+                for group, ex in zip(groups, self.examples, strict=True)]
+
+    def run(self, after_step: int, num_updates: int) -> dict[str, float | None]:
+        """The eval metrics after `after_step` (-1: the base model), also appended to eval.jsonl."""
         if not self.enabled:
-            return None
+            return dict.fromkeys(self.keys)
         t0 = time.perf_counter()
-        groups = self.backend.sample([ex.prompt for ex in self.examples], 1, self.params)
-        correct = sum(self.scorer.score(g[0].text, ex) > CORRECT_THRESHOLD
-                      for g, ex in zip(groups, self.examples, strict=True))
-        rate = correct / len(self.examples)
-        self.out.append({"after_step": after_step, "num_updates": num_updates, "eval_correct_rate": rate,
-                         "num_examples": len(self.examples), "eval_time_s": time.perf_counter() - t0})
-        return rate
+        prompts = [ex.prompt for ex in self.examples]
+        out: dict[str, float | None] = dict.fromkeys(self.keys)
+        out["eval_correct_rate"] = sum(self._correct(self.backend.sample(prompts, 1, self.params))) / len(prompts)
+        row = {"after_step": after_step, "num_updates": num_updates, "eval_correct_rate": out["eval_correct_rate"]}
+        if self.k > 1:
+            # its own seed per eval point: resume re-draws the same completions, training's draws are untouched
+            params = replace(self.sampled, seed=step_seed(self.seed ^ EVAL_SEED_SALT, after_step + 1))
+            with warnings.catch_warnings():
+                # these samples only measure accuracy; their logprobs never reach the loss, so the
+                # backend's off-policy warning about a temperature other than the loss's does not apply
+                warnings.filterwarnings("ignore", message="sampling at T=", category=UserWarning)
+                correct_P = self._correct(self.backend.sample(prompts, self.k, params))
+            out["eval_pass_at_k"] = sum(pass_at_k(self.k, c, self.k) for c in correct_P) / len(prompts)
+            out["eval_mean_at_k"] = mean_at_k(correct_P, self.k)
+            row.update({"eval_pass_at_k": out["eval_pass_at_k"], "eval_mean_at_k": out["eval_mean_at_k"],
+                        "eval_k": self.k, "eval_temperature": params.temperature})
+        self.out.append({**row, "num_examples": len(prompts), "eval_time_s": time.perf_counter() - t0})
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

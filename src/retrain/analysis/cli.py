@@ -218,7 +218,7 @@ def run_plot(args: argparse.Namespace) -> int:
     df = runs_to_frame(runs, columns)
     colors = condition_colors(sorted(df["condition"].unique()))
     known = {k for r in runs for k in r.header} - {"step", "condition", "seed"}  # the keys of the rows
-    known |= {"eval_correct_rate"} if any(r.evals is not None for r in runs) else set()
+    known |= {m for r in runs for m in (r.evals or {})}
     written = plot_curves(df, args.metric, out, colors=colors, known_metrics=sorted(known))
     written += plot_mechanism(df, out.with_name(f"{out.stem}_mechanism.png"), colors=colors)
     for path in written:

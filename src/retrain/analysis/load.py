@@ -46,6 +46,9 @@ from retrain.logfiles import (
 RUN_NAME_RE = re.compile(r"^(?P<condition>.+)_s(?P<seed>-?\d+)$")
 GLOB_CHARS = set("*?[")
 EVAL_METRIC = "eval_correct_rate"
+# Held-out metrics, from eval.jsonl (which also holds the base model's after_step = -1 point); pass@k
+# and mean@k only with [eval] k > 1.
+EVAL_METRICS = (EVAL_METRIC, "eval_pass_at_k", "eval_mean_at_k")
 # What compare, litmus and the run table read from metrics.jsonl (only these keys are parsed; any
 # other metric is read when first asked for, see `Run.column`).
 DEFAULT_COLUMNS = ("correct_rate", "mean_reward", "correct_count", "total_count")
@@ -122,6 +125,7 @@ class Run:
     columns: dict[str, np.ndarray]
     header: dict[str, Any] = field(default_factory=dict)  # the first row: batch_size, group_size, ...
     problems: list[str] = field(default_factory=list)  # one summary per damaged file that was read
+    eval_k: int | None = None  # [eval] k of the sampled evals in eval.jsonl (set by `evals`)
 
     @property
     def name(self) -> str:
@@ -158,26 +162,33 @@ class Run:
         return self.columns[metric]
 
     @functools.cached_property
-    def evals(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(after_step_E, eval_correct_rate_E) from eval.jsonl, including the base model's after_step = -1;
-        None when the run has no eval.jsonl (or no finite value in it)."""
+    def evals(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """{metric: (after_step_E, value_E)} from eval.jsonl for each of `EVAL_METRICS` with a value there,
+        including the base model's after_step = -1; None when the run has no eval.jsonl."""
         path = self.run_dir / "eval.jsonl"
         if not path.exists():
             return None
         problems = LogProblems(path)
-        cols = read_columns(path, [EVAL_METRIC], index="after_step", min_index=-1, problems=problems)
+        cols = read_columns(path, [*EVAL_METRICS, "eval_k"], index="after_step", min_index=-1, problems=problems)
         self._note(problems)
-        ok = np.isfinite(cols.values[EVAL_METRIC])
-        return (cols.index[ok], cols.values[EVAL_METRIC][ok]) if ok.any() else None
+        out = {}
+        for metric in EVAL_METRICS:
+            ok = np.isfinite(cols.values[metric])
+            if ok.any():
+                out[metric] = (cols.index[ok], cols.values[metric][ok])
+        k = cols.values["eval_k"][np.isfinite(cols.values["eval_k"])]
+        self.eval_k = int(k[-1]) if len(k) else None
+        return out
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) where `metric` has a usable value, ascending by step.
 
-        `eval_correct_rate` comes from eval.jsonl when present (it holds the before-training point,
-        after_step = -1, which no metrics row has), else from the metrics rows of the eval steps.
+        The held-out metrics (`EVAL_METRICS`) come from eval.jsonl when it has them (it holds the
+        before-training point, after_step = -1, which no metrics row has), else from the metrics rows
+        of the eval steps.
         """
-        if metric == EVAL_METRIC and self.evals is not None:
-            return self.evals
+        if metric in EVAL_METRICS and self.evals and metric in self.evals:
+            return self.evals[metric]
         col = self.column(metric)
         ok = np.isfinite(col)
         return self.step_S[ok], col[ok]
@@ -390,8 +401,8 @@ def runs_to_frame(runs: list[Run], columns: list[str] | tuple[str, ...] | None =
     """A tidy DataFrame: one row per (run, step) with condition, seed, step, run, then every metric
     (`columns=None`: every row parsed in full) or only `columns` (from the parsed arrays: fast).
 
-    With `eval_correct_rate` among `columns`, its points come from `Run.series` (eval.jsonl), so the
-    before-training point is a row at step -1 with only that metric set.
+    With held-out metrics (`EVAL_METRICS`) among `columns`, their points come from `Run.series`
+    (eval.jsonl), so the before-training point is a row at step -1 with only those metrics set.
     """
     import pandas as pd
 
@@ -399,10 +410,10 @@ def runs_to_frame(runs: list[Run], columns: list[str] | tuple[str, ...] | None =
     if columns is not None:
         frames = []
         for run in runs:
-            df = pd.DataFrame({"step": run.step_S, **{c: run.column(c) for c in columns if c != EVAL_METRIC}})
-            if EVAL_METRIC in columns:
-                steps, values = run.series(EVAL_METRIC)
-                df = df.merge(pd.DataFrame({"step": steps, EVAL_METRIC: values}), on="step", how="outer")
+            df = pd.DataFrame({"step": run.step_S, **{c: run.column(c) for c in columns if c not in EVAL_METRICS}})
+            for metric in (c for c in columns if c in EVAL_METRICS):
+                steps, values = run.series(metric)
+                df = df.merge(pd.DataFrame({"step": steps, metric: values}), on="step", how="outer")
             df.insert(0, "condition", run.condition)
             df.insert(1, "seed", run.seed)
             df.insert(3, "run", run.name)

@@ -309,9 +309,9 @@ def _has_evals(runs: list[Run]) -> bool:
     return any(len(r.series(EVAL_METRIC)[0]) for r in runs)
 
 
-def _eval_point(run: Run, which: str) -> float | None:
-    """The run's eval accuracy before training (after_step = -1) or at its last eval point."""
-    steps, values = run.series(EVAL_METRIC)
+def _eval_point(run: Run, which: str, metric: str = EVAL_METRIC) -> float | None:
+    """The run's held-out `metric` before training (after_step = -1) or at its last eval point."""
+    steps, values = run.series(metric)
     if which == "before":
         hit = np.flatnonzero(steps == -1)
         return float(values[hit[0]]) if len(hit) else None
@@ -400,6 +400,31 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
     png, _ = plot_curves(df, EVAL_METRIC, figs / f"curves_{EVAL_METRIC}.png", colors=condition_colors(ctx.by_cond),
                          title="held-out eval_correct_rate by condition (mean ± std over seeds; step -1 = before training)")
     doc.figure(png, "eval_correct_rate per condition (points: eval steps; -1: the base model), mean ± std over seeds")
+    _sampled_eval_table(doc, ctx)
+
+
+def _sampled_eval_table(doc: Doc, ctx: ReportContext) -> None:
+    """pass@k and mean@k ([eval] k > 1) per condition, before training and at the last eval."""
+    sampled = {cond: [r for r in runs if len(r.series("eval_pass_at_k")[0])] for cond, runs in ctx.by_cond.items()}
+    if not any(sampled.values()):
+        return
+    rows = []
+    for cond, runs in sampled.items():
+        if not runs:
+            continue
+        ks = sorted({r.eval_k for r in runs if r.eval_k is not None})
+        entry = {"k": ks[0] if len(ks) == 1 else ks}
+        for metric in ("eval_pass_at_k", "eval_mean_at_k"):
+            for which in ("before", "final"):
+                vals = [v for v in (_eval_point(r, which, metric) for r in runs) if v is not None]
+                entry[f"{metric}_{which}"] = float(np.mean(vals)) if vals else None
+        ctx.data["eval"].setdefault(cond, {})["sampled"] = entry
+        rows.append([cond, len(runs), ", ".join(map(str, ks)) or "?", entry["eval_pass_at_k_before"],
+                     entry["eval_pass_at_k_final"], entry["eval_mean_at_k_before"], entry["eval_mean_at_k_final"]])
+    doc.p("Sampled evaluation (`[eval] k` completions per held-out prompt at `[eval].temperature`), mean over "
+          "seeds: pass@k is the share of prompts with at least one correct completion, mean@k the share of correct "
+          "completions (one sample's expected accuracy). Greedy accuracy (above) is neither.")
+    doc.table(["condition", "runs", "k", "pass@k before", "pass@k final", "mean@k before", "mean@k final"], rows)
 
 
 def _metrics_to_compare(ctx: ReportContext) -> tuple[str, ...]:

@@ -293,11 +293,15 @@ class LoggingConfig(_Table):
 
 
 class EvalConfig(_Table):
-    """Held-out greedy evaluation."""
+    """Held-out evaluation: greedy accuracy, and optionally pass@k / mean@k over k sampled completions."""
 
     every: int = Field(0, ge=0, description="evaluate every N steps and at the end; 0 = off")
     num_examples: int = Field(40, ge=1, description="held-out examples per evaluation")
     max_tokens: int = Field(0, ge=0, description="completion length for evaluation; 0 = training.max_tokens")
+    k: int = Field(1, ge=1, le=256, description="completions sampled per held-out prompt besides the greedy one; "
+                   "k > 1 also logs eval_pass_at_k and eval_mean_at_k")
+    temperature: float = Field(0.0, ge=0, le=10, description="sampling temperature of the k completions; "
+                               "0 = training.temperature")
 
 
 class ConditionConfig(_Table):
