@@ -197,7 +197,7 @@ def test_one_summary_per_file_with_counts(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": i, "correct_rate": 0.5, "mean_reward": 0.1} for i in range(200)]
     text = [json.dumps(r) for r in rows]
-    for i in range(0, 100):
+    for i in range(100):
         text[i] = text[i].replace('"correct_rate": 0.5', '"correct_rate": NaN')
     text[150] = text[150].replace('"mean_reward": 0.1', '"mean_reward": "high"')
     text += ["garbage"] * 7 + ['{"step": 3.5}']
@@ -225,7 +225,7 @@ def test_values_are_checked_by_name(tmp_path):
     ]) + "\n")
     problems = LogProblems(path)
     cols = read_columns(path, ["correct_rate", "loss", "sepa_gate_open", "planning_token_fraction"], problems=problems)
-    v = {k: [None if x != x else x for x in a.tolist()] for k, a in cols.values.items()}
+    v = {k: [None if np.isnan(x) else x for x in a.tolist()] for k, a in cols.values.items()}
     assert cols.index.tolist() == [0, 1, 2]
     assert v == {"correct_rate": [None, 1.0, None], "loss": [-3.0, None, None],
                  "sepa_gate_open": [1.0, 0.0, None], "planning_token_fraction": [None, 0.0, 0.2]}
@@ -266,9 +266,9 @@ def test_last_row_per_step_wins(tmp_path):
 
 
 def test_long_lines_are_skipped_without_being_held(tmp_path):
-    from retrain.logfiles import LogProblems, read_columns, read_rows  # noqa: F401
-
     import tracemalloc
+
+    from retrain.logfiles import LogProblems, read_columns, read_rows  # noqa: F401
 
     path = tmp_path / "m.jsonl"
     with open(path, "wb") as f:

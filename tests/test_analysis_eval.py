@@ -29,7 +29,7 @@ def evals_of(run_dir) -> dict[int, float]:
     return {r["after_step"]: r[EVAL] for r in rows}
 
 
-def test_series_comes_from_eval_jsonl_with_the_base_point(eval_campaign):
+def test_series_comes_from_eval_jsonl_with_the_base_point(eval_campaign):  # noqa: F811 — pytest fixture
     for run in load_campaign_runs(eval_campaign):
         steps, values = run.series(EVAL)
         expected = evals_of(run.run_dir)
@@ -40,7 +40,7 @@ def test_series_comes_from_eval_jsonl_with_the_base_point(eval_campaign):
         assert np.isnan(col[[0, 1, 2, 3, 5]]).all() and col[[4, 9, 14, 19]].tolist() == values[1:].tolist()
 
 
-def test_series_falls_back_to_the_metrics_rows(eval_campaign, tmp_path):
+def test_series_falls_back_to_the_metrics_rows(eval_campaign, tmp_path):  # noqa: F811 — pytest fixture
     camp = tmp_path / "c"
     shutil.copytree(eval_campaign, camp)
     run_dir = camp / "runs" / f"{SEPA}_s42"
@@ -52,7 +52,7 @@ def test_series_falls_back_to_the_metrics_rows(eval_campaign, tmp_path):
     assert values.tolist() == [expected[s] for s in (4, 9, 14, 19)]
 
 
-def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp_path):
+def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp_path):  # noqa: F811 — pytest fixture
     base, cand = resolve_arm([HICRA], eval_campaign), resolve_arm([SEPA], eval_campaign)
     res = compare_arms(base, cand, primary_metric=EVAL, resamples=500)
     m = res["seed_level"][EVAL]
@@ -76,11 +76,11 @@ def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp
                     "--resamples", "500", "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"(seed-level test on {EVAL})" in text and "step 19 in every run" in text
-    assert re.search(rf"^{EVAL}\s+{m['baseline_mean']:.4f}\s+{m['candidate_mean']:.4f}", text, re.M)
+    assert re.search(rf"^{EVAL}\s+{m['baseline_mean']:.4f}\s+{m['candidate_mean']:.4f}", text, re.MULTILINE)
     assert json.loads(out.read_text())["seed_level"][EVAL]["runs"] == m["runs"]
 
 
-def test_compare_window_without_eval_points_is_a_clear_error(eval_campaign, capsys):
+def test_compare_window_without_eval_points_is_a_clear_error(eval_campaign, capsys):  # noqa: F811 — pytest fixture
     argv = ["compare", str(eval_campaign), "--baseline", HICRA, "--candidate", SEPA, "--metric", EVAL,
             "--window", "15:19"]
     assert run_cli(argv) == 2
@@ -92,7 +92,7 @@ def test_compare_window_without_eval_points_is_a_clear_error(eval_campaign, caps
     assert m["runs"]["baseline"] == pytest.approx({r.name: evals_of(r.run_dir)[-1] for r in base})
 
 
-def test_plot_draws_eval_points_and_lines(eval_campaign, tmp_path):
+def test_plot_draws_eval_points_and_lines(eval_campaign, tmp_path):  # noqa: F811 — pytest fixture
     out = tmp_path / "eval.png"
     assert run_cli(["plot", str(eval_campaign), "--metric", EVAL, "--out", str(out)]) == 0
     img = np.asarray(Image.open(out).convert("RGB"))
@@ -113,7 +113,7 @@ def test_plot_draws_eval_points_and_lines(eval_campaign, tmp_path):
             assert row["mean"] == pytest.approx(np.mean(vals)) and row["n"] == 3
 
 
-def test_plot_of_a_metric_without_values_is_an_error(small_campaign, tmp_path, capsys):
+def test_plot_of_a_metric_without_values_is_an_error(small_campaign, tmp_path, capsys):  # noqa: F811 — pytest fixture
     assert run_cli(["plot", str(small_campaign), "--metric", EVAL, "--out", str(tmp_path / "x.png")]) == 2
     out = capsys.readouterr().out
     assert f"--metric '{EVAL}': no run logged a value of it" in out and "[eval] every > 0" in out
@@ -121,7 +121,7 @@ def test_plot_of_a_metric_without_values_is_an_error(small_campaign, tmp_path, c
     assert not (tmp_path / "x.png").exists()  # no empty figure
 
 
-def test_report_shows_held_out_accuracy(eval_campaign, tmp_path):
+def test_report_shows_held_out_accuracy(eval_campaign, tmp_path):  # noqa: F811 — pytest fixture
     camp = tmp_path / eval_campaign.name
     shutil.copytree(eval_campaign, camp)
     paths = build_report(camp, resamples=500, seed=1)
@@ -151,7 +151,7 @@ def test_report_shows_held_out_accuracy(eval_campaign, tmp_path):
     assert "eval_correct_rate is logged on some steps only" in md
 
 
-def test_report_without_evals_says_how_to_get_them(small_campaign, tmp_path):
+def test_report_without_evals_says_how_to_get_them(small_campaign, tmp_path):  # noqa: F811 — pytest fixture
     camp = tmp_path / small_campaign.name
     shutil.copytree(small_campaign, camp)
     paths = build_report(camp, resamples=200)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runutil import read_jsonl, write_tiny_config
 
 from retrain.config import load_config
 from retrain.run import TIMING_KEYS, Evaluator, build_components, mean_at_k, pass_at_k, train
-from runutil import read_jsonl, write_tiny_config
 
 SAMPLED = {"eval.k": 3, "eval.temperature": 1.5}
 EVAL_KEYS = {"eval_correct_rate", "eval_pass_at_k", "eval_mean_at_k"}
@@ -71,8 +71,10 @@ def test_sampled_eval_is_logged_and_leaves_training_alone(tmp_path):
         (None, None), *((e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in evals[1:])]
     assert "eval_pass_at_k" not in g_rows[0]
     # its own sampling stream: training metrics and the greedy eval are those of the k = 1 run
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS and k not in EVAL_KEYS - {"eval_correct_rate"}}
-                          for r in rows]  # noqa: E731
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS and k not in EVAL_KEYS - {"eval_correct_rate"}}
+                for r in rows]
+
     assert strip(s_rows) == strip(g_rows)
     # and the same seed gives the same sampled eval
     assert train(_cfg(tmp_path, "again", SAMPLED)) == 0

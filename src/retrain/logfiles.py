@@ -36,7 +36,6 @@ import math
 import os
 import re
 import stat
-import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -142,7 +141,7 @@ class LogProblems:
 
 def is_unit_interval(key: str) -> bool:
     """Rates and fractions (correct_rate, planning_token_fraction, ...) lie in [0, 1]."""
-    return key.endswith("_rate") or key.endswith("_fraction")
+    return key.endswith(("_rate", "_fraction"))
 
 
 def check_value(key: str, value: Any) -> tuple[float | None, str | None]:
@@ -185,16 +184,15 @@ def _check_array(key: str, v: np.ndarray, problems: LogProblems) -> np.ndarray:
 
 
 def clean_text(text: str) -> tuple[str, bool]:
-    """(text without lone surrogates and control characters, whether anything was replaced).
+    """(text with every character that is not printable replaced by U+FFFD, whether any was).
 
     A label with a lone surrogate (valid JSON: "\\ud800") cannot be printed, written as UTF-8 or
-    drawn; a control character garbles a terminal. Both become U+FFFD.
+    drawn; a control character garbles a terminal. Both, and separators other than the space, are
+    not printable (`str.isprintable`).
     """
     if text.isprintable():
         return text, False
-    out = "".join(ch if ch.isprintable() or ch == " " else "\ufffd" for ch in text)
-    out = "".join("\ufffd" if unicodedata.category(ch) == "Cs" else ch for ch in out)
-    return out, out != text
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text), True
 
 
 def _parse_int(text: str) -> int | float:

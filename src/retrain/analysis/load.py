@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ def dedupe_by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_step: dict[int, dict[str, Any]] = {}
     for row in rows:
         step = row.get("step")
-        if isinstance(step, bool) or not isinstance(step, int | float) or step != step or abs(step) == float("inf"):
+        if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
             continue
         if step == int(step):
             by_step[int(step)] = row

@@ -39,12 +39,7 @@ from retrain.analysis.load import (
     runs_to_frame,
 )
 from retrain.analysis.outputs import MARK, is_ours, write_json, write_text
-from retrain.analysis.significance import (
-    compare_arms,
-    resolve_window,
-    window_counts,
-    window_mean,
-)
+from retrain.analysis.significance import compare_arms, resolve_window, window_counts, window_mean
 from retrain.errors import RetrainError
 from retrain.jsonio import read_json
 
@@ -331,7 +326,6 @@ def _runs_section(doc: Doc, ctx: ReportContext) -> None:
         keys += ["eval_before", "eval_final"]
     rows = []
     for r in ctx.runs:
-        c, t = window_counts(r, start, end)
         row = [r.condition, r.seed, _run_state(r, ctx.manifest), r.num_steps, r.last_step,
                r.metric_by_step("correct_rate").get(r.last_step), window_mean(r, "correct_rate", start, end),
                window_mean(r, "mean_reward", start, end), r.completions()]
