@@ -38,7 +38,7 @@ def test_evaluator_counts_the_sampled_completions(tmp_path):
 
     cfg = _cfg(tmp_path, "ev", {**SAMPLED, "reward.custom": "retrain_test_plugins:has_digit"})
     c = build_components(cfg)
-    ev = Evaluator(cfg, c.ctx.backend, c.ctx.score, c.data.eval, JsonlFile(tmp_path / "eval.jsonl"))
+    ev = Evaluator(cfg, c.ctx.backend, c.ctx.scorer, c.data.eval, JsonlFile(tmp_path / "eval.jsonl"))
     out = ev.run(after_step=4, num_updates=5)
     row = read_jsonl(tmp_path / "eval.jsonl")[0]
     assert (row["after_step"], row["eval_k"], row["eval_temperature"]) == (4, 3, 1.5)
@@ -48,7 +48,7 @@ def test_evaluator_counts_the_sampled_completions(tmp_path):
     params = replace(ev.sampled, seed=step_seed(cfg.training.seed ^ EVAL_SEED_SALT, 5))
     with pytest.warns(UserWarning, match="sampling at T=1.5"):  # the Evaluator silences this one
         groups = c.ctx.backend.sample([ex.prompt for ex in ev.examples], 3, params)
-    correct_P = [sum(c.ctx.score.score(g.text, ex) > CORRECT_THRESHOLD for g in group)
+    correct_P = [sum(c.ctx.scorer.score(g.text, ex) > CORRECT_THRESHOLD for g in group)
                  for group, ex in zip(groups, ev.examples, strict=True)]
     assert out["eval_pass_at_k"] == row["eval_pass_at_k"] == sum(n > 0 for n in correct_P) / len(correct_P)
     assert out["eval_mean_at_k"] == row["eval_mean_at_k"] == sum(correct_P) / (3 * len(correct_P))
