@@ -75,6 +75,9 @@ class WordScorer:
         self.calls += 1
         return float(example.answer in completion.split())
 
+    def score_batch(self, completions, examples) -> list[float]:
+        return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+
     def pop_counts(self) -> dict[str, int]:
         return {"reward_failures": 0, "reward_timeouts": 7}
 

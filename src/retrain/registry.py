@@ -15,7 +15,7 @@ docs/config.md, which knobs the RL step hands a transform (λ only to one that c
 | ADVANTAGES    | rl/advantages.py       | [algorithm].advantage_mode   | rewards_G → adv_G                          |
 | TRANSFORMS    | rl/transforms.py       | [algorithm].transform_mode   | (A, h_T, mask_T, *, knobs) → adv_T         |
 | UNCERTAINTIES | rl/uncertainty.py      | [algorithm].uncertainty_kind | (logprobs_T, entropies_T) → h_T            |
-| REWARDS       | rewards.py             | [reward].type                | [reward] table → (completion, Example) → r |
+| REWARDS       | rewards.py             | [reward].type                | [reward] table → (text, ref, fmt) → r      |
 | SOURCES       | data/__init__.py       | [data].source                | (data_cfg, eval_cfg, seed) → Dataset       |
 | BACKENDS      | backends/__init__.py   | [backend].backend            | Config → Backend                           |
 | ENGINES       | backends/engines.py    | [inference].engine           | where sampling runs (metadata for now)     |

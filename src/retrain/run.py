@@ -170,6 +170,7 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     sinks: list[MetricsSink] = []
     start_step = state["step"] + 1 if state else 0
     backend, outcome = None, "errored"
+    parts: Components | None = None
     try:
         parts = build_components(cfg)
         backend = parts.ctx.backend
@@ -218,6 +219,9 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
             sink.close()
         if hasattr(backend, "close"):  # a remote backend ends its service session
             backend.close(outcome)
+        close_scorer = getattr(parts.ctx.scorer, "close", None) if parts is not None else None
+        if close_scorer is not None:
+            close_scorer()  # stop the reward workers now (a campaign runs many runs in one process)
 
 
 def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -321,9 +325,16 @@ class Evaluator:
         return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
 
     def _correct(self, groups: list[list[Any]]) -> list[int]:
-        """Correct completions per prompt."""
-        return [sum(self.scorer.score(c.text, ex) > CORRECT_THRESHOLD for c in group)
-                for group, ex in zip(groups, self.examples, strict=True)]
+        """Correct completions per prompt (all of them scored in one batch by the reward workers)."""
+        rewards = self.scorer.score_batch(
+            [c.text for group in groups for c in group],
+            [ex for group, ex in zip(groups, self.examples, strict=True) for _ in group],
+        )
+        correct, start = [], 0
+        for group in groups:
+            correct.append(sum(r > CORRECT_THRESHOLD for r in rewards[start:start + len(group)]))
+            start += len(group)
+        return correct
 
     def run(self, after_step: int, num_updates: int) -> dict[str, float | None]:
         """The eval metrics after `after_step` (-1: the base model), also appended to eval.jsonl."""

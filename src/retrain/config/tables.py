@@ -237,7 +237,10 @@ class RewardConfig(_Table):
     custom: Annotated[str, _matching(_CALLABLE_OR_EMPTY, "must look like 'module:function'")] = Field(
         "", description="for type = 'custom': 'module:function' taking (completion, reference) -> float"
     )
-    timeout_s: float = Field(5.0, gt=0, description="time limit per reward call, any reward type (a timeout scores 0 and is counted)")
+    timeout_s: float = Field(5.0, gt=0, description="time limit per reward call, any reward type, on any thread (the worker process is killed past it; a timeout scores 0 and is counted)")
+    max_answer_chars: int = Field(1000, ge=1, description="match/math: an extracted answer longer than this scores 0 without being parsed")
+    memory_mb: int = Field(1024, ge=0, description="memory per reward call above the worker's resting size (MB); past it the call fails (scores 0, counted); 0 = no limit")
+    workers: int = Field(1, ge=1, le=64, description="reward worker processes scoring a step's completions in parallel")
 
 
 class BackendConfig(_Table):

@@ -39,18 +39,25 @@ CORRECT_THRESHOLD = 0.5  # a completion is correct iff its reward > 0.5 (docs/me
 
 
 class Scorer(Protocol):
-    """Scores one completion against its example, never raising (`retrain.rewards.Scorer`).
+    """Scores completions against their examples, never raising (`retrain.rewards.Scorer`, which runs
+    the reward in worker processes: the step hands it the whole batch at once).
 
     Example::
 
         class ExactScorer:
             def score(self, completion: str, example: Example) -> float:
                 return float(completion.strip() == example.answer)
+            def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+                return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
             def pop_counts(self) -> dict[str, int]:
                 return {"reward_failures": 0, "reward_timeouts": 0}
     """
 
     def score(self, completion: str, example: Example) -> float: ...
+
+    def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        """`score` of each pair, in order (one round trip to the reward workers)."""
+        ...
 
     def pop_counts(self) -> dict[str, int]:
         """Reward failures and timeouts since the previous call (per-step metrics)."""
@@ -105,11 +112,18 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
     groups_P_G = ctx.backend.sample([ex.prompt for ex in examples_P], ctx.group_size, params)
     sample_time = time.perf_counter() - t0
 
-    # Score every completion; a reward that fails scores 0 and is counted by the scorer.
-    rewards_P_G = [
-        [ctx.scorer.score(completion.text, ex) for completion in group_G]
-        for ex, group_G in zip(examples_P, groups_P_G, strict=True)
-    ]
+    # Score every completion, the whole step in one batch: rewards run in worker processes that are
+    # killed at the time limit (model output is untrusted input); a reward that fails scores 0 and is
+    # counted by the scorer.
+    flat_rewards = ctx.scorer.score_batch(
+        [completion.text for group_G in groups_P_G for completion in group_G],
+        [ex for ex, group_G in zip(examples_P, groups_P_G, strict=True) for _ in group_G],
+    )
+    rewards_P_G: list[list[float]] = []
+    start = 0
+    for group_G in groups_P_G:
+        rewards_P_G.append(list(flat_rewards[start:start + len(group_G)]))
+        start += len(group_G)
     score_time = time.perf_counter() - t0 - sample_time
     t_adv = time.perf_counter()  # credit assignment: uncertainty, planning masks, advantages, datums
 
@@ -132,7 +146,6 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
     train_time = time.perf_counter() - t_train
 
     completions = [completion for group_G in groups_P_G for completion in group_G]
-    flat_rewards = [r for rewards_G in rewards_P_G for r in rewards_G]
     correct = sum(r > CORRECT_THRESHOLD for r in flat_rewards)
     correct_rate = correct / len(flat_rewards) if flat_rewards else 0.0
     exec_h, plan_h, post_exec_h = _split_uncertainty(h_P_G_T, mask_P_G_T, lam)
