@@ -112,8 +112,8 @@ def main(argv=None) -> int:
 
     worker = hasattr(Scorer, "score_batch")  # the worker-process scorer; before it, rewards ran in-process
     runs = ([("batch", 1), ("single", 1), ("batch", 2)] if worker else [("single", 1)])
-    lines = [f"bench_rewards: {PROMPTS} prompts x {GROUP} completions per step, {args.steps} timed steps "
-             f"(median), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"]
+    lines = [(f"bench_rewards: {PROMPTS} prompts x {GROUP} completions per step, {args.steps} timed steps "
+              f"(median), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")]
     for kind in ("match", "math"):
         for mode, workers in runs:
             r = run(kind, args.steps, mode, workers)

@@ -183,7 +183,7 @@ def unicode_lookalikes(rng: random.Random) -> list[Case]:
     }
     out = []
     for ref in [str(rng.randint(10, 9999)) for _ in range(20)]:
-        for name, table in tables.items():
+        for table in tables.values():
             fake = ref.translate(table)
             out.append(Case("unicode", boxed(fake), ref, "boxed", "wrong"))
             out.append(Case("unicode", f"The answer is {fake}.", ref, "number", "wrong"))

@@ -16,8 +16,8 @@ import threading
 import time
 
 import pytest
-
 from reward_corpus import Case, corpus
+
 from retrain.data.base import Example
 from retrain.rewards import BuiltinReward, Scorer
 

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from retrain.errors import ConfigError, RetrainError
 from retrain.plugins import import_plugin
@@ -64,7 +64,7 @@ def extract_boxed(text: str, max_chars: int | None = None) -> str | None:
     a huge box costs no more than a short one.
     """
     last = None
-    for last in _BOXED_RE.finditer(text):  # noqa: B007 - only the last match is wanted
+    for last in _BOXED_RE.finditer(text):  # only the last match is wanted
         pass
     if last is None:
         return None
@@ -113,7 +113,7 @@ def extract_last_number(text: str, max_chars: int | None = None) -> str | None:
     `numbers_equal` compares by value). Only ASCII digits count.
     """
     last = None
-    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - only the last match is wanted
+    for last in _NUMBER_RE.finditer(text):  # only the last match is wanted
         pass
     if last is None or (max_chars is not None and last.end() - last.start() > max_chars):
         return None
@@ -454,7 +454,7 @@ class Scorer:
         """Stop the worker processes now (a later call starts nothing: create a new Scorer)."""
         self._pool.close()
 
-    def __enter__(self) -> Scorer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
