@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import pickle
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -400,6 +401,7 @@ class Scorer:
         self.peak_mb: float | None = None  # the highest per-call peak RSS of a worker so far (MB)
         self._popped_failures = 0
         self._popped_timeouts = 0
+        self._count_lock = threading.Lock()
         try:
             self._pool = WorkerPool(reward, Limits(timeout_s=timeout_s, memory_mb=memory_mb), workers)
         except (pickle.PicklingError, AttributeError, TypeError) as e:
@@ -425,6 +427,11 @@ class Scorer:
             results = self._pool.run(items)
         except WorkerStartError as e:
             raise RetrainError(f"reward {self.name!r}: {e}") from e
+        with self._count_lock:  # several threads may score through one Scorer
+            self._count(results, examples)
+        return results
+
+    def _count(self, results: list[CallResult], examples: Sequence[Example]) -> None:
         for call, example in zip(results, examples, strict=True):
             if call.peak_mb is not None and (self.peak_mb is None or call.peak_mb > self.peak_mb):
                 self.peak_mb = call.peak_mb
@@ -434,15 +441,15 @@ class Scorer:
             elif call.status != "ok":
                 self.failures += 1
                 self._note(call.detail, example)
-        return results
 
     def pop_counts(self) -> dict[str, int]:
         """`{"reward_failures", "reward_timeouts"}` since the previous call (per-step metrics)."""
-        counts = {
-            "reward_failures": self.failures - self._popped_failures,
-            "reward_timeouts": self.timeouts - self._popped_timeouts,
-        }
-        self._popped_failures, self._popped_timeouts = self.failures, self.timeouts
+        with self._count_lock:
+            counts = {
+                "reward_failures": self.failures - self._popped_failures,
+                "reward_timeouts": self.timeouts - self._popped_timeouts,
+            }
+            self._popped_failures, self._popped_timeouts = self.failures, self.timeouts
         return counts
 
     @property
