@@ -57,6 +57,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
 
 try:  # POSIX only; without it the limits that need it are skipped (the kill still works)
     import resource
@@ -129,7 +131,7 @@ def _import_path() -> list[str]:
     return out
 
 
-def _take_chunk(todo: deque, items: list[Item], most: int) -> list[int]:
+def _take_chunk(todo: deque[int], items: list[Item], most: int) -> list[int]:
     """The next chunk of item indices: at most `most` items and, after the first, CHUNK_CHARS
     characters of completions (the worker holds a whole chunk in memory, under its memory limit)."""
     batch = [todo.popleft()]
@@ -152,7 +154,8 @@ class _Worker:
     def __init__(self, payload: bytes):
         parent_sock, child_sock = socket.socketpair()
         wake_r, wake_w = os.pipe()
-        life_r, self._life_w = os.pipe()
+        life_r, life_w = os.pipe()
+        self._life_w: int | None = life_w
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, json.dumps(_import_path()), str(child_sock.fileno()),
@@ -164,7 +167,7 @@ class _Worker:
         except BaseException:
             parent_sock.close()
             os.close(wake_r)
-            os.close(self._life_w)
+            os.close(life_w)
             raise
         finally:
             child_sock.close()
@@ -344,7 +347,7 @@ class WorkerPool:
         data = os.read(w.wake_fd, 4096)
         return bool(data)
 
-    def _read(self, w: _Worker, results: list, todo: deque) -> None:
+    def _read(self, w: _Worker, results: list[CallResult | None], todo: deque[int]) -> None:
         """Every message `w` has written so far."""
         while w in self._workers and w.has_message():
             try:
@@ -365,7 +368,7 @@ class WorkerPool:
             else:
                 self._take_result(w, msg, results, todo)
 
-    def _take_result(self, w: _Worker, msg: tuple, results: list, todo: deque) -> None:
+    def _take_result(self, w: _Worker, msg: tuple[Any, ...], results: list[CallResult | None], todo: deque[int]) -> None:
         _, i, status, value, detail, peak_mb, start, end, recycle = msg
         if not w.pending or w.pending[0] != i:  # cannot happen: results come in send order
             raise RuntimeError(f"reward worker answered item {i}, expected {list(w.pending)[:1]}")
@@ -375,7 +378,7 @@ class WorkerPool:
         if recycle:  # it exits after this message; the rest of its chunk goes to a fresh worker
             self._lost(w, results, todo, None)
 
-    def _check_deadline(self, w: _Worker, results: list, todo: deque, hard_limit: float) -> None:
+    def _check_deadline(self, w: _Worker, results: list[CallResult | None], todo: deque[int], hard_limit: float) -> None:
         now = time.monotonic()
         if w.pending and w.ready and now >= w.head_start + hard_limit:
             i = w.pending.popleft()
@@ -387,7 +390,7 @@ class WorkerPool:
             self._last_death = f"not ready after {START_TIMEOUT_S:g} s"
             self._lost(w, results, todo, self._last_death)
 
-    def _lost(self, w: _Worker, results: list, todo: deque, detail: str | None) -> None:
+    def _lost(self, w: _Worker, results: list[CallResult | None], todo: deque[int], detail: str | None) -> None:
         """Worker `w` is gone (killed, crashed, recycled): fail its head call if `detail` says it
         crashed during one, put the rest of its chunk back at the front of the queue, replace it."""
         if detail is not None:
@@ -454,7 +457,7 @@ class _SoftTimeout(BaseException):
 _armed = False
 
 
-def _on_alarm(signum, frame):
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
     if _armed:
         raise _SoftTimeout
 
@@ -483,7 +486,7 @@ class _MemoryProbe:
     vfork+exec that started us. The files stay open (a call costs ~50 µs, mostly the kernel writing
     /proc/self/status)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             self._status = os.open("/proc/self/status", os.O_RDONLY)
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
@@ -519,7 +522,7 @@ def _watch_parent(life_fd: int, parent_pid: int) -> None:
     threading.Thread(target=loop, name="retrain-reward-lifeline", daemon=True).start()
 
 
-def _as_float(value) -> float | None:
+def _as_float(value: Any) -> float | None:
     """A reward's return value as a float: bools, ints, floats, numpy/torch scalars; None otherwise.
 
     Strings are refused even when numeric ("1.0"): returning text is a bug in the reward to surface.
@@ -532,7 +535,7 @@ def _as_float(value) -> float | None:
         return None
 
 
-def _call(reward, item: tuple, timeout_s: float) -> tuple[str, float, str]:
+def _call(reward: Callable[..., Any], item: tuple[str, ...], timeout_s: float) -> tuple[str, float, str]:
     """(status, value, detail) of one call under the soft timer and the per-call CPU limit."""
     global _armed
     if resource is not None:

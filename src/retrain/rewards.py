@@ -223,7 +223,7 @@ def _load_math_verify() -> Any:
     global _math_verify
     if _math_verify is None:
         try:
-            import math_verify
+            import math_verify  # type: ignore[import-untyped]
         except ImportError as e:
             raise RetrainError(
                 "[reward].type = 'math' needs math-verify: pip install math-verify"
@@ -234,7 +234,7 @@ def _load_math_verify() -> Any:
     return _math_verify
 
 
-def parse_math(text: str) -> list | None:
+def parse_math(text: str) -> list[Any] | None:
     """`[sympy expression, normalised LaTeX]` when `text` parses WHOLE as LaTeX, else None (see
     `_parse_math`). Cached: a group's completions often repeat an answer, and the LaTeX grammar costs
     tens of milliseconds a parse (sympy objects are immutable, so sharing them is safe)."""
@@ -243,12 +243,12 @@ def parse_math(text: str) -> list | None:
 
 
 @functools.lru_cache(maxsize=2048)
-def _parse_math_cached(text: str) -> tuple | None:
+def _parse_math_cached(text: str) -> tuple[Any, ...] | None:
     parsed = _parse_math(text)
     return tuple(parsed) if parsed is not None else None
 
 
-def _parse_math(text: str) -> list | None:
+def _parse_math(text: str) -> list[Any] | None:
     """`[sympy expression, normalised LaTeX]` when `text` parses WHOLE as LaTeX, else None.
 
     Normalisation is math-verify's (`\\left`, `\\dfrac`, `\\text{ cm}` units, `\\%`, `\\$`, ...), plus
@@ -260,8 +260,8 @@ def _parse_math(text: str) -> list | None:
     number it finds (`42 + ???` → 42), and its plain-expression path runs sympy's `parse_expr` (`eval`).
     """
     mv = _load_math_verify()
-    from latex2sympy2_extended.latex2sympy2 import latex2sympy, normalize_latex
-    from math_verify.grader import should_treat_as_complex
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy, normalize_latex  # type: ignore[import-untyped]
+    from math_verify.grader import should_treat_as_complex  # type: ignore[import-untyped]
 
     text = _INVISIBLE_RE.sub("", _DASH_RE.sub("-", text)).strip()
     if text.endswith(".") and not text.endswith("\\."):
@@ -287,7 +287,7 @@ def _latex_normalization(mv: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_reference(reference: str) -> tuple:
+def _parse_reference(reference: str) -> tuple[Any, ...]:
     """A reference is scored against every completion of its group and at every eval: parse it
     once (sympy parsing is the slow part, and it would otherwise eat each completion's time limit).
     The worker process lives across steps, so the cache does too. () when it does not parse."""
@@ -368,7 +368,7 @@ def _custom_function(spec: str) -> RewardFn:
 def load_custom_reward(spec: str) -> RewardFn:
     """The user's `RewardFn` named by `"module:function"`, through the one plugin loader
     (`retrain.plugins`: current directory on the import path); RetrainError naming the problem."""
-    return import_plugin(spec, "[reward].custom")  # type: ignore[return-value]
+    return import_plugin(spec, "[reward].custom")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +464,7 @@ class Scorer:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _note(self, message: str, example: Example) -> None:
