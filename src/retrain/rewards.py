@@ -253,11 +253,11 @@ def _parse_math(text: str) -> list[Any] | None:
 
     Normalisation is math-verify's (`\\left`, `\\dfrac`, `\\text{ cm}` units, `\\%`, `\\$`, ...), plus
     every dash in `DASHES` read as a minus, `\\phantom{...}` (invisible) dropped and one trailing
-    sentence period dropped ("42." → 42). Then
-    the LaTeX grammar (latex2sympy, an ANTLR parser: no `eval`) must accept all of it: anything it
-    rejects, or that is too deeply nested for it (a 1,000-term sum), is unparseable. math-verify's own
-    `parse` is not used because it searches the text for something parseable and falls back to the first
-    number it finds (`42 + ???` → 42), and its plain-expression path runs sympy's `parse_expr` (`eval`).
+    sentence period dropped ("42." → 42). Then the LaTeX grammar (latex2sympy, an ANTLR parser: no
+    `eval`) must accept all of it: anything it rejects, or that is too deeply nested for it (a 1,000-term
+    sum), is unparseable. math-verify's own `parse` is not used because it searches the text for
+    something parseable and falls back to the first number it finds (`42 + ???` → 42), and its
+    plain-expression path runs sympy's `parse_expr` (`eval`).
     """
     mv = _load_math_verify()
     from latex2sympy2_extended.latex2sympy2 import latex2sympy, normalize_latex  # type: ignore[import-untyped]
