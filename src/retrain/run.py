@@ -31,6 +31,7 @@ import numpy as np
 import retrain
 from retrain.backends import make_backend
 from retrain.backends.base import Backend, SamplingParams
+from retrain.backends.openai_engine import EngineUnavailable
 from retrain.backpressure import USLController
 from retrain.config import (
     Config,
@@ -55,7 +56,7 @@ TRAINER_STATE = "trainer_state.json"
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
 # Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not
 # (tests compare everything else).
-TIMING_KEYS = ("step_time_s", "sample_time_s", "score_time_s", "advantage_time_s", "train_time_s",
+TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time_s", "advantage_time_s", "train_time_s",
                "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
 
 
@@ -186,11 +187,22 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
             evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
 
         for step in range(start_step, cfg.training.max_steps):
-            row, generations = run_one_step(cfg, parts, step)
+            cursor_before = parts.cursor.state_dict()
+            try:
+                row, generations = run_one_step(cfg, parts, step)
+            except EngineUnavailable as e:  # failed at its first sample: only the cursor had moved
+                parts.cursor.load_state_dict(cursor_before)
+                return _stop_resumably(run_dir, step - 1, parts, info, e)
+            stop = None
             if evaluator.due(step):
-                row.update(evaluator.run(after_step=step, num_updates=parts.counters.num_updates))
+                try:
+                    row.update(evaluator.run(after_step=step, num_updates=parts.counters.num_updates))
+                except EngineUnavailable as e:  # the step itself finished: log it, checkpoint it
+                    stop = e
             for sink in sinks:
                 sink.log_step(row, generations)
+            if stop is not None:
+                return _stop_resumably(run_dir, step, parts, info, stop)
             last = step == cfg.training.max_steps - 1
             if last or (cfg.training.save_every > 0 and (step + 1) % cfg.training.save_every == 0):
                 save_checkpoint(run_dir, step, parts, final=last)
@@ -203,6 +215,11 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
               f"running correct rate {running:.1%}; logs in {run_dir}")
         outcome = "success"
         return 0
+    except EngineUnavailable as e:  # before step start_step (the base model's eval): nothing to checkpoint
+        info.finish("failed", error=str(e))
+        print(f"retrain: {e}\nretrain: stopped; continue with `retrain resume {run_dir}` once the server is back",
+              flush=True)
+        return 1
     except RetrainError as e:
         info.finish("failed", error=str(e))
         raise
@@ -217,11 +234,22 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     finally:
         for sink in sinks:
             sink.close()
-        if hasattr(backend, "close"):  # a remote backend ends its service session
+        if hasattr(backend, "close"):  # a remote backend ends its session; the openai engine unloads, stops its server
             backend.close(outcome)
         close_scorer = getattr(parts.ctx.scorer, "close", None) if parts is not None else None
         if close_scorer is not None:
             close_scorer()  # stop the reward workers now (a campaign runs many runs in one process)
+
+
+def _stop_resumably(run_dir: Path, last_step: int, parts: Components, info: RunInfo, error: Exception) -> int:
+    """The sampling server went away mid-run (after retries): checkpoint the last finished step,
+    record the failure, exit 1; `retrain resume` continues from there."""
+    if last_step >= 0:
+        save_checkpoint(run_dir, last_step, parts, final=False)
+    info.finish("failed", error=f"{type(error).__name__}: {error}")
+    print(f"retrain: {error}\nretrain: stopped after step {last_step} (checkpointed); continue with "
+          f"`retrain resume {run_dir}` once the sampling server is back", flush=True)
+    return 1
 
 
 def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -248,11 +276,18 @@ def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, A
         "batch_size": batch_size,
         "group_size": cfg.training.group_size,
         **parts.bp.metrics(),
+        **_engine_metrics(parts.ctx.backend),
         "step_time_s": step_time,
         "tokens_per_second": out.num_tokens / step_time if step_time > 0 else None,
         **dict.fromkeys(eval_keys(cfg)),  # set on eval steps (Evaluator.run)
     }
     return row, out.generations
+
+
+def _engine_metrics(backend: Backend) -> dict[str, Any]:
+    """A sampling engine's per-step numbers (weight-sync time, adapter version); {} for the others."""
+    step_metrics = getattr(backend, "step_metrics", None)
+    return step_metrics() if callable(step_metrics) else {}
 
 
 def build_context(cfg: Config) -> StepContext:

@@ -75,12 +75,26 @@ BACKENDS.add(Variant(
 
 
 def make_backend(cfg: Any) -> Backend:
-    """Build the backend `cfg.backend.backend` names: "local", "tinker" or "module:Class"."""
-    return BACKENDS.resolve(cfg.backend.backend)(cfg)
+    """Build the backend `cfg.backend.backend` names: "local", "tinker" or "module:Class".
+
+    With a server engine (`[inference] engine = "openai"`) the backend trains and the engine's
+    `build(cfg, make_local)` wraps it so that sampling goes to the server."""
+    from retrain.backends.engines import ENGINES
+
+    make_local = lambda: BACKENDS.resolve(cfg.backend.backend)(cfg)  # noqa: E731
+    engine = ENGINES.entry(cfg.inference.engine)
+    if engine.target is None:
+        return make_local()
+    return engine.load()(cfg, make_local)  # type: ignore[no-any-return]
 
 
 def preflight(cfg: Any) -> None:
     """Checks that need the outside world, made before a run writes anything (RetrainError, exit 2):
-    for tinker, the SDK, the API key, the service answering and training `[model].name`."""
+    for tinker, the SDK, the API key, the service answering and training `[model].name`; for the
+    openai engine, the sampling server (`openai_engine.preflight`)."""
     if cfg.backend.backend == "tinker":
         _tinker.preflight(cfg)
+    if cfg.inference.engine == "openai":
+        from retrain.backends import openai_engine
+
+        openai_engine.preflight(cfg)

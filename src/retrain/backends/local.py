@@ -377,9 +377,13 @@ class LocalBackend:
 
     def save(self, path: str) -> None:
         """adapter_model.safetensors + adapter_config.json (LoRA matrices only) + optimizer.pt."""
+        self.save_adapter(path)
+        torch.save(self.optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
+
+    def save_adapter(self, path: str) -> None:
+        """The PEFT adapter alone (what a sampling server loads after each step; no optimizer)."""
         os.makedirs(path, exist_ok=True)
         self.model.save_pretrained(path, save_embedding_layers=False)
-        torch.save(self.optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
 
     def load(self, path: str, *, optimizer: bool = True) -> None:
         """Restore the adapter weights (and the optimizer state) written by `save`, exactly."""

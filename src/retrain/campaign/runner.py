@@ -52,8 +52,10 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
         raise RetrainError("[campaign]: the grid is empty (no seeds?); set [campaign].seeds = [42, 101, 202]")
     from retrain.backends import preflight
 
-    # A backend that cannot start (no key, service down) stops the campaign before its dir exists.
-    for run_cfg in {(s.config.backend.backend, s.config.model.name): s.config for s in specs}.values():
+    # A backend or sampling server that cannot serve the runs stops the campaign before its dir exists.
+    distinct = {(s.config.backend.backend, s.config.model.name, s.config.inference.engine, s.config.inference.url,
+                 s.config.inference.served_model): s.config for s in specs}
+    for run_cfg in distinct.values():
         preflight(run_cfg)
     campaign_dir = make_campaign_dir(Path(cfg.campaign.log_root))
     (campaign_dir / "campaign.toml").write_text(config_to_toml(cfg), encoding="utf-8")

@@ -266,7 +266,17 @@ class InferenceConfig(_Table):
     engine: str = _choice(
         "hf", ENGINES, "hf: in-process transformers; openai: an OpenAI-compatible server (vllm serve --enable-lora)"
     )
-    url: str = Field("", description="base URL of the openai engine, e.g. http://localhost:8000/v1")
+    url: str = Field("", description="base URL of the openai engine, e.g. http://localhost:8000/v1 (launch: where to start it; empty = a free local port)")
+    launch: bool = Field(False, description="openai: start `python -m vllm.entrypoints.openai.api_server` for this run and stop it at exit")
+    served_model: str = Field("", description="model name the server serves (its --served-model-name); empty = [model].name")
+    python: str = Field("", description="launch: interpreter that has vLLM; empty = $RETRAIN_VLLM_PYTHON, else ./.venv-vllm/bin/python, else this one")
+    server_args: list[str] = Field(default_factory=list, description="launch: extra api_server flags, e.g. [\"--max-model-len\", \"4096\"]; a flag given here replaces retrain's")
+    request_timeout_s: float = Field(900.0, gt=0, description="seconds one completion request may take before it is retried")
+    max_retries: int = Field(3, ge=0, description="retries of a failed request (backoff 2, 4, 8 s) before the run stops resumably")
+    startup_timeout_s: float = Field(900.0, gt=0, description="launch: seconds to wait for the server's /health")
+    adapter_dir: str = Field("", description="where each step's adapter is written for the server; empty = <run dir>/sampler_adapters")
+    server_adapter_dir: str = Field("", description="adapter_dir as the server sees it (a shared mount on another machine); empty = the same path")
+    lora_name: str = Field("", description="adapter name prefix on the server (unique per run when runs share one); empty = from the run dir")
 
 
 class BackpressureConfig(_Table):
