@@ -221,7 +221,7 @@ def test_with_overrides_validates_and_leaves_the_original_alone():
         ('[reward]\ncustom = "m:f"\n', '[reward].custom: is set but type = "match" ignores it'),
         ("[training]\nclip_eps_high = 0.3\n", "[training].clip_eps_high: needs clip_eps > 0"),
         ("[backpressure]\nmin_batch_size = 8\nmax_batch_size = 4\n", "[backpressure].min_batch_size: 8 is above max_batch_size 4"),
-        ('[inference]\nengine = "openai"\nurl = "http://localhost:8000/v1"\n', '[inference].engine: "openai" is not available'),
+        ('[inference]\nlaunch = true\n', '[inference].launch: starts a vLLM server, which only engine = "openai" uses'),
         ('[algorithm]\nuncertainty_kind = "shannon_entropy"\n[backend]\nbackend = "tinker"\n', '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution'),
         ("[backend.options]\nmicro_batch_size = 0\n", "[backend.options].micro_batch_size: must be an integer >= 1, got 0"),
         ('[campaign]\n[squeeze]\nadapter_path = "a"\n', "[squeeze].adapter_path: a campaign squeezes its first finished run"),

@@ -20,9 +20,8 @@ from retrain.backends.openai_engine import (
     parse_choices,
     prompt_seeds,
     served_path,
-    vllm_lora_rank,
 )
-from retrain.backends.vllm_server import server_args
+from retrain.backends.vllm_server import server_args, vllm_lora_rank
 from retrain.config import load_config
 from retrain.errors import ConfigError, RetrainError
 

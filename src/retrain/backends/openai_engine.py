@@ -51,8 +51,6 @@ from retrain.backends.base import Completion, Datum, SamplingParams, TrainResult
 from retrain.errors import BackendUnavailable, RetrainError
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-# vLLM accepts only these --max-lora-rank values (vllm/config/lora.py).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 PROBE_TEXT = "What is 2 + 3?"
 
 
@@ -165,14 +163,6 @@ def prompt_seeds(step_seed: int, num_prompts: int, n: int) -> list[int]:
     31-bit value derived from the step's seed (vLLM seeds torch generators with them)."""
     base = int.from_bytes(hashlib.blake2b(str(step_seed).encode(), digest_size=4).digest(), "little") % 2**30
     return [base + p * n for p in range(num_prompts)]
-
-
-def vllm_lora_rank(rank: int) -> int:
-    """The smallest `--max-lora-rank` vLLM accepts that holds a rank-`rank` adapter."""
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= rank:
-            return allowed
-    raise RetrainError(f"[model].lora_rank = {rank}: vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}")
 
 
 def parse_choices(answer: dict, n: int, stop_ids: set[int], max_tokens: int) -> list[tuple[list[int], list[float], bool]]:
@@ -475,7 +465,6 @@ class ServerSampledBackend:
     is found at a sample, where the run's state is still that of the last finished step."""
 
     reports_sync_loss = True
-    preserves_token_advantages = True
 
     def __init__(self, local, engine: OpenAIEngine):
         self.local, self.engine = local, engine

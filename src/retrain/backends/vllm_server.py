@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from retrain.errors import RetrainError
@@ -35,6 +36,18 @@ PYTHON_ENV = "RETRAIN_VLLM_PYTHON"
 # weights sync uses; a small CPU KV cache (GiB) keeps a CPU server from taking the machine's memory.
 SERVER_ENV_DEFAULTS = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "2"}
 _PR_SET_PDEATHSIG = 1
+
+
+# vLLM accepts only these --max-lora-rank values (vllm/config/lora.py).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds a rank-`rank` adapter."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise RetrainError(f"[model].lora_rank = {rank}: vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}")
 
 
 def default_python() -> str:
@@ -51,8 +64,6 @@ def server_args(model: str, served_name: str, *, host: str, port: int, lora_rank
                 max_model_len: int, dtype: str, extra: list[str]) -> list[str]:
     """The api_server flags for this run's model and LoRA rank; `extra` (from [inference].server_args)
     is appended and wins: a flag it sets is not set here."""
-    from retrain.backends.openai_engine import vllm_lora_rank
-
     given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
     flags = [
         ("--model", model), ("--served-model-name", served_name), ("--host", host), ("--port", str(port)),
@@ -140,20 +151,26 @@ class VLLMServer:
         return server
 
     def wait_healthy(self, timeout_s: float) -> None:
-        from retrain.backends.openai_engine import OpenAIClient
-
-        client = OpenAIClient(self.url)
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
             if not self.running():
                 raise RetrainError(f"the vLLM server exited with code {self.proc.returncode} while starting; "
                                    f"end of {self.log_path}:\n{self.log_tail()}")
-            if client.healthy(timeout_s=5):
+            if self.healthy():
                 print(f"retrain: vLLM server ready after {time.monotonic() - t0:.0f} s", flush=True)
                 return
             time.sleep(2.0)
         raise RetrainError(f"the vLLM server did not become healthy within {timeout_s:g} s "
                            f"([inference].startup_timeout_s); end of {self.log_path}:\n{self.log_tail()}")
+
+    def healthy(self) -> bool:
+        """GET /health (beside /v1) answers 200."""
+        root = self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
+        try:
+            with urllib.request.urlopen(root + "/health", timeout=5) as resp:
+                return resp.status == 200
+        except (OSError, ValueError):
+            return False
 
     def running(self) -> bool:
         return self.proc.poll() is None
