@@ -361,7 +361,7 @@ def test_hung_then_dead_server_stop_resumably_and_resume_finishes(run_env, vllm_
     proxy = Proxy(port)
     try:
         cfg, log_dir = write_run(tmp_path, "faults", f"http://127.0.0.1:{proxy.port}/v1", steps=3,
-                                 inference="request_timeout_s = 15\nmax_retries = 1")
+                                 inference="request_timeout_s = 30\nmax_retries = 1")
         metrics = log_dir / "metrics.jsonl"
 
         def run_until_fault(args: list[str], fault) -> subprocess.CompletedProcess:

@@ -362,14 +362,21 @@ class OpenAIEngine:
         shutil.rmtree(self.adapter_dir / name, ignore_errors=True)
 
     def close(self) -> None:
-        """Unload this run's adapter (a shared server keeps serving other runs) and remove its files."""
-        if self.loaded is not None:
-            if self.server is None or self.server.running():
-                try:
-                    self.client.request("POST", "/unload_lora_adapter", {"lora_name": self.loaded}, timeout_s=10)
-                except (ConnectionError, TimeoutError, ServerError):
-                    pass
-            shutil.rmtree(self.adapter_dir / self.loaded, ignore_errors=True)
+        """Unload this run's adapters (a shared server keeps serving other runs) and remove their files.
+
+        By name prefix, not only the one loaded: a sync interrupted between writing an adapter and
+        recording it (Ctrl-C) leaves one more. A launched server is about to stop: nothing to unload."""
+        prefix = f"{self.lora_name}-v"
+        if self.server is None:
+            try:
+                models = self.client.request("GET", "/models", timeout_s=10)
+                for m in models.get("data") or []:
+                    if str(m.get("id", "")).startswith(prefix):
+                        self.client.request("POST", "/unload_lora_adapter", {"lora_name": m["id"]}, timeout_s=10)
+            except (ConnectionError, TimeoutError, ServerError):
+                pass  # unreachable: `reclaim` unloads them when the run resumes
+        for path in self.adapter_dir.glob(prefix + "*"):
+            shutil.rmtree(path, ignore_errors=True)
         self.loaded = None
         try:
             self.adapter_dir.rmdir()  # only when empty: it may be a directory shared with other runs
