@@ -368,7 +368,10 @@ def test_hung_then_dead_server_stop_resumably_and_resume_finishes(run_env, vllm_
             proc = subprocess.Popen([sys.executable, "-m", "retrain", *args], env=run_env["env"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             done = len(rows(metrics))
-            wait_for(lambda: len(rows(metrics)) > done, 600, "one more step", proc)
+            try:
+                wait_for(lambda: len(rows(metrics)) > done, 600, "one more step", proc)
+            except AssertionError as e:
+                raise AssertionError(f"{e}; its output:\n{proc.communicate(timeout=60)[0][-4000:]}") from None
             fault()
             out, _ = proc.communicate(timeout=300)
             return subprocess.CompletedProcess(args, proc.returncode, out, "")
