@@ -254,14 +254,14 @@ def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adap
                           adapter_dir=tmp_path / "adapters", lora_name="engine-test")
     backend = ServerSampledBackend(local, engine)
     prompts = ["What is 2 + 3?", "What is 17 + 25?"]
-    params = SamplingParams(max_tokens=12, temperature=0.7, seed=11)
+    params = SamplingParams(max_tokens=8, temperature=0.7, seed=11)
     try:
         first = backend.sample(prompts, 3, params)
         assert [len(g) for g in first] == [3, 3] and engine.version == 1
         again = backend.sample(prompts, 3, params)
         tokens = lambda groups: [[c.token_ids for c in g] for g in groups]  # noqa: E731
         assert tokens(again) == tokens(first) and engine.version == 1  # same seed, same draws; no re-sync
-        assert tokens(backend.sample(prompts, 3, SamplingParams(max_tokens=12, temperature=0.7, seed=12))) != tokens(first)
+        assert tokens(backend.sample(prompts, 3, SamplingParams(max_tokens=8, temperature=0.7, seed=12))) != tokens(first)
         # The server's logprobs are the trainer's temperature-scaled ones.
         datums = [Datum(c.prompt_ids, c.token_ids, c.logprobs, [0.0] * len(c.token_ids)) for g in first for c in g]
         with torch.no_grad():
@@ -407,7 +407,7 @@ def test_hung_then_dead_server_stop_resumably_and_resume_finishes(run_env, vllm_
 
 
 def test_campaign_runs_share_one_server_each_with_its_own_adapter(run_env, vllm_server, tmp_path):
-    base, _ = write_run(tmp_path, "unused", vllm_server.url, steps=2)
+    base, _ = write_run(tmp_path, "unused", vllm_server.url, steps=1)
     campaign = tmp_path / "campaign.toml"
     text = base.read_text().replace(f'log_dir = "{tmp_path / "unused"}"', "")
     campaign.write_text(text + f"""
@@ -449,7 +449,7 @@ transform_mode = "none"
     assert [r.name for r in runs] == ["grpo+none_s1", "maxrl+none_s1"]
     for run in runs:
         metrics = rows(run / "metrics.jsonl")
-        assert len(metrics) == 2
+        assert len(metrics) == 1
         assert all(abs(r["sampler_train_kl"]) < 1e-3 for r in metrics if r["num_datums"])
     prefixes = {name.rsplit("-v", 1)[0] for ids in seen for name in ids}
     assert len(prefixes) == 2, seen  # one adapter name per run
