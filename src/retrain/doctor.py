@@ -244,8 +244,7 @@ def cmd_doctor(args) -> int:
     text = format_report(report)
     if args.config:
         state = "ok      " if report["engine"]["usable"] else "unusable"
-        text += f"
-engine    {state} {report['engine']['detail']}"
+        text += f"\nengine    {state} {report['engine']['detail']}"
     print(json.dumps(report, indent=2) if args.json else text)
     return 0
 
