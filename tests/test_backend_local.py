@@ -442,6 +442,7 @@ def fake_cfg(model_dir, backend="local", options=None):
         training=SimpleNamespace(clip_eps=0.0, clip_eps_high=0.0, kl_beta=0.0, loss_agg="seq_mean",
                                  weight_decay=0.01, grad_clip_norm=0.5, temperature=0.9, seed=3),
         backend=SimpleNamespace(backend=backend, device="cpu", dtype="auto", options=options or {}),
+        inference=SimpleNamespace(engine="hf"),
     )
 
 
