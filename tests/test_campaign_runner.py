@@ -35,7 +35,7 @@ NAMES = ["grpo+none_s1", "grpo+none_s2", "maxrl+gtpo_s1", "maxrl+gtpo_s2"]
 
 def write_adapter(path: Path) -> None:
     """A rank-4 LoRA whose product has singular values (2, 1, 0, 0): V(1) = 0.8, V(2) = 1."""
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     A = torch.zeros(4, 6)
     A[:4, :4] = torch.eye(4)
     B = torch.zeros(5, 4)
@@ -43,6 +43,19 @@ def write_adapter(path: Path) -> None:
     save_file({"base_model.model.layers.0.q_proj.lora_A.weight": A,
                "base_model.model.layers.0.q_proj.lora_B.weight": B}, str(path / "adapter_model.safetensors"))
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+
+
+def write_finished_run(run_dir: Path, max_steps: int = 3) -> None:
+    """What a completed run leaves that proves it (retrain/checkpoints.py): metrics rows, and a
+    trainer state at the last step whose checkpoint dir records it. Contents are placeholders."""
+    state = {"step": max_steps - 1, "checkpoint": "adapter/final", "cursor": {}, "sepa": {}, "backpressure": {},
+             "counters": {"total_correct": 0, "total_completions": 0, "num_updates": 0},
+             "rng": {"python": "", "numpy": [], "torch": ""}}
+    (run_dir / "adapter" / "final").mkdir(parents=True, exist_ok=True)
+    (run_dir / "adapter" / "final" / "trainer_state.json").write_text(json.dumps({**state, "files": {}}))
+    (run_dir / "trainer_state.json").write_text(json.dumps(state))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(max_steps)))
+    (run_dir / "run.json").write_text(json.dumps({"status": "completed"}))
 
 
 class FakeExecutor:
@@ -66,6 +79,8 @@ class FakeExecutor:
             if what == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
             (job.run_dir / "run.json").write_text(json.dumps({"status": what}))
+            if what == "completed":
+                write_finished_run(job.run_dir)
             if what == "completed" and self.adapter:
                 write_adapter(job.run_dir / "adapter" / "final")
             on_finish(job, Outcome(what, 0 if what == "completed" else 1))
@@ -137,13 +152,45 @@ def test_resume_trusts_run_json_over_a_stale_manifest(tmp_path: Path):
     assert run_campaign(cfg, executor=FakeExecutor({"grpo+none_s1": "interrupt"})) == 130
     campaign = only_campaign(tmp_path)
     # The runner was SIGKILLed after the run finished but before the manifest said so.
-    (campaign / "runs/grpo+none_s1/run.json").write_text(json.dumps({"status": "completed"}))
+    write_finished_run(campaign / "runs/grpo+none_s1")
     # ...and another run's run.json says failed although the manifest says pending: it is retried.
     (campaign / "runs/maxrl+gtpo_s1/run.json").write_text(json.dumps({"status": "failed"}))
     fake = FakeExecutor()
     assert resume_campaign(campaign, executor=fake) == 0
     assert fake.seen == ["grpo+none_s2", "maxrl+gtpo_s1", "maxrl+gtpo_s2"]
     assert read_manifest(campaign)["runs"][0]["state"] == "completed"
+
+
+def test_resume_reruns_a_run_whose_run_json_says_completed_without_proof(tmp_path: Path):
+    cfg, _ = campaign_config(tmp_path)
+    assert run_campaign(cfg, executor=FakeExecutor({"grpo+none_s1": "interrupt"})) == 130
+    campaign = only_campaign(tmp_path)
+    (campaign / "runs/grpo+none_s1/run.json").write_text(json.dumps({"status": "completed"}))  # edited
+    fake = FakeExecutor()
+    assert resume_campaign(campaign, executor=fake) == 0
+    assert fake.seen == NAMES
+
+
+class StopsTwoThenInterrupted:
+    """Like the processes executor on Ctrl-C: reports each run it stopped, then re-raises."""
+
+    name = "fake"
+    captures_output = True
+
+    def run(self, jobs, on_start, on_finish):
+        for job in jobs[:2]:
+            on_start(job)
+        for job in jobs[:2]:
+            on_finish(job, Outcome("interrupted", 130))
+        raise KeyboardInterrupt
+
+
+def test_interrupt_counts_the_runs_it_stopped(tmp_path: Path, capsys):
+    cfg, _ = campaign_config(tmp_path)
+    assert run_campaign(cfg, executor=StopsTwoThenInterrupted()) == 130
+    assert "Interrupted (2 run(s) stopped)" in capsys.readouterr().out
+    assert [r["state"] for r in read_manifest(only_campaign(tmp_path))["runs"]] == \
+        ["interrupted", "interrupted", "pending", "pending"]
 
 
 def test_resume_of_something_else_is_a_user_error(tmp_path: Path):

@@ -61,3 +61,15 @@ def read_json(path: Path | str) -> dict:
 def now_iso() -> str:
     """Local time with its UTC offset, to the second: unambiguous across hosts and time zones."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def overwrite_json_in_place(path: Path | str, obj: object) -> None:
+    """Rewrite an existing JSON file where it lies, compactly (no indent, so it rarely needs more
+    bytes than the indented file it replaces). For when `write_json_atomic` cannot create its
+    temporary file (a full disk): not atomic, so only a last resort."""
+    data = (json.dumps(finite(obj), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())

@@ -12,13 +12,17 @@ checkpoint and resumed writes the same metrics as an uninterrupted one (tests/te
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import math
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import traceback
 import warnings
@@ -33,6 +37,7 @@ from retrain.backends import make_backend
 from retrain.backends.base import Backend, SamplingParams
 from retrain.backends.openai_engine import EngineUnavailable
 from retrain.backpressure import USLController
+from retrain.checkpoints import ADAPTER_DIR, TRAINER_STATE, checkpoint_dir_name, choose_checkpoint, file_sizes
 from retrain.config import (
     Config,
     config_to_dict,
@@ -43,7 +48,8 @@ from retrain.config import (
 from retrain.data import Dataset, Example, load_dataset
 from retrain.data.cursor import Cursor
 from retrain.errors import RetrainError
-from retrain.jsonio import now_iso, read_json, write_json_atomic
+from retrain.jsonio import now_iso, overwrite_json_in_place, read_json, write_json_atomic
+from retrain.locks import LOCK_NAME, DirLock
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
 from retrain.rewards import make_scorer
 from retrain.rl.advantages import ADVANTAGES
@@ -52,7 +58,6 @@ from retrain.rl.sepa import SEPAController
 from retrain.rl.step import CORRECT_THRESHOLD, Scorer, StepContext, rl_step
 from retrain.rl.transforms import TRANSFORMS
 
-TRAINER_STATE = "trainer_state.json"
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
 # Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not
 # (tests compare everything else).
@@ -64,55 +69,114 @@ def train(cfg: Config, log_dir: str | Path | None = None) -> int:
     """Start a new run. Returns 0 when it completed, 1 when it failed."""
     from retrain.backends import preflight
 
-    run_dir = Path(log_dir) if log_dir else fresh_run_dir(cfg)
-    if (run_dir / TRAINER_STATE).exists() or (run_dir / "metrics.jsonl").exists():
-        raise RetrainError(
-            f"{run_dir} already holds a run; continue it with `retrain resume {run_dir}` "
-            "or choose another [logging].log_dir"
-        )
     preflight(cfg)  # a backend that cannot start (no key, service down) fails here, before any file
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
-    (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
-    write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
-    return _execute(cfg, run_dir, state=None)
+    run_dir, lock = claim_run_dir(cfg, log_dir)
+    try:
+        cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
+        (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+        write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
+        return _execute(cfg, run_dir, state=None)
+    finally:
+        lock.release()
 
 
 def resume(log_dir: str | Path) -> int:
     """Start or continue the run in `log_dir` (its config.toml decides everything).
 
-    A completed run returns 0 at once; a partial run continues after its last checkpoint; a run
-    that never checkpointed starts again from step 0 (its earlier rows are moved aside, not lost).
+    A completed run returns 0 at once; a partial run continues after its newest checkpoint that
+    the files prove (retrain/checkpoints.py: a damaged or edited one is skipped, and said so); a
+    run that never checkpointed starts again from step 0 (its earlier rows are moved aside, not
+    lost). The run dir is locked for the whole time: a second `resume` of it stops at once.
     """
     run_dir = Path(log_dir)
     if not (run_dir / "config.toml").exists():
         raise RetrainError(f"{run_dir} is not a run directory (no config.toml); pass a run or campaign dir")
+    with _locked(run_dir):
+        return _resume_locked(run_dir)
+
+
+def _resume_locked(run_dir: Path) -> int:
     cfg = load_config(run_dir / "config.toml")
     info = read_json(run_dir / "run.json")
-    if info.get("status") == "completed":
-        print(f"{run_dir}: already completed ({info.get('step', -1) + 1} steps); nothing to do")
+    choice = choose_checkpoint(run_dir)
+    for why in choice.skipped:
+        warn(f"{run_dir}: cannot resume from {why}")
+    if choice.skipped and choice.state:
+        warn(f"{run_dir}: resuming from {choice.state['checkpoint']} (after step {choice.step}) instead")
+    max_steps = cfg.training.max_steps
+    if choice.state and choice.step >= max_steps - 1 and choice.state["checkpoint"] == f"{ADAPTER_DIR}/final":
+        if info.get("status") != "completed":  # killed after the final checkpoint, before run.json said so
+            RunInfo(run_dir, cfg).finish("completed", step=choice.step)
+        print(f"{run_dir}: already completed ({choice.step + 1} steps); nothing to do")
         return 0
     from retrain.backends import preflight
 
     preflight(cfg)  # before anything in the run dir moves
-    state = read_json(run_dir / TRAINER_STATE) or None
-    last_step = state["step"] if state else -1
-    _set_aside_rows_after(run_dir, last_step)
+    if info.get("status") == "completed":
+        warn(f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
+             f"{choice.step} of {max_steps}; continuing from there")
+    moved = _set_aside_rows_after(run_dir, choice.step)
+    if choice.state is None and moved:
+        warn(f"{run_dir}: no checkpoint to continue from; starting again at step 0 "
+             f"({moved} metrics row(s) moved to metrics.discarded.jsonl)")
     if not (run_dir / "config.json").exists():
         write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
-    return _execute(cfg, run_dir, state=state)
+    return _execute(cfg, run_dir, state=choice.state)
 
 
-def fresh_run_dir(cfg: Config) -> Path:
-    """`[logging].log_dir`, or logs/<condition>_s<seed>; suffixed _2, _3, … when already used."""
-    base = Path(cfg.logging.log_dir or f"logs/{cfg.condition}_s{cfg.training.seed}")
+def warn(message: str) -> None:
+    print(f"retrain: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _locked(run_dir: Path) -> DirLock:
+    """The run dir's lock (retrain/locks.py), taken; a dir we cannot write to is a clear error."""
+    try:
+        return DirLock(run_dir, "run").acquire()
+    except OSError as e:
+        raise RetrainError(f"{run_dir}: cannot write to the run dir ({e.strerror or e}); "
+                           "check its permissions or choose another [logging].log_dir") from None
+
+
+def claim_run_dir(cfg: Config, log_dir: str | Path | None = None) -> tuple[Path, DirLock]:
+    """Create and lock the dir a new run writes to: `log_dir`, else `[logging].log_dir`, else
+    logs/<condition>_s<seed>; suffixed _2, _3, … when it already holds a run.
+
+    Locking before looking inside makes the check and the claim one step: two runs started at
+    once on one log_dir cannot both find it empty. A dir in use by a live run is an error naming
+    that run (never a silent `_2`). `log_dir` given explicitly is never suffixed.
+    """
+    base = Path(log_dir or cfg.logging.log_dir or f"logs/{cfg.condition}_s{cfg.training.seed}")
     candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RetrainError(f"[logging].log_dir: cannot create {candidate} ({_why(e)}); "
+                               "choose a directory you can write to") from None
+        lock = _locked(candidate)
+        if not _holds_a_run(candidate):
+            break
+        lock.release()
+        if log_dir is not None:
+            raise RetrainError(f"{candidate} already holds a run; continue it with `retrain resume {candidate}` "
+                               "or choose another [logging].log_dir")
         n += 1
         candidate = base.with_name(f"{base.name}_{n}")
     if candidate != base:
         print(f"{base} already holds a run; writing this one to {candidate}")
-    return candidate
+    return candidate, lock
+
+
+def _holds_a_run(path: Path) -> bool:
+    return any(p.name != LOCK_NAME for p in path.iterdir())
+
+
+def _why(e: OSError) -> str:
+    if isinstance(e, FileExistsError | NotADirectoryError):
+        return "a file is in the way: a directory is needed"
+    if e.errno == errno.ENAMETOOLONG:
+        return "a path component is longer than the filesystem allows (255 bytes); shorten the condition or dir name"
+    return e.strerror or str(e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,13 +221,23 @@ def build_components(cfg: Config) -> Components:
 
 
 def restore_components(parts: Components, run_dir: Path, state: dict[str, Any]) -> None:
-    # A backend whose weights live elsewhere (tinker) gave save() a reference; load() takes it back.
-    parts.ctx.backend.load(state.get("backend_checkpoint") or str(run_dir / state["checkpoint"]))
-    parts.cursor.load_state_dict(state["cursor"])
-    parts.ctx.sepa.load_state_dict(state["sepa"])
-    parts.bp.load_state_dict(state["backpressure"])
-    parts.counters = Counters(**state["counters"])
-    _restore_rng(state["rng"])
+    """Load a state `choose_checkpoint` trusted. Its files passed their checks, so what fails here
+    is content (same size, different bytes) or a config edited since: say which, and the way out."""
+    try:
+        # A backend whose weights live elsewhere (tinker) gave save() a reference; load() takes it back.
+        parts.ctx.backend.load(state.get("backend_checkpoint") or str(run_dir / state["checkpoint"]))
+        parts.cursor.load_state_dict(state["cursor"])
+        parts.ctx.sepa.load_state_dict(state["sepa"])
+        parts.bp.load_state_dict(state["backpressure"])
+        parts.counters = Counters(**state["counters"])
+        _restore_rng(state["rng"])
+    except Exception as e:  # noqa: BLE001 - any failure here is a damaged checkpoint, reported as one
+        why = str(e) if isinstance(e, RetrainError) else f"{type(e).__name__}: {e}"
+        raise RetrainError(
+            f"{run_dir}: the checkpoint {state['checkpoint']} (after step {state['step']}) could not be restored: "
+            f"{why}\nTo continue from the checkpoint before it, move {run_dir / state['checkpoint']} out of the "
+            "run dir and resume again."
+        ) from None
 
 
 def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
@@ -221,19 +295,28 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
               flush=True)
         return 1
     except RetrainError as e:
-        info.finish("failed", error=str(e))
+        info.finish_quietly("failed", error=str(e))
         raise
     except KeyboardInterrupt:
-        info.finish("interrupted")
+        info.finish_quietly("interrupted")
         outcome = "interrupted"
         raise
     except Exception as e:  # a crash inside training: recorded, reported, exit 1 (campaigns go on)
-        info.finish("failed", error=f"{type(e).__name__}: {e}")
-        traceback.print_exc()
+        if not _out_of_space(e, run_dir):
+            return _crashed(info, e)
+        # Disk full: a condition of the machine, not a bug; the last checkpoint is intact (it is
+        # switched to only once complete), so say what happened and how to go on, without a traceback.
+        info.finish_quietly("failed", error=f"{type(e).__name__}: {e}")
+        print(f"retrain: error: no space left on the device of {run_dir} ({type(e).__name__}: {e}); the run "
+              f"stopped after step {info.data['step']}. Free some space, then continue with "
+              f"`retrain resume {run_dir}`", file=sys.stderr, flush=True)
         return 1
     finally:
         for sink in sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as e:  # noqa: BLE001 - a sink failing to close must not hide why the run ended
+                warn(f"could not close {type(sink).__name__}: {type(e).__name__}: {e}")
         if hasattr(backend, "close"):  # a remote backend ends its session; the openai engine unloads, stops its server
             backend.close(outcome)
         close_scorer = getattr(parts.ctx.scorer, "close", None) if parts is not None else None
@@ -249,6 +332,23 @@ def _stop_resumably(run_dir: Path, last_step: int, parts: Components, info: RunI
     info.finish("failed", error=f"{type(error).__name__}: {error}")
     print(f"retrain: {error}\nretrain: stopped after step {last_step} (checkpointed); continue with "
           f"`retrain resume {run_dir}` once the sampling server is back", flush=True)
+    return 1
+
+
+def _out_of_space(e: BaseException, run_dir: Path) -> bool:
+    """ENOSPC / EDQUOT, or any error while the run's disk is full (torch.save reports a full disk
+    as a RuntimeError)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(run_dir).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _crashed(info: RunInfo, e: BaseException) -> int:
+    traceback.print_exc()
+    info.finish_quietly("failed", error=f"{type(e).__name__}: {e}")
     return 1
 
 
@@ -436,18 +536,23 @@ def _restore_rng(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, parts: Components, final: bool) -> None:
-    """Adapter + optimizer (backend.save), then trainer_state.json atomically, pointing at them.
+    """Adapter + optimizer (backend.save) and this state, in a new dir; then trainer_state.json.
 
-    trainer_state.json is written last, so a kill during the adapter write leaves the previous
-    checkpoint in force."""
-    name = "final" if final else f"checkpoint_step_{step + 1}"
-    rel = Path("adapter") / name
-    reference = parts.ctx.backend.save(str(run_dir / rel))
+    The dir is filled under a temporary parent (adapter/.partial/<name>: the backend sees the
+    final name, which tinker gives its service checkpoint) and renamed into place once it holds
+    everything, with its own record of the state and of every file's size (retrain/checkpoints.py
+    checks them on resume); trainer_state.json is written last. So a kill or a full disk at any
+    point leaves the previous checkpoint in force, never a half-written one."""
+    name = checkpoint_dir_name(step, final)
+    rel = f"{ADAPTER_DIR}/{name}"
+    partial = run_dir / ADAPTER_DIR / ".partial" / name
+    shutil.rmtree(partial, ignore_errors=True)
+    reference = parts.ctx.backend.save(str(partial))
     state = {
         "step": step,
-        "checkpoint": str(rel),
+        "checkpoint": rel,
         "backend_checkpoint": reference,  # e.g. the tinker:// path of the weights + optimizer state
-        "optimizer": reference or str(rel / "optimizer.pt"),
+        "optimizer": reference or f"{rel}/optimizer.pt",
         "cursor": parts.cursor.state_dict(),
         "sepa": parts.ctx.sepa.state_dict(),
         "backpressure": parts.bp.state_dict(),
@@ -455,14 +560,33 @@ def save_checkpoint(run_dir: Path, step: int, parts: Components, final: bool) ->
         "rng": _rng_state(),
         "saved_at": now_iso(),
     }
+    write_json_atomic(partial / TRAINER_STATE, {**state, "files": file_sizes(partial)})
+    _replace_dir(partial, run_dir / rel)
+    with contextlib.suppress(OSError):
+        partial.parent.rmdir()  # adapter/.partial, empty again
     write_json_atomic(run_dir / TRAINER_STATE, state)
 
 
-def _set_aside_rows_after(run_dir: Path, last_step: int) -> None:
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put `new` at `dest`. A dir cannot be swapped atomically, so an old `dest` (adapter/final of
+    a run extended past its first max_steps) is renamed aside first and removed after."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        new.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(dest)
+
+
+def _set_aside_rows_after(run_dir: Path, last_step: int) -> int:
     """Rows logged after the last checkpoint will be logged again by the resumed run. Move them to
-    `<file>.discarded.jsonl` (appended, never deleted) so metrics.jsonl reads like one clean run."""
+    `<file>.discarded.jsonl` (appended, never deleted) so metrics.jsonl reads like one clean run.
+    Returns how many metrics.jsonl rows were moved."""
     files = [run_dir / "metrics.jsonl", run_dir / "emergence" / "steps.jsonl",
              run_dir / "emergence" / "generations.jsonl", run_dir / "eval.jsonl"]
+    moved = 0
     for path in files:
         if not path.exists():
             continue
@@ -478,11 +602,14 @@ def _set_aside_rows_after(run_dir: Path, last_step: int) -> None:
             (keep if last_step >= 0 and step is not None and step <= last_step else drop).append(line)
         if not drop:
             continue
+        if path.name == "metrics.jsonl":
+            moved = len(drop)
         with open(path.with_suffix(".discarded.jsonl"), "a", encoding="utf-8") as f:
             f.writelines(line if line.endswith("\n") else line + "\n" for line in drop)
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(keep), encoding="utf-8")
         os.replace(tmp, path)
+    return moved
 
 
 class RunInfo:
@@ -513,14 +640,33 @@ class RunInfo:
         self.data["step"] = step
         self._write()
 
-    def finish(self, status: str, error: str | None = None) -> None:
+    def finish(self, status: str, error: str | None = None, step: int | None = None) -> None:
         self.data.update(status=status, finished_at=now_iso(), error=error)
+        if step is not None:
+            self.data["step"] = step
         self._write()
+
+    def finish_quietly(self, status: str, error: str | None = None) -> None:
+        """`finish` for error paths: a failure to record (the disk that filled up) is reported
+        on stderr and never replaces the error being handled."""
+        try:
+            self.finish(status, error=error)
+        except OSError as e:
+            warn(f"could not record status {status!r} in {self.path}: {e}")
 
     def _write(self) -> None:
         self.data["updated_at"] = now_iso()
-        if self.path.parent.exists():
+        if not self.path.parent.exists():
+            return
+        try:
             write_json_atomic(self.path, self.data)
+        except OSError as first:
+            # On a full disk the atomic write cannot create its temporary file, but run.json can
+            # still be overwritten where it lies (no new blocks): a truthful status beats "running".
+            try:
+                overwrite_json_in_place(self.path, self.data)
+            except OSError:
+                raise first from None
 
 
 def make_wandb_sink(cfg: Config, run_dir: Path, info: RunInfo) -> WandbSink:

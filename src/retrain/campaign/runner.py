@@ -36,6 +36,7 @@ from retrain.campaign.executors import (
 from retrain.campaign.manifest import Manifest, new_manifest, run_entry
 from retrain.errors import RetrainError
 from retrain.jsonio import now_iso, write_json_atomic
+from retrain.locks import DirLock, dir_lock
 
 EXIT_INTERRUPTED = 130
 
@@ -58,24 +59,26 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
     for run_cfg in distinct.values():
         preflight(run_cfg)
     campaign_dir = make_campaign_dir(Path(cfg.campaign.log_root))
-    (campaign_dir / "campaign.toml").write_text(config_to_toml(cfg), encoding="utf-8")
-    entries = [prepare_run_dir(campaign_dir, spec) for spec in specs]
-    # The manifest is written last: a dir without one is a setup that never finished, not a campaign.
-    manifest = Manifest.create(
-        campaign_dir,
-        new_manifest(
-            config_path=str(Path(config_path).resolve()) if config_path else None,
-            conditions=list(dict.fromkeys(spec.label for spec in specs)),
-            seeds=list(dict.fromkeys(spec.seed for spec in specs)),
-            max_steps=specs[0].config.training.max_steps,
-            executor=cfg.campaign.executor,
-            runs=entries,
-        ),
-    )
-    doc = manifest.snapshot()
-    print(f"Campaign: {len(doc['conditions'])} conditions x {len(doc['seeds'])} seeds = {len(entries)} runs, "
-          f"{doc['max_steps']} steps each, executor {cfg.campaign.executor} -> {campaign_dir}", flush=True)
-    return execute(manifest, executor or executor_for(cfg), SqueezeHook.from_config(cfg))
+    # Held from the first file on: a `retrain resume` of this dir started meanwhile stops at once.
+    with dir_lock(campaign_dir, "campaign"):
+        (campaign_dir / "campaign.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+        entries = [prepare_run_dir(campaign_dir, spec) for spec in specs]
+        # The manifest is written last: a dir without one is a setup that never finished, not a campaign.
+        manifest = Manifest.create(
+            campaign_dir,
+            new_manifest(
+                config_path=str(Path(config_path).resolve()) if config_path else None,
+                conditions=list(dict.fromkeys(spec.label for spec in specs)),
+                seeds=list(dict.fromkeys(spec.seed for spec in specs)),
+                max_steps=specs[0].config.training.max_steps,
+                executor=cfg.campaign.executor,
+                runs=entries,
+            ),
+        )
+        doc = manifest.snapshot()
+        print(f"Campaign: {len(doc['conditions'])} conditions x {len(doc['seeds'])} seeds = {len(entries)} runs, "
+              f"{doc['max_steps']} steps each, executor {cfg.campaign.executor} -> {campaign_dir}", flush=True)
+        return execute(manifest, executor or executor_for(cfg), SqueezeHook.from_config(cfg))
 
 
 def resume_campaign(campaign_dir: str | Path, *, executor: Executor | None = None) -> int:
@@ -84,9 +87,18 @@ def resume_campaign(campaign_dir: str | Path, *, executor: Executor | None = Non
     A run counts as completed only when its own run.json says so (the manifest may be stale after a
     kill); everything else goes through `retrain.run.resume`, which continues from the last checkpoint.
     """
+    manifest = Manifest.load(campaign_dir)
+    try:
+        lock = DirLock(manifest.campaign_dir, "campaign").acquire()
+    except OSError as e:
+        raise RetrainError(f"{manifest.campaign_dir}: cannot write to the campaign dir ({e.strerror or e})") from None
+    with lock:
+        return _resume_locked(Manifest.load(campaign_dir), executor)  # reread: the holder before us may have changed it
+
+
+def _resume_locked(manifest: Manifest, executor: Executor | None) -> int:
     from retrain.config import load_config
 
-    manifest = Manifest.load(campaign_dir)
     toml_path = manifest.campaign_dir / "campaign.toml"
     if not toml_path.is_file():
         raise RetrainError(f"{toml_path} is missing; the campaign dir is incomplete and cannot be resumed")
@@ -145,10 +157,16 @@ def prepare_run_dir(campaign_dir: Path, spec) -> dict:
 
 
 def sync_completed(manifest: Manifest) -> set[str]:
-    """Names of runs whose run.json says completed; their manifest entries are set to completed."""
+    """Names of runs whose run.json says completed and whose checkpoints prove it (run.json alone
+    can be edited: retrain/checkpoints.py); their manifest entries are set to completed."""
+    from retrain.checkpoints import is_complete
+
     done = set()
+    max_steps = manifest.snapshot().get("max_steps")
     for entry in manifest.runs:
-        if read_run_status(manifest.run_dir(entry["name"])) == "completed":
+        run_dir = manifest.run_dir(entry["name"])
+        if read_run_status(run_dir) == "completed" and (not isinstance(max_steps, int)
+                                                        or is_complete(run_dir, max_steps)):
             done.add(entry["name"])
             if entry["state"] != "completed":
                 manifest.update_run(entry["name"], state="completed", returncode=0)
@@ -191,6 +209,7 @@ def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None 
     names = only if only is not None else [e["name"] for e in manifest.runs]
     jobs = [Job(name, manifest.run_dir(name)) for name in names]
     clock: dict[str, float] = {}
+    stopped: list[str] = []  # runs an interrupt stopped (the executor reports them before re-raising)
 
     def on_start(job: Job) -> None:
         clock[job.name] = time.monotonic()
@@ -210,6 +229,8 @@ def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None 
             job.name, state=outcome.state, returncode=outcome.returncode, finished_at=now_iso(),
             elapsed_s=round((manifest.run(job.name)["elapsed_s"] or 0.0) + spent, 3), error=outcome.error,
         )  # fmt: skip
+        if outcome.state == "interrupted":
+            stopped.append(job.name)
         note = f" ({outcome.error})" if outcome.error else ""
         print(f"[campaign] {entry['state']:<9} {job.name} in {spent:.1f}s{note}", flush=True)
         if outcome.state == "completed" and squeeze is not None:
@@ -220,8 +241,8 @@ def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None 
             if jobs:  # nothing to do must not start a Ray cluster
                 executor.run(jobs, on_start, on_finish)
         except KeyboardInterrupt:
-            stopped = manifest.mark_running_as("interrupted")
-            print(f"\nInterrupted ({len(stopped)} run(s) stopped). Continue with: "
+            stopped.extend(manifest.mark_running_as("interrupted"))
+            print(f"\nInterrupted ({len(set(stopped))} run(s) stopped). Continue with: "
                   f"retrain resume {manifest.campaign_dir}", flush=True)
             return EXIT_INTERRUPTED
     return summarize(manifest)
