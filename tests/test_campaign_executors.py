@@ -306,3 +306,22 @@ def test_ray_task_without_shared_run_dir_fails_with_a_clear_error(tmp_path: Path
     RayExecutor(device="cpu").run([job], rec.on_start, rec.on_finish)
     outcome = rec.finished["gone_s1"]
     assert outcome.state == "failed" and "shared" in outcome.error and "log_root" in outcome.error
+
+
+def test_child_runs_do_not_import_modules_from_the_working_directory(tmp_path: Path, monkeypatch):
+    """A `tomli_w.py` in the cwd was imported by `python -m retrain` children (issue #11 item 9)."""
+    from retrain.campaign.executors import resume_command
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    marker = tmp_path / "shadowed"
+    (cwd / "tomli_w.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise ImportError('shadow')\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text('[training]\nmax_steps = "many"\n')  # config.py (imports tomli_w) loads it
+    monkeypatch.chdir(cwd)
+    rec = Recorder()
+    ProcessExecutor(command=resume_command).run([Job("r_s1", run_dir)], rec.on_start, rec.on_finish)
+    assert not marker.exists()
+    assert rec.finished["r_s1"].returncode == 2  # the config error, reported by the real retrain
+    assert "[training].max_steps" in (run_dir / "stderr.log").read_text()

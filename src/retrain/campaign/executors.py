@@ -87,8 +87,12 @@ def classify(returncode: int | None, run_status: str | None) -> str:
 
 
 def resume_command(run_dir: Path) -> list[str]:
-    """The child command that starts or continues one run: `python -m retrain resume RUN_DIR`."""
-    return [sys.executable, "-m", "retrain", "resume", str(run_dir)]
+    """The child command that starts or continues one run: `python -P -m retrain resume RUN_DIR`.
+
+    `-P`: `python -m` would put the working directory first on sys.path, so a stray `tomli_w.py`
+    or `torch.py` there would be imported instead of the installed package. Plugins named in the
+    TOML still resolve from the working directory (retrain/rl/registry.py appends it, last)."""
+    return [sys.executable, "-P", "-m", "retrain", "resume", str(run_dir)]
 
 
 def resolve_workers(max_workers: int, n_jobs: int, cpu_count: int) -> int:
