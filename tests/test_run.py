@@ -85,6 +85,16 @@ def test_run_dir_holds_every_file_and_metric(three_step_run: Path):
     assert load_config(d / "config.toml").logging.log_dir == str(d)
 
 
+def test_every_file_of_a_run_gets_the_umask_mode(three_step_run: Path):
+    """Adapter weights were 0600 (safetensors) beside 0644 JSON (issue #11 item 9)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(three_step_run).as_posix(): p.stat().st_mode & 0o777
+             for p in three_step_run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert modes["adapter/final/adapter_model.safetensors"] == 0o666 & ~umask
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
 def test_metrics_are_consistent(three_step_run: Path):
     rows = read_jsonl(three_step_run / "metrics.jsonl")
     steps = read_jsonl(three_step_run / "emergence/steps.jsonl")

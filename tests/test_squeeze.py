@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
 import sys
 import types
@@ -200,6 +201,17 @@ def test_compress_scales_alpha_and_keeps_scaled_update(known_adapter, tmp_path):
     # q_proj has rank 2 already: 2·B'A' (new alpha/r) equals 2·BA exactly
     torch.testing.assert_close(new[key_b] @ new[key_a], src[key_b] @ src[key_a], atol=1e-5, rtol=1e-5)
     assert json.loads((out / "squeeze.json").read_text())["rank"] == 2
+
+
+def test_compressed_adapter_gets_the_umask_modes(known_adapter, tmp_path):
+    old = os.umask(0o027)
+    try:
+        out = compress_adapter(known_adapter, 2, tmp_path / "r2")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o750  # mkdtemp alone gives 0700
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "adapter_model.safetensors": 0o640, "adapter_config.json": 0o640, "squeeze.json": 0o640}
 
 
 def test_compress_non_integer_alpha_stays_exact(tmp_path):

@@ -38,13 +38,28 @@ def write_json_atomic(path: Path | str, obj: object) -> None:
             os.fsync(f.fileno())
         # mkstemp makes the file 0600; give it the mode a plain open() would (umask applied), so
         # `retrain status` or a report run by another user on a shared cluster can read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open() / mkdir() gives under the current umask (0644 / 0755 with umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def apply_default_modes(root: Path | str) -> None:
+    """Give `root` and everything under it the umask-based default mode. Writers that go through a
+    temporary file or dir (mkstemp, mkdtemp, safetensors) leave 0600 / 0700, which locks a shared
+    cluster's other users (and their `retrain status`, reports, squeeze) out of a run's adapters."""
+    root = Path(root)
+    for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if not path.is_symlink():
+            os.chmod(path, default_mode(path.is_dir()))
 
 
 def read_json(path: Path | str) -> dict:

@@ -48,7 +48,7 @@ from retrain.config import (
 from retrain.data import Dataset, Example, load_dataset
 from retrain.data.cursor import Cursor
 from retrain.errors import RetrainError
-from retrain.jsonio import now_iso, overwrite_json_in_place, read_json, write_json_atomic
+from retrain.jsonio import apply_default_modes, now_iso, overwrite_json_in_place, read_json, write_json_atomic
 from retrain.locks import LOCK_NAME, DirLock
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
 from retrain.rewards import make_scorer
@@ -548,6 +548,7 @@ def save_checkpoint(run_dir: Path, step: int, parts: Components, final: bool) ->
     partial = run_dir / ADAPTER_DIR / ".partial" / name
     shutil.rmtree(partial, ignore_errors=True)
     reference = parts.ctx.backend.save(str(partial))
+    apply_default_modes(partial)  # safetensors writes 0600; the JSON beside it is 0644 (with umask 022)
     state = {
         "step": step,
         "checkpoint": rel,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from retrain.errors import RetrainError
+from retrain.jsonio import apply_default_modes
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -375,6 +376,7 @@ def compress_adapter(path: str | os.PathLike[str], rank: int, output: str | os.P
         (staging / ADAPTER_CONFIG).write_text(json.dumps(new_config, indent=2, sort_keys=True) + "\n")
         provenance = {"source_adapter": str(root), "source_rank": source_rank, "rank": rank}
         (staging / "squeeze.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        apply_default_modes(staging)  # mkdtemp made it 0700, safetensors 0600: readable like any other output
         os.rename(staging, out)  # fails (rather than merging) if `out` appeared meanwhile
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
