@@ -9,7 +9,8 @@
 Verbs implemented elsewhere are imported only when invoked, so `retrain --help` and
 `retrain explain` never pay for torch, pandas or matplotlib. Each such module exposes
 `register(subparsers)`, which adds its subparser(s) with `set_defaults(func=callable(args) -> int)`.
-Exit codes: 0 ok, 1 the work failed, 2 bad usage or config (nothing started), 130 interrupted.
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or config (nothing started), 130 interrupted,
+141 the output was closed early (`| head`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -26,6 +28,8 @@ from typing import Any
 
 from retrain import __version__
 from retrain.errors import RetrainError
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports for `yes`
 
 # Verbs in help order, with their one-line help.
 VERB_HELP = {
@@ -62,7 +66,8 @@ run (no verb word):
     Overrides use dotted TOML paths (--training.lr 1e-4, --model.name=Qwen/Qwen3-4B);
     aliases: --seed, --max-steps, --lr, --wandb-project.
 
-exit codes: 0 ok, 1 the work failed, 2 bad usage or config (nothing was started), 130 interrupted
+exit codes: 0 ok, 1 the work failed, 2 bad usage or config (nothing was started), 130 interrupted,
+  141 the output was closed early (e.g. `| head`)
 """
 
 
@@ -75,13 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # resumable state, so take it back. Only for the console entry point, not library calls.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at interpreter exit
+        return code
     except RetrainError as e:
         print(f"retrain: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("retrain: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`retrain status --json | head`): not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not raise again, and exit like a
+        # Unix tool killed by SIGPIPE.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured)
+            pass
+        return EXIT_BROKEN_PIPE
     except SystemExit as e:  # argparse: --help (0) and usage errors (2)
         if e.code is None or isinstance(e.code, int):
             return e.code or 0

@@ -31,7 +31,7 @@ def _print_warnings(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
             finally:
                 for w in caught:
                     if issubclass(w.category, UserWarning):
-                        print(f"warning: {w.message}", file=sys.stderr)
+                        print(f"retrain: warning: {w.message}", file=sys.stderr)
     return wrapper
 
 
@@ -131,13 +131,13 @@ def run_litmus(args: argparse.Namespace) -> int:
     try:
         return _litmus(args)
     except RetrainError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"retrain: error: {err}", file=sys.stderr)  # the prefix every other verb prints
         return LITMUS_ERROR_EXIT
     except Exception as err:  # noqa: BLE001 — a crash must not read as FAILED (1) or INCONCLUSIVE (2)
         import traceback
 
         traceback.print_exc()
-        print(f"error: litmus crashed: {err!r}", file=sys.stderr)
+        print(f"retrain: error: litmus crashed: {err!r}", file=sys.stderr)
         return LITMUS_ERROR_EXIT
 
 
@@ -210,7 +210,7 @@ def run_plot(args: argparse.Namespace) -> int:
         runs = load_campaign_runs(single, columns)
         default_out = single / "plots" / f"{args.metric}.png"
     else:
-        runs = resolve_arm(args.inputs, None, "inputs", columns=columns)
+        runs = resolve_arm(args.inputs, None, "plot", columns=columns)
         default_out = Path(f"{args.metric}.png")
     if not runs:
         raise RetrainError(f"{single}: no run has logged a step yet; nothing to plot.")

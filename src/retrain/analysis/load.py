@@ -357,7 +357,7 @@ def campaign_run_dirs(campaign_dir: str | Path) -> list[Path]:
     runs_root = campaign_dir / "runs"
     if not runs_root.is_dir():
         raise RetrainError(f"{campaign_dir}: not a campaign directory (no runs/ folder). Pass a "
-                           f"campaign dir such as logs/campaign_YYYYmmdd_HHMMSS, or run dirs with --baseline/--candidate.")
+                           f"campaign dir such as logs/campaign_YYYYmmdd_HHMMSS.")
     return sorted(p for p in runs_root.iterdir()
                   if p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "metrics.jsonl").is_symlink()))
 
@@ -462,6 +462,12 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
     each run's first row) saves reading the campaign again for the second arm; with `labels`, only
     the runs of the chosen conditions are loaded.
     """
+    # Name what the user typed: the --baseline/--candidate flags of compare and litmus, or plot's
+    # positional inputs (which have no flag to name).
+    flags = arm in ("baseline", "candidate")
+    where = (lambda spec: f"--{arm} {spec!r}") if flags else repr
+    usage = ("retrain compare CAMPAIGN --baseline COND --candidate COND" if flags
+             else "retrain plot CAMPAIGN, or retrain plot RUN_DIR ... (globs work too)")
     runs: list[Run] = []
     for spec in specs:
         if _has_glob(spec):
@@ -469,7 +475,7 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
             if not matches and campaign_dir is not None:
                 matches = sorted(Path(p) for p in glob.glob(str(Path(campaign_dir) / "runs" / spec)) if Path(p).is_dir())
             if not matches:
-                raise RetrainError(f"--{arm} {spec!r}: no run directory matches this glob. Check the path "
+                raise RetrainError(f"{where(spec)}: no run directory matches this glob. Check the path "
                                    f"(e.g. 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*').")
             runs.extend(load_runs(matches, columns))
         elif Path(spec).is_dir() and (Path(spec) / "metrics.jsonl").exists():
@@ -483,26 +489,29 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
                 known = set(labels.values())
             if not chosen:
                 known = sorted(known)
-                raise RetrainError(f"--{arm} {spec!r}: no run of this condition in {campaign_dir}. "
+                raise RetrainError(f"{where(spec)}: no run of this condition in {campaign_dir}. "
                                    f"Conditions there: {', '.join(known) or 'none'}.")
             runs.extend(chosen)
         elif Path(spec).is_dir():
-            raise RetrainError(f"--{arm} {spec}: this directory has no metrics.jsonl, so it is not a run dir. "
-                               f"To compare conditions of a campaign, pass the campaign dir first: "
-                               f"retrain compare CAMPAIGN --baseline COND --candidate COND.")
+            raise RetrainError(f"{where(spec)}: this directory has no metrics.jsonl, so it is not a run dir. "
+                               + ("To compare conditions of a campaign, pass the campaign dir first: " if flags
+                                  else "Pass a campaign dir (with runs/) or run dirs: ") + f"{usage}.")
         else:
-            raise RetrainError(f"--{arm} {spec!r}: no such run directory. Pass run dirs or globs, or a "
-                               f"campaign dir first and condition labels: retrain compare CAMPAIGN --baseline COND --candidate COND.")
+            raise RetrainError(f"{where(spec)}: no such run directory. Pass run dirs or globs"
+                               + (", or a campaign dir first and condition labels: " if flags else " or a campaign dir: ")
+                               + f"{usage}.")
     seen: dict[Path, Run] = {}
     for r in runs:
         seen.setdefault(r.run_dir.resolve(), r)
     runs = list(seen.values())
     empty = [r.name for r in runs if not r.num_steps]
     if empty:
-        warnings.warn(f"--{arm}: runs with no metric rows were left out: {', '.join(empty)}", stacklevel=2)
+        warnings.warn(f"{f'--{arm}: ' if flags else ''}runs with no metric rows were left out: {', '.join(empty)}",
+                      stacklevel=2)
         runs = [r for r in runs if r.num_steps]
     if not runs:
-        raise RetrainError(f"--{arm}: no runs with logged steps. Check that the runs have started (metrics.jsonl is not empty).")
+        raise RetrainError(f"{f'--{arm}: ' if flags else ''}no runs with logged steps. "
+                           "Check that the runs have started (metrics.jsonl is not empty).")
     return runs
 
 
