@@ -37,17 +37,20 @@ class Part:
     install: str
 
 
+# Install commands name retrain's own extras (pyproject.toml), so the version floors live in one
+# place; tests/test_doctor.py checks every command against pyproject.toml. A vLLM server is not
+# listed: it runs as its own service (often on another machine, with its own torch), not in this venv.
 PARTS = (
-    Part("wandb", "wandb", "wandb", "metrics to Weights & Biases ([logging] wandb_project)", "pip install 'wandb>=0.17'"),
-    Part("ray", "ray", "ray", 'campaign executor = "ray" (local or cluster)', "pip install 'ray[default]>=2.30'"),
+    Part("wandb", "wandb", "wandb", "metrics to Weights & Biases ([logging] wandb_project)", "pip install 'retrain[wandb]'"),
+    Part("ray", "ray", "ray", 'campaign executor = "ray" (local or cluster)', "pip install 'retrain[ray]'"),
+    Part("datasets", "datasets", "datasets", 'data sources "gsm8k" and "math" from the Hugging Face hub '
+         "(without [data].path)", "pip install 'retrain[datasets]'"),
     Part("tinker", "tinker", "tinker", '[backend] backend = "tinker" (the hosted Tinker service)',
          "pip install 'retrain[tinker]'"),
     Part("math-verify", "math-verify", "math_verify", '[reward] type = "math" (symbolic answer check)',
          "pip install 'math-verify>=0.7'"),
-    Part("vllm", "vllm", "vllm", '[inference] engine = "openai" served by `vllm serve --enable-lora` (GPU)',
-         "pip install vllm"),
     Part("reasoning-gym", "reasoning-gym", "reasoning_gym", 'data source "reasoning_gym:<task>" (~100 tasks)',
-         "pip install 'reasoning-gym>=0.1.20'"),
+         "pip install 'retrain[reasoning-gym]'"),
     Part("gguf", "gguf", "gguf", "reading the SmolLM2 GGUF for its one-time conversion", "pip install 'gguf>=0.10'"),
 )
 

@@ -43,7 +43,7 @@ def hub_rows(name: str, config: str | None, split: str, source: str) -> list[dic
     except ImportError:
         raise RetrainError(
             f"[data].source = {source!r} without [data].path loads {name} from the Hugging Face hub "
-            f"with the `datasets` package, which is not installed: pip install datasets, {fix}"
+            f"with the `datasets` package, which is not installed: pip install 'retrain[datasets]', {fix}"
         ) from None
     try:
         rows = datasets.load_dataset(name, config, split=split)
