@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,32 @@ def test_litmus_errors_carry_the_retrain_prefix(tmp_path: Path, capsys):
     assert main(["litmus", "--baseline", str(tmp_path / "a"), "--candidate", str(tmp_path / "b")]) == 3
     err = capsys.readouterr().err
     assert err.startswith("retrain: error: --baseline")
+
+
+def test_status_eta_counts_held_out_evals(tmp_path: Path):
+    """Evals run between steps, outside step_time_s: the ETA left them out."""
+    from retrain.campaign.status import run_status
+
+    rows = [{"step": s, "step_time_s": 1.0, **({"eval_time_s": 5.0} if s in (4, 9) else {})} for s in range(10)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "max_steps": 20, "step": 9}))
+    status = run_status(tmp_path)
+    assert status.eta_s == 10 * (1.0 + 10.0 / 10)  # 10 steps left, each with its share of eval time
+    assert status.elapsed_s == 10 * 1.0 + 2 * 5.0
+
+
+def test_a_run_says_when_it_evaluates_and_what_to_do_next(tmp_path: Path, capsys):
+    from runutil import write_tiny_config
+
+    from retrain.config import load_config
+    from retrain.run import train
+
+    log_dir = tmp_path / "run"
+    assert train(load_config(write_tiny_config(tmp_path / "r.toml", log_dir, steps=2))) == 0
+    out = capsys.readouterr().out
+    assert "eval (the base model): greedy answers to 4 held-out prompts ..." in out
+    assert "eval (after step 1): " in out and "% correct (" in out
+    assert f"Next: retrain plot {log_dir}" in out
+    assert main(["plot", str(log_dir), "--out", str(tmp_path / "curve.png")]) == 0  # the suggestion works
+    rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0].get("eval_time_s") is None and rows[1]["eval_time_s"] > 0

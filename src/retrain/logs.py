@@ -138,6 +138,13 @@ class ConsoleSink:
         else:
             print(line, file=self.stream, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line that is not a step (held-out eval, the next command), above the bar on a terminal."""
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()

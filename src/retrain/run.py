@@ -26,6 +26,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -252,11 +253,12 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         if state:
             restore_components(parts, run_dir, state)
         info.start(start_step - 1)
-        sinks = [JsonlSink(run_dir, cfg.logging.log_generations),
-                 ConsoleSink(f"{cfg.condition} s{cfg.training.seed}", cfg.training.max_steps, start_step)]
+        console = ConsoleSink(f"{cfg.condition} s{cfg.training.seed}", cfg.training.max_steps, start_step)
+        sinks = [JsonlSink(run_dir, cfg.logging.log_generations), console]
         if cfg.logging.wandb_project and cfg.logging.wandb_mode != "disabled":
             sinks.append(make_wandb_sink(cfg, run_dir, info))
-        evaluator = Evaluator(cfg, parts.ctx.backend, parts.ctx.scorer, parts.data.eval, JsonlFile(run_dir / "eval.jsonl"))
+        evaluator = Evaluator(cfg, parts.ctx.backend, parts.ctx.scorer, parts.data.eval, JsonlFile(run_dir / "eval.jsonl"),
+                              say=console.note)
         if start_step == 0:
             evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
 
@@ -270,6 +272,7 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
             stop = None
             if evaluator.due(step):
                 try:
+                    # eval_time_s goes in the row too, so `retrain status` counts it in its ETA
                     row.update(evaluator.run(after_step=step, num_updates=parts.counters.num_updates))
                 except EngineUnavailable as e:  # the step itself finished: log it, checkpoint it
                     stop = e
@@ -288,6 +291,8 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
               f"running correct rate {running:.1%}; logs in {run_dir}")
         outcome = "success"
+        if not (run_dir.parent.parent / "manifest.json").is_file():  # a campaign says it once, for all its runs
+            print(next_steps_text(run_dir), flush=True)
         return 0
     except EngineUnavailable as e:  # before step start_step (the base model's eval): nothing to checkpoint
         info.finish("failed", error=str(e))
@@ -333,6 +338,13 @@ def _stop_resumably(run_dir: Path, last_step: int, parts: Components, info: RunI
     print(f"retrain: {error}\nretrain: stopped after step {last_step} (checkpointed); continue with "
           f"`retrain resume {run_dir}` once the sampling server is back", flush=True)
     return 1
+
+
+def next_steps_text(run_dir: Path) -> str:
+    """What to do with a finished run: the commands a new user would otherwise have to look up."""
+    return (f"Next: retrain plot {run_dir}   (learning curve, PNG + SVG)\n"
+            f"      retrain compare --baseline {run_dir} --candidate OTHER_RUN   (is another run better?)\n"
+            f"      retrain squeeze {run_dir / ADAPTER_DIR / 'final'}   (how much LoRA rank it used)")
 
 
 def _out_of_space(e: BaseException, run_dir: Path) -> bool:
@@ -415,8 +427,10 @@ EVAL_SEED_SALT = 0x5EED_E7A1  # the eval's sampling stream differs from every tr
 
 
 def eval_keys(cfg: Config) -> tuple[str, ...]:
-    """The eval metrics every metrics row carries (null except on eval steps): pass@k and mean@k only with k > 1."""
-    return ("eval_correct_rate", "eval_pass_at_k", "eval_mean_at_k") if cfg.eval.k > 1 else ("eval_correct_rate",)
+    """The eval metrics every metrics row carries (null except on eval steps): pass@k and mean@k only
+    with k > 1; eval_time_s always."""
+    keys = ("eval_correct_rate", "eval_pass_at_k", "eval_mean_at_k") if cfg.eval.k > 1 else ("eval_correct_rate",)
+    return (*keys, "eval_time_s")  # time spent outside step_time_s: `retrain status` adds it to the ETA
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -442,7 +456,8 @@ class Evaluator:
     """Held-out accuracy on prompts the run never trains on (`[eval]`): greedy, and with `k` > 1
     also pass@k and mean@k over k completions sampled at `[eval].temperature`."""
 
-    def __init__(self, cfg: Config, backend: Backend, scorer: Scorer, examples: list[Example], out: JsonlFile):
+    def __init__(self, cfg: Config, backend: Backend, scorer: Scorer, examples: list[Example], out: JsonlFile,
+                 say: Callable[[str], None] | None = None):
         self.every = cfg.eval.every
         self.last_step = cfg.training.max_steps - 1
         self.examples = examples[: cfg.eval.num_examples]
@@ -454,6 +469,7 @@ class Evaluator:
                                       temperature=cfg.eval.temperature or cfg.training.temperature)
         self.seed = cfg.training.seed
         self.keys = eval_keys(cfg)
+        self.say = say or (lambda text: None)
         self.enabled = self.every > 0 and bool(self.examples)
 
     def due(self, step: int) -> bool:
@@ -475,6 +491,9 @@ class Evaluator:
         """The eval metrics after `after_step` (-1: the base model), also appended to eval.jsonl."""
         if not self.enabled:
             return dict.fromkeys(self.keys)
+        # Held-out evals take as long as several steps: say so, or the run looks stuck.
+        when = "the base model" if after_step < 0 else f"after step {after_step}"
+        self.say(f"eval ({when}): greedy answers to {len(self.examples)} held-out prompts ...")
         t0 = time.perf_counter()
         prompts = [ex.prompt for ex in self.examples]
         out: dict[str, float | None] = dict.fromkeys(self.keys)
@@ -492,7 +511,11 @@ class Evaluator:
             out["eval_mean_at_k"] = mean_at_k(correct_P, self.k)
             row.update({"eval_pass_at_k": out["eval_pass_at_k"], "eval_mean_at_k": out["eval_mean_at_k"],
                         "eval_k": self.k, "eval_temperature": params.temperature})
-        self.out.append({**row, "num_examples": len(prompts), "eval_time_s": time.perf_counter() - t0})
+        out["eval_time_s"] = time.perf_counter() - t0
+        self.out.append({**row, "num_examples": len(prompts), "eval_time_s": out["eval_time_s"]})
+        correct = round(out["eval_correct_rate"] * len(prompts))
+        self.say(f"eval ({when}): {out['eval_correct_rate']:.1%} correct ({correct}/{len(prompts)}) "
+                 f"in {out['eval_time_s']:.1f}s")
         return out
 
 

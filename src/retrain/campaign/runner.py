@@ -253,7 +253,9 @@ def summarize(manifest: Manifest) -> int:
     runs = manifest.runs
     bad = [e for e in runs if e["state"] != "completed"]
     if not bad:
-        print(f"All {len(runs)} runs completed. Results in {manifest.campaign_dir}", flush=True)
+        print(f"All {len(runs)} runs completed. Results in {manifest.campaign_dir}\n"
+              f"Next: retrain report {manifest.campaign_dir}   (curves, significance tests, litmus, power: one page)\n"
+              f"      retrain plot {manifest.campaign_dir}   (learning curves only)", flush=True)
         return 0
     print(f"{len(bad)}/{len(runs)} runs did not complete: "
           + ", ".join(f"{e['name']} ({e['state']})" for e in bad), flush=True)

@@ -51,8 +51,8 @@ class RunStatus:
     max_steps: int | None
     correct_rate: float | None  # the latest metrics row's
     state: str  # done | running | failed | interrupted | stale | pending
-    elapsed_s: float  # Σ step_time_s over logged steps (training time, across resumes)
-    eta_s: float | None  # median step time × steps left; 0 when done, None when unknown
+    elapsed_s: float  # Σ step_time_s + eval_time_s over logged steps (training time, across resumes)
+    eta_s: float | None  # (median step time + eval time per step) × steps left; 0 when done, None when unknown
     median_step_s: float | None
     updated_at: str | None
     error: str | None = None
@@ -168,16 +168,16 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def read_progress(run_dir: Path) -> tuple[dict, Columns | None, LogProblems]:
-    """(first metrics row, the step_time_s and correct_rate columns, what was skipped) of a run.
+    """(first metrics row, the step_time_s, correct_rate and eval_time_s columns, what was skipped) of a run.
 
-    Only two keys of each row are parsed (`retrain.logfiles.read_columns`), so a million-row
+    Only three keys of each row are parsed (`retrain.logfiles.read_columns`), so a million-row
     run refreshes in about a second, and a damaged file (a link to /dev/zero, NaN steps, a label
     with a lone surrogate) is skipped and counted, never read without bound.
     """
     path = run_dir / "metrics.jsonl"
     problems = LogProblems(path)
     try:
-        cols = read_columns(path, ["step_time_s", "correct_rate"], problems=problems)
+        cols = read_columns(path, ["step_time_s", "correct_rate", "eval_time_s"], problems=problems)
     except FileNotFoundError:
         return {}, None, problems
     head = LogProblems(path)
@@ -233,6 +233,10 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     times_S = cols.values["step_time_s"] if has_rows else None
     times = [float(t) for t in times_S[np.isfinite(times_S) & (times_S >= 0)]] if has_rows else []
     median = statistics.median(times) if times else None
+    # Held-out evals run between steps and are not in step_time_s; spread their time over the steps.
+    eval_S = cols.values["eval_time_s"] if has_rows else None
+    eval_total = float(eval_S[np.isfinite(eval_S) & (eval_S >= 0)].sum()) if has_rows else 0.0
+    eval_per_step = eval_total / len(cols.index) if has_rows else 0.0
     step = int(cols.index[-1]) if has_rows else _int(info.get("step"))
     max_steps = _int(info.get("max_steps")) or _int(default_max_steps)
     if max_steps is None:
@@ -256,7 +260,7 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     elif state == "failed" or steps_left is None:
         eta = None
     else:
-        eta = eta_seconds(steps_left, median)
+        eta = eta_seconds(steps_left, None if median is None else median + eval_per_step)
     rate = float(cols.values["correct_rate"][-1]) if has_rows else float("nan")
     seed = next((v for v in (_int(header.get("seed")), _int(info.get("seed")), _int(entry.get("seed")))
                  if v is not None), None)
@@ -269,7 +273,7 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
         max_steps=max_steps,
         correct_rate=rate if math.isfinite(rate) else None,
         state=state,
-        elapsed_s=float(sum(times)),
+        elapsed_s=float(sum(times)) + eval_total,
         eta_s=eta,
         median_step_s=median,
         updated_at=_text(info.get("updated_at")),
