@@ -70,3 +70,18 @@ def test_a_run_says_when_it_evaluates_and_what_to_do_next(tmp_path: Path, capsys
     assert main(["plot", str(log_dir), "--out", str(tmp_path / "curve.png")]) == 0  # the suggestion works
     rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[0].get("eval_time_s") is None and rows[1]["eval_time_s"] > 0
+
+
+def test_explain_lists_the_plugins_a_config_would_import(tmp_path: Path, capsys):
+    """Plugins run code (issue #11 item 9): explain says so, and which ones, without importing them."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[reward]\ntype = "custom"\ncustom = "not_imported_by_explain:score"\n'
+                   '[algorithm]\nadvantage_mode = "my_adv:fn"\n[backend]\ndevice = "cpu"\n')
+    assert main(["explain", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "runs with your permissions" in out
+    assert "#   reward.custom = not_imported_by_explain:score" in out and "#   algorithm.advantage_mode = my_adv:fn" in out
+    assert main(["explain", str(cfg), "--json"]) == 0
+    plugins = json.loads(capsys.readouterr().out)["plugins"]
+    assert {"key": "reward.custom", "path": "not_imported_by_explain:score"} in plugins
+    assert all(p["key"] != "backend.device" for p in plugins)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -130,6 +131,30 @@ def _campaign_warnings(cfg: Config) -> list[str]:
     return out
 
 
+# "package.module:function" (retrain/plugins.py); URLs ("http://h:8000/v1") and devices ("cuda:0") do not match.
+_PLUGIN_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def plugin_paths(cfg: Config) -> list[dict[str, str]]:
+    """Every `module:function` value in the config (campaign conditions included), as
+    {"key": "reward.custom", "path": "my_rewards:score"}: code a run would import."""
+    found: list[dict[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(value, str) and _PLUGIN_RE.fullmatch(value):
+            if {"key": key, "path": value} not in found:
+                found.append({"key": key, "path": value})
+
+    walk(config_to_dict(cfg), "")
+    return found
+
+
 def _tail_rows(log_dir: str | Path, tail_bytes: int = 256_000) -> list[dict]:
     """The rows of a prior run's metrics.jsonl in its last `tail_bytes` ([] when there is none)."""
     path = Path(log_dir) / "metrics.jsonl"
@@ -241,6 +266,7 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
         episodes_per_run=runs[0]["episodes"] if runs and len({r["episodes"] for r in runs}) == 1 else None,
         total_episodes=sum(r["episodes"] for r in runs),
         warnings=warnings,
+        plugins=plugin_paths(cfg),
     )
     if cfg.backpressure.enabled and runs:
         info["warnings"].append("backpressure is enabled: batch_size changes during the run, so episode counts are nominal")
@@ -317,6 +343,10 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
         for label in info["conditions"]:
             seeds = " ".join(str(r["seed"]) for r in info["runs"] if r["condition"] == label)
             lines.append(f"#   {label:<{width}}  seeds {seeds}")
+    if info.get("plugins"):
+        lines += ["", "# plugins: Python code this config imports and runs with your permissions, as",
+                  "# `python FILE.py` would; run only configs whose plugins you trust"]
+        lines += [f"#   {p['key']} = {p['path']}" for p in info["plugins"]]
     lines += ["", "# warnings" if info["warnings"] else "# warnings: none"]
     lines += [f"#   - {w}" for w in info["warnings"]]
     return "\n".join(lines) + "\n"
