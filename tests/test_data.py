@@ -194,7 +194,7 @@ def test_gsm8k_from_the_hub_uses_split_and_eval_split(fake_hub):
 @pytest.mark.parametrize("source", ["gsm8k", "math"])
 def test_hub_sources_without_datasets_say_how_to_fix(monkeypatch, source):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
-    with pytest.raises(RetrainError, match=r"pip install datasets.*\[data\].path"):
+    with pytest.raises(RetrainError, match=r"pip install 'retrain\[datasets\]'.*\[data\].path"):
         load_dataset(data_cfg(source=source), eval_cfg(), seed=0)
 
 
@@ -284,11 +284,19 @@ def test_max_examples_truncates_train_only(tmp_path):
         (['{"prompt": "a", "answer": [1]}'], r"d\.jsonl:1: 'answer' must be a string"),
         (['{"prompt": "a", "answer": "1", "answer_format": "latex"}'], r"d\.jsonl:1: answer_format 'latex'"),
         ([], r"d\.jsonl has no rows"),
+        # issue #11 item 5: each of these was a traceback
+        (['{"prompt": "a", "answer": "1"}', b'{"prompt": "\xff\xfe", "answer": "1"}'],
+         r"d\.jsonl:2: not UTF-8 text \(byte 0xff at byte 13 of the line\); save the file as UTF-8"),
+        (['{"prompt": "a", "answer": ' + "9" * 5000 + "}"], r"d\.jsonl:1: a number with more than 4300 digits"),
+        (['{"prompt": "a", "answer": NaN}'], r"d\.jsonl:1: NaN is not JSON"),
+        (['{"prompt": "a", "answer": -Infinity}'], r"d\.jsonl:1: -Infinity is not JSON"),
+        (['{"prompt": "a", "answer": 1e999}'], r"d\.jsonl:1: 'answer' is inf"),
+        (['{"prompt": "a", "answer": ' + "[" * 100_000 + "]" * 100_000 + "}"], r"d\.jsonl:1: JSON nested too deeply"),
     ],
 )
 def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
     path = tmp_path / "d.jsonl"
-    path.write_text("\n".join(lines))
+    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines))
     with pytest.raises(RetrainError, match=message):
         load_dataset(data_cfg(source="jsonl", path=str(path)), eval_cfg(0), seed=0)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,23 +30,43 @@ RowParser = Callable[[dict[str, Any], str, int], Example]
 ANSWER_FORMATS = ("boxed", "number")
 
 
+def _reject_constant(name: str) -> float:
+    # Python's json reads NaN / Infinity, which JSON does not have and no answer can be.
+    raise ValueError(f"{name} is not JSON (and not a usable value); write it as a string if you mean the text")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; RetrainError naming file:line for bad JSON."""
+    """(line number, object) for each non-blank line; RetrainError naming file:line for a line that is
+    not UTF-8, not JSON (NaN and Infinity included), nested too deep, or holds a number Python will
+    not convert (over 4300 digits)."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as e:
         raise RetrainError(f"cannot read {path}: {e.strerror or e}") from e
     with handle:
-        for lineno, line in enumerate(handle, start=1):
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RetrainError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                    "line); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, parse_constant=_reject_constant)
             except json.JSONDecodeError as e:
                 raise RetrainError(
                     f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
                     "one JSON object"
                 ) from None
+            except ValueError as e:  # NaN / Infinity (above), or an integer past Python's digit limit
+                why = str(e) if "integer string conversion" not in str(e) else (
+                    f"a number with more than {sys.get_int_max_str_digits()} digits; write it as a string")
+                raise RetrainError(f"{path}:{lineno}: {why}") from None
+            except RecursionError:
+                raise RetrainError(f"{path}:{lineno}: JSON nested too deeply to read; flatten the row") from None
             if not isinstance(row, dict):
                 raise RetrainError(
                     f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}"
@@ -75,6 +97,8 @@ def require_str(row: dict[str, Any], key: str, where: str, expected: str) -> str
     value = row[key]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise RetrainError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf
+        raise RetrainError(f"{where}: {key!r} is {value}, not a usable value; write it as a string")
     return str(value)
 
 
