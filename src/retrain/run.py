@@ -147,6 +147,10 @@ def claim_run_dir(cfg: Config, log_dir: str | Path | None = None) -> tuple[Path,
     that run (never a silent `_2`). `log_dir` given explicitly is never suffixed.
     """
     base = Path(log_dir or cfg.logging.log_dir or f"logs/{cfg.condition}_s{cfg.training.seed}")
+    too_long = [part for part in base.parts if len(part.encode("utf-8")) > 250]  # room for a _2 suffix
+    if too_long:
+        raise RetrainError(f"[logging].log_dir: the name {too_long[0][:60]!r}... is {len(too_long[0].encode())} bytes; "
+                           "a directory name holds at most 255: shorten [logging].condition or log_dir")
     candidate, n = base, 1
     while True:
         try:

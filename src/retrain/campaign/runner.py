@@ -51,6 +51,7 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
     specs = expand_campaign(cfg)
     if not specs:
         raise RetrainError("[campaign]: the grid is empty (no seeds?); set [campaign].seeds = [42, 101, 202]")
+    check_run_names([spec.name for spec in specs])  # before the campaign dir exists: nothing half made
     from retrain.backends import preflight
 
     # A backend or sampling server that cannot serve the runs stops the campaign before its dir exists.
@@ -145,8 +146,7 @@ def prepare_run_dir(campaign_dir: Path, spec) -> dict:
     """
     from retrain.config import config_to_dict, config_to_toml
 
-    if "/" in spec.name or spec.name in ("", ".", ".."):
-        raise RetrainError(f"[campaign]: run name {spec.name!r} is not a valid directory name; simplify the condition")
+    check_run_names([spec.name])
     rel = f"runs/{spec.name}"
     run_dir = (campaign_dir / rel).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -154,6 +154,23 @@ def prepare_run_dir(campaign_dir: Path, spec) -> dict:
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     write_json_atomic(run_dir / "config.json", config_to_dict(config))
     return run_entry(spec.name, spec.label, spec.seed, rel)
+
+
+NAME_MAX_BYTES = 255  # one directory name on Linux, macOS and Windows filesystems
+
+
+def check_run_names(names: list[str]) -> None:
+    """Every run dir name must be one valid directory name: no "/", at most 255 bytes (long
+    condition labels come from many or long `~key=value` overrides)."""
+    for name in names:
+        if "/" in name or "\0" in name or name in ("", ".", ".."):
+            raise RetrainError(f"[campaign]: run name {name!r} is not a valid directory name; simplify the condition")
+        size = len(name.encode("utf-8"))
+        if size > NAME_MAX_BYTES:
+            raise RetrainError(
+                f"[campaign]: run name {name[:60]!r}... is {size} bytes, but a directory name holds at most "
+                f"{NAME_MAX_BYTES}; shorten the condition (fewer or shorter overrides, or shorter plugin paths)"
+            )
 
 
 def sync_completed(manifest: Manifest) -> set[str]:
