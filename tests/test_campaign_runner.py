@@ -18,8 +18,13 @@ from retrain.campaign.runner import resume_campaign, run_campaign
 from retrain.config import config_to_dict, load_config
 
 TOML = """
+[model]
+name = "tiny-random"
 [training]
 max_steps = 3
+max_tokens = 8
+[data]
+source = "arithmetic"
 [campaign]
 seeds = [1, 2]
 log_root = "{root}"

@@ -60,3 +60,68 @@ transform_mode = "none"
     with pytest.raises(RetrainError, match=r"is 3\d\d bytes, but a directory name holds at most 255"):
         run_campaign(load_config(path))
     assert not (tmp_path / "logs").exists()
+
+
+def tiny(tmp_path: Path, log_dir: Path, extra: str = "", **replace: str) -> Path:
+    path = write_tiny_config(tmp_path / "r.toml", log_dir, steps=1, extra=extra)
+    text = path.read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def test_bad_data_file_writes_nothing_and_the_fixed_rerun_uses_the_same_dir(tmp_path: Path):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b'{"prompt": "1+1=", "answer": "2"}\n{"prompt": "\xff", "answer": "3"}\n')
+    log_dir = tmp_path / "logs" / "run"
+    path = tiny(tmp_path, log_dir, **{'source = "arithmetic"': f'source = "jsonl"\npath = "{data.as_posix()}"'})
+    path.write_text(path.read_text().replace("[eval]\nevery = 2\nnum_examples = 4", "[eval]\nevery = 2\nnum_examples = 1"))
+    with pytest.raises(RetrainError, match=r"d\.jsonl:2: not UTF-8"):
+        train(load_config(path))
+    assert not (tmp_path / "logs").exists()
+    data.write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", "answer": "4"}\n')
+    assert train(load_config(path)) == 0
+    assert (log_dir / "metrics.jsonl").is_file() and not (tmp_path / "logs" / "run_2").exists()
+
+
+@pytest.mark.parametrize(("replace", "message"), [
+    ({'name = "tiny-random"': 'name = "no-such-org/no-such-model-xyz"'},
+     r"\[model\].name = 'no-such-org/no-such-model-xyz': cannot load its config"),
+    ({'custom = "retrain_test_plugins:digit_fraction"': 'custom = "no_such_module_xyz:score"'},
+     r"plugin 'no_such_module_xyz:score': cannot import module"),
+    ({'advantage_mode = "maxrl"': 'advantage_mode = "retrain_test_plugins:no_such_fn"'},
+     r"has no attribute 'no_such_fn'"),
+    ({"[eval]\n": "[eval]\nmax_tokens = 1000000000000\n"},
+     r"\[eval\].max_tokens = 1000000000000: tiny-random reads at most 1024 tokens"),
+    ({"group_size = 4": "group_size = 1000000000"},
+     r"group_size = 1000000000, max_tokens = 8: sampling holds 1000000000 sequences at once, which needs at least"),
+    ({"batch_size = 2": "batch_size = 100000000000000000000000000"},
+     r"batch_size x group_size x max_tokens = 100000000000000000000000000 x 4 x 8 tokens per step need at least"),
+])  # fmt: skip
+def test_problems_found_before_the_run_dir_exists(tmp_path: Path, replace: dict, message: str):
+    log_dir = tmp_path / "logs" / "run"
+    path = tiny(tmp_path, log_dir, **replace)
+    with pytest.raises(RetrainError, match=message):
+        train(load_config(path))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_campaign_with_a_bad_plugin_writes_nothing(tmp_path: Path):
+    from runutil import tiny_campaign_base
+
+    from retrain.campaign.runner import run_campaign
+
+    path = tmp_path / "c.toml"
+    path.write_text(tiny_campaign_base(0).replace("retrain_test_plugins:digit_fraction", "nope_xyz:score") + f"""
+[campaign]
+seeds = [1, 2]
+log_root = "{(tmp_path / 'logs').as_posix()}"
+[[campaign.conditions]]
+advantage_mode = "grpo"
+transform_mode = "none"
+""")
+    with pytest.raises(RetrainError, match="nope_xyz"):
+        run_campaign(load_config(path))
+    assert not (tmp_path / "logs").exists()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import shutil
 import statistics
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from retrain.campaign.grid import expand_campaign
 from retrain.config import Config, config_to_dict, config_to_toml
 from retrain.errors import RetrainError
+from retrain.preflight import plugin_paths
 from retrain.registry import Variant
 from retrain.rl.sepa import linear_lambda
 from retrain.rl.transforms import TRANSFORMS, TokenTransform
@@ -129,30 +129,6 @@ def _campaign_warnings(cfg: Config) -> list[str]:
     if cfg.campaign.executor == "ray" and importlib.util.find_spec("ray") is None:
         out.append("executor = \"ray\" but ray is not installed: pip install 'retrain[ray]'")
     return out
-
-
-# "package.module:function" (retrain/plugins.py); URLs ("http://h:8000/v1") and devices ("cuda:0") do not match.
-_PLUGIN_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-def plugin_paths(cfg: Config) -> list[dict[str, str]]:
-    """Every `module:function` value in the config (campaign conditions included), as
-    {"key": "reward.custom", "path": "my_rewards:score"}: code a run would import."""
-    found: list[dict[str, str]] = []
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{key}[{i}]")
-        elif isinstance(value, str) and _PLUGIN_RE.fullmatch(value):
-            if {"key": key, "path": value} not in found:
-                found.append({"key": key, "path": value})
-
-    walk(config_to_dict(cfg), "")
-    return found
 
 
 def _tail_rows(log_dir: str | Path, tail_bytes: int = 256_000) -> list[dict]:

@@ -52,6 +52,7 @@ from retrain.errors import RetrainError
 from retrain.jsonio import apply_default_modes, now_iso, overwrite_json_in_place, read_json, write_json_atomic
 from retrain.locks import LOCK_NAME, DirLock
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
+from retrain.preflight import preflight
 from retrain.rewards import make_scorer
 from retrain.rl.advantages import ADVANTAGES
 from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
@@ -67,16 +68,19 @@ TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time
 
 
 def train(cfg: Config, log_dir: str | Path | None = None) -> int:
-    """Start a new run. Returns 0 when it completed, 1 when it failed."""
-    from retrain.backends import preflight
+    """Start a new run. Returns 0 when it completed, 1 when it failed.
 
-    preflight(cfg)  # a backend that cannot start (no key, service down) fails here, before any file
+    Everything the user can get wrong (plugins, model, lengths and sizes, data, the log dir, a
+    backend service that cannot start) is checked before the run dir is created
+    (retrain/preflight.py), so a failed start leaves nothing behind and the corrected rerun goes
+    to the same dir."""
+    checked = preflight(cfg, DATA_SEED)
     run_dir, lock = claim_run_dir(cfg, log_dir)
     try:
         cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
         (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
         write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
-        return _execute(cfg, run_dir, state=None)
+        return _execute(cfg, run_dir, state=None, data=checked.data)
     finally:
         lock.release()
 
@@ -110,9 +114,9 @@ def _resume_locked(run_dir: Path) -> int:
             RunInfo(run_dir, cfg).finish("completed", step=choice.step)
         print(f"{run_dir}: already completed ({choice.step + 1} steps); nothing to do")
         return 0
-    from retrain.backends import preflight
+    from retrain.backends import preflight as backend_preflight
 
-    preflight(cfg)  # before anything in the run dir moves
+    backend_preflight(cfg)  # a service that cannot start (tinker: no key): before anything in the run dir moves
     if info.get("status") == "completed":
         warn(f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
              f"{choice.step} of {max_steps}; continuing from there")
@@ -209,12 +213,13 @@ class Components:
     counters: Counters
 
 
-def build_components(cfg: Config) -> Components:
+def build_components(cfg: Config, data: Dataset | None = None) -> Components:
     seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
     ctx = build_context(cfg)
     # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
     # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
-    data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
+    if data is None:  # a new run hands over what preflight loaded
+        data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
     return Components(
         ctx=ctx,
         data=data,
@@ -245,14 +250,14 @@ def restore_components(parts: Components, run_dir: Path, state: dict[str, Any]) 
         ) from None
 
 
-def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
+def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dataset | None = None) -> int:
     info = RunInfo(run_dir, cfg)
     sinks: list[MetricsSink] = []
     start_step = state["step"] + 1 if state else 0
     backend, outcome = None, "errored"
     parts: Components | None = None
     try:
-        parts = build_components(cfg)
+        parts = build_components(cfg, data)
         backend = parts.ctx.backend
         if state:
             restore_components(parts, run_dir, state)

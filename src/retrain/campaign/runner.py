@@ -52,13 +52,7 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
     if not specs:
         raise RetrainError("[campaign]: the grid is empty (no seeds?); set [campaign].seeds = [42, 101, 202]")
     check_run_names([spec.name for spec in specs])  # before the campaign dir exists: nothing half made
-    from retrain.backends import preflight
-
-    # A backend or sampling server that cannot serve the runs stops the campaign before its dir exists.
-    distinct = {(s.config.backend.backend, s.config.model.name, s.config.inference.engine, s.config.inference.url,
-                 s.config.inference.served_model): s.config for s in specs}
-    for run_cfg in distinct.values():
-        preflight(run_cfg)
+    preflight_runs(specs)
     campaign_dir = make_campaign_dir(Path(cfg.campaign.log_root))
     # Held from the first file on: a `retrain resume` of this dir started meanwhile stops at once.
     with dir_lock(campaign_dir, "campaign"):
@@ -154,6 +148,26 @@ def prepare_run_dir(campaign_dir: Path, spec) -> dict:
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     write_json_atomic(run_dir / "config.json", config_to_dict(config))
     return run_entry(spec.name, spec.label, spec.seed, rel)
+
+
+def preflight_runs(specs) -> None:
+    """The checks a single run makes before writing (retrain/preflight.py), once per distinct run
+    config: a bad data file or model name stops the campaign before its dir exists."""
+    import json
+
+    from retrain.config import config_to_dict
+    from retrain.preflight import preflight
+    from retrain.run import DATA_SEED
+
+    seen: set[str] = set()
+    for spec in specs:
+        doc = config_to_dict(spec.config)
+        doc.pop("logging", None)
+        doc.get("training", {}).pop("seed", None)
+        key = json.dumps(doc, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            preflight(spec.config, DATA_SEED)
 
 
 NAME_MAX_BYTES = 255  # one directory name on Linux, macOS and Windows filesystems
