@@ -166,3 +166,17 @@ transform_mode = "none"
     assert first.communicate(timeout=300) and first.returncode == 0
     (run,) = (campaign / "runs").iterdir()
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+def test_status_asks_the_lock_whether_a_run_on_another_host_is_alive(tmp_path: Path):
+    """run.json's pid means nothing on another host; the lock (on a shared filesystem) does."""
+    from retrain.campaign.status import run_status
+    from retrain.jsonio import now_iso
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "pid": 4242, "hostname": "gpu-node-7",
+                                                   "max_steps": 10, "step": 1, "updated_at": now_iso()}))
+    proc = hold_in_child(tmp_path)
+    assert run_status(tmp_path).state == "running"
+    proc.kill()
+    proc.wait()
+    assert run_status(tmp_path).state == "stale"  # was "running" until 30 min of silence had passed

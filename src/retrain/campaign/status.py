@@ -9,8 +9,9 @@ correct_rate, state), elapsed time and an ETA; standalone runs (dirs with run.js
 outside a campaign) one row each. Read-only: it never writes under ROOT.
 
 States: done, running, failed, interrupted (stopped by Ctrl-C; `retrain resume` continues it),
-stale (run.json says running but its process is gone on this host, or nothing was written for a
-long time: the runner was killed; `retrain resume` continues it), pending (not started).
+stale (run.json says running but nobody holds the run's lock, or, for runs from before the lock,
+its process is gone on this host; or nothing was written for a long time: the runner was killed;
+`retrain resume` continues it), pending (not started).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from retrain.errors import RetrainError
 from retrain.jsonio import read_json
+from retrain.locks import is_locked
 from retrain.logfiles import Columns, LogProblems, clean_text, first_row, read_columns, read_rows
 
 MANIFEST_NAME = "manifest.json"
@@ -245,9 +247,12 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     updated = to_epoch(info.get("updated_at"))
     if updated is None and has_rows:
         updated = (run_dir / "metrics.jsonl").stat().st_mtime
+    # The run's lock (retrain/locks.py) answers for any host sharing the filesystem, and a recycled
+    # pid cannot fool it; runs older than the lock fall back to the pid on this host.
+    held = is_locked(run_dir)
     state = derive_state(
         _text(info.get("status")),
-        pid_alive(info.get("pid"), info.get("hostname")),
+        pid_alive(info.get("pid"), info.get("hostname")) if held is None else held,
         None if updated is None else now - updated,
         median,
         has_metrics=has_rows,
