@@ -83,7 +83,7 @@ def metrics_by_run(campaign: Path) -> dict[str, list[dict]]:
 
 
 def test_sequential_layout_manifest_and_logs(reference: Path):
-    assert {p.name for p in reference.iterdir()} == {"campaign.toml", "manifest.json", "runs"}
+    assert {p.name for p in reference.iterdir()} == {"campaign.toml", "manifest.json", "runs", ".retrain.lock"}
     doc = read_manifest(reference)
     assert doc["conditions"] == CONDITIONS and doc["seeds"] == [11, 12] and doc["max_steps"] == STEPS
     assert [r["name"] for r in doc["runs"]] == NAMES

@@ -59,6 +59,7 @@ from retrain.rl.planning import DEFAULT_STRATEGIC_GRAMS
 from retrain.rl.sepa import SEPAController
 from retrain.rl.step import CORRECT_THRESHOLD, Scorer, StepContext, rl_step
 from retrain.rl.transforms import TRANSFORMS
+from retrain.secrets import expand_secrets
 
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
 # Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not
@@ -74,7 +75,7 @@ def train(cfg: Config, log_dir: str | Path | None = None) -> int:
     backend service that cannot start) is checked before the run dir is created
     (retrain/preflight.py), so a failed start leaves nothing behind and the corrected rerun goes
     to the same dir."""
-    checked = preflight(cfg, DATA_SEED)
+    checked = preflight(expand_secrets(cfg), DATA_SEED)
     run_dir, lock = claim_run_dir(cfg, log_dir)
     try:
         cfg = cfg.with_overrides({"logging.log_dir": str(run_dir)})
@@ -116,7 +117,7 @@ def _resume_locked(run_dir: Path) -> int:
         return 0
     from retrain.backends import preflight as backend_preflight
 
-    backend_preflight(cfg)  # a service that cannot start (tinker: no key): before anything in the run dir moves
+    backend_preflight(expand_secrets(cfg))  # a service that cannot start (tinker: no key): before anything moves
     if info.get("status") == "completed":
         warn(f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
              f"{choice.step} of {max_steps}; continuing from there")
@@ -214,6 +215,8 @@ class Components:
 
 
 def build_components(cfg: Config, data: Dataset | None = None) -> Components:
+    # The components get the config with its ${NAME} secrets filled in; files and sinks keep `cfg`.
+    cfg = expand_secrets(cfg)
     seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
     ctx = build_context(cfg)
     # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA

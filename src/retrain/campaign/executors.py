@@ -33,6 +33,7 @@ from typing import Protocol
 
 from retrain.errors import RetrainError
 from retrain.jsonio import read_json
+from retrain.secrets import ENV_PREFIX as SECRET_ENV_PREFIX
 
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
@@ -341,8 +342,12 @@ class RayExecutor:
 
     def _run(self, ray, jobs, on_start, on_finish) -> None:
         use_gpu = wants_gpu(self.device, ray.cluster_resources().get("GPU", 0) > 0)
+        # Secrets a TOML held literally live in this process's environment (retrain/secrets.py);
+        # a worker on another node needs them too, and never from a file.
+        secrets = {k: v for k, v in os.environ.items() if k.startswith(SECRET_ENV_PREFIX)}
         task = ray.remote(_ray_run_job).options(
             num_gpus=1 if use_gpu else 0, num_cpus=1, max_retries=0, name="retrain-run",
+            **({"runtime_env": {"env_vars": secrets}} if secrets else {}),
         )  # fmt: skip
         cap = self.max_workers if self.max_workers > 0 else len(jobs)
         pending = deque(jobs)

@@ -18,6 +18,7 @@ from retrain.config.schema import check_path
 from retrain.config.tables import Config
 from retrain.config.toml import nest, set_path
 from retrain.errors import ConfigError
+from retrain.secrets import externalize, warn_moved
 
 DEFAULT_CONFIG_FILE = "retrain.toml"
 
@@ -105,10 +106,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             continue
         set_path(raw, dotted.split("."), value)
         origins[tuple(dotted.split("."))] = flag
+    # Literal secrets leave the config for the environment before anything can write them
+    # (retrain/secrets.py); the Config keeps ${RETRAIN_SECRET_...} references instead.
+    raw, moved = externalize(raw)
     cfg, more = validate(Config, raw, origins)
     if problems or more:
         raise ConfigError(problems + more, source=source)
     assert isinstance(cfg, Config)
+    warn_moved(moved)
     return cfg
 
 
