@@ -244,12 +244,13 @@ def restore_components(parts: Components, run_dir: Path, state: dict[str, Any]) 
         parts.bp.load_state_dict(state["backpressure"])
         parts.counters = Counters(**state["counters"])
         _restore_rng(state["rng"])
-    except Exception as e:  # noqa: BLE001 - any failure here is a damaged checkpoint, reported as one
-        why = str(e) if isinstance(e, RetrainError) else f"{type(e).__name__}: {e}"
+    except RetrainError as e:  # the checkpoint disagrees with config.toml (rank, [sepa]): its own fix
+        raise RetrainError(f"{run_dir}: the checkpoint {state['checkpoint']} does not fit this run: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any other failure here is a damaged checkpoint, reported as one
         raise RetrainError(
             f"{run_dir}: the checkpoint {state['checkpoint']} (after step {state['step']}) could not be restored: "
-            f"{why}\nTo continue from the checkpoint before it, move {run_dir / state['checkpoint']} out of the "
-            "run dir and resume again."
+            f"{type(e).__name__}: {e}\nTo continue from the checkpoint before it, move "
+            f"{run_dir / state['checkpoint']} out of the run dir and resume again."
         ) from None
 
 
