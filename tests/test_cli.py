@@ -51,7 +51,7 @@ MALFORMED = [
     pytest.param('[data]\noperations = ["/"]\n', [], ["[data].operations[0]: must be one of '+', '-', '*'"], id="bad-operation"),
     pytest.param('[backend]\ndevice = "gpu"\n', [], ["[backend].device: must be auto, cpu, cuda or cuda:N"], id="bad-device"),
     pytest.param("[training]\nlr = \n", [], ["TOML syntax error", "line 2"], id="toml-syntax"),
-    pytest.param("", ["--training.lrr", "1"], ["--training.lrr: unknown key [training].lrr", "did you mean training.lr?"], id="bad-override-path"),
+    pytest.param("", ["--training.lrr", "1"], ["--training.lrr: unknown key [training].lrr", "did you mean --training.lr (or --lr)?"], id="bad-override-path"),
     pytest.param("", ["--training.batch_size", "abc"], ['[training].batch_size: expected an integer, got the string "abc" (set by --training.batch_size)'], id="bad-override-value"),
     pytest.param("", ["--lr=-2"], ["[training].lr: must be > 0, got -2 (set by --lr)"], id="bad-alias-value"),
     pytest.param("", ["--seed"], ["--seed: needs a value"], id="override-without-value"),

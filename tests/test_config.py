@@ -190,11 +190,33 @@ def test_override_problems_name_the_flag(tmp_path):
     assert problems == [
         "unexpected argument 'extra'; overrides look like --training.lr 1e-4 (config file first)",
         "--seed: needs a value, e.g. --seed VALUE",
-        "--training.lrr: unknown key [training].lrr; did you mean training.lr?",
+        "--training.lrr: unknown key [training].lrr; did you mean --training.lr (or --lr)?",
         "--training: [training] is a table; override one key, e.g. training.seed",
         "--sepa.steps.x: [sepa].steps is a value, not a table",
         "[training].lr: must be > 0, got -1 (set by --lr)",
     ]
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    (["--max-step", "5"], "--max-step: unknown option; did you mean --max-steps?"),  # was: a list of tables
+    (["--training.learning_rate", "1e-4"],  # was: did you mean training.temperature?
+     "--training.learning_rate: unknown key [training].learning_rate; did you mean --training.lr (or --lr)?"),
+    (["--learning-rate", "1e-4"], "--learning-rate: unknown option; did you mean --lr?"),
+    (["--training.max_new_tokens", "64"], "did you mean --training.max_tokens?"),
+    (["--training.num_generations", "8"], "did you mean --training.group_size?"),
+    (["--model.lr", "1"], "did you mean --training.lr (or --lr)?"),
+    (["--trainng.lr", "1"], "--trainng.lr: unknown table [trainng]; did you mean --training.lr (or --lr)?"),
+])  # fmt: skip
+def test_override_suggestions_know_other_trainers_names(tokens, expected):
+    (problem,) = _problems(None, tokens)
+    assert expected in problem
+
+
+def test_toml_key_suggestions_know_synonyms(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nlearning_rate = 1e-4\n")
+    with pytest.raises(ConfigError, match=r"\[training\].learning_rate: unknown key; did you mean lr\?"):
+        load_config(path)
 
 
 def test_with_overrides_validates_and_leaves_the_original_alone():

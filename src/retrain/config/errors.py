@@ -27,6 +27,7 @@ from retrain.rl.advantages import ADVANTAGES
 from retrain.rl.sepa import sepa_problems
 from retrain.rl.transforms import TRANSFORMS
 from retrain.rl.uncertainty import UNCERTAINTIES
+from retrain.suggest import closest_key
 
 # Keys a campaign condition may not override: the grid sets them itself (grid.expand_campaign).
 GRID_OWNED_KEYS = {
@@ -134,7 +135,8 @@ def _unknown_key_message(root: type[BaseModel], loc: Sequence[Any], value: Any) 
         return f"{key}: unknown top-level key; settings go in tables such as [training]"
     where = format_loc(root, loc[:-1])
     fields = list(parent.model_fields) if parent else []
-    hint = suggest(key, fields, quote=False)
+    guess = closest_key(key, fields)
+    hint = f"; did you mean {guess}?" if guess else ""
     if not hint:
         owners = _owners(root, key)
         hint = f"; {key} belongs in [{owners[0]}]" if owners else (f"; valid keys: {', '.join(fields)}" if fields else "")

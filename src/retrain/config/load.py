@@ -100,7 +100,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     pairs, parse_problems = parse_override_tokens(overrides)
     problems += parse_problems
     for flag, dotted, text in pairs:
-        problem, value = check_path(Config, dotted, _parse_value(text), text)
+        problem, value = check_path(Config, dotted, _parse_value(text), text, flags=ALIASES)
         if problem:
             problems.append(f"{flag}: {problem}")
             continue

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from retrain.checks import suggest
+from retrain.suggest import closest_key
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -48,19 +48,31 @@ def all_dotted_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> li
     return out
 
 
-def check_path(root: type[BaseModel], dotted: str, value: Any, text: str | None = None) -> tuple[str, Any]:
+def check_path(root: type[BaseModel], dotted: str, value: Any, text: str | None = None,
+               *, flags: Mapping[str, str] | None = None) -> tuple[str, Any]:
     """Check an override path against the schema: ("", value) when fine, else (problem, value).
 
     For string fields the raw `text` wins over its TOML parse, so `--model.revision 1234`
-    stays the string "1234".
+    stays the string "1234". `flags` (the CLI aliases): the path came from a command-line flag,
+    so a suggestion is worded as one (`did you mean --max-steps?`).
     """
     parts = dotted.split(".")
     model: type[BaseModel] = root
     for depth, part in enumerate(parts):
         prefix = parts[:depth]
         if part not in model.model_fields:
-            suggestion = suggest(".".join(parts), all_dotted_paths(root), quote=False)
+            guess = closest_key(dotted, all_dotted_paths(root))
             what = f"unknown table [{part}]" if depth == 0 else f"unknown key {table_path(prefix)}.{part}"
+            if flags is None:
+                suggestion = f"; did you mean {guess}?" if guess else ""
+            else:
+                alias = next((a for a, p in flags.items() if p == guess), None)
+                if len(parts) == 1:
+                    what = "unknown option"
+                    suggestion = (f"; did you mean --{alias or guess}?" if guess else
+                                  f"; options are dotted keys such as --training.lr, or {', '.join('--' + a for a in flags)}")
+                else:
+                    suggestion = (f"; did you mean --{guess}" + (f" (or --{alias})?" if alias else "?")) if guess else ""
             return f"{what}{suggestion or '; valid: ' + ', '.join(model.model_fields)}", value
         ann = unwrap(model.model_fields[part].annotation)
         rest = parts[depth + 1 :]
