@@ -67,6 +67,12 @@ MALFORMED = [
     pytest.param('[campaign]\n[[campaign.conditions]]\nadvantage_mode = "grpo"\n', [], ["[campaign].conditions[0].transform_mode: required key is missing"], id="condition-missing-mode"),
     pytest.param("[training]\nclip_eps_high = 0.3\n", [], ["[training].clip_eps_high: needs clip_eps > 0"], id="clip-high-without-clip"),
     pytest.param(None, ["missing.toml"], ["file not found: missing.toml", "retrain init"], id="missing-file"),
+    # issue #11 item 5: tracebacks or values that validated but exploded
+    pytest.param("a = " + "[" * 2000 + "]" * 2000 + "\n", [], ["nested too deeply to read"], id="deep-toml"),
+    pytest.param("[training]\nseed = " + "9" * 5000 + "\n", [], ["a number with more than 4300 digits"], id="5000-digits"),
+    pytest.param("[training]\nseed = " + "9" * 4000 + "\n", [], ["[training].seed: must be <= 4294967295, got 9999", "more characters)"], id="4000-digits-shown-short"),
+    pytest.param("", ["--seed", "9" * 5000], ["[training].seed: expected an integer", "more characters)"], id="5000-digit-override"),
+    pytest.param("[training]\nlr = 1e300\n", [], ["[training].lr: must be <= 1, got 1e+300"], id="lr-1e300"),
 ]
 
 

@@ -8,6 +8,7 @@ cross-field inconsistency) is collected and raised together as one `ConfigError`
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +130,12 @@ def _read_toml(file: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         # tomllib's message carries "(at line L, column C)".
         raise ConfigError([f"TOML syntax error: {e}"], source=str(file)) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError(["nested too deeply to read (arrays or inline tables inside each other); a retrain "
+                           "config needs at most a few levels"], source=str(file)) from None
+    except ValueError:  # an integer past Python's int/str conversion limit
+        raise ConfigError([f"a number with more than {sys.get_int_max_str_digits()} digits; no retrain "
+                           "setting takes one"], source=str(file)) from None
 
 
 def parse_override_tokens(tokens: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -163,5 +170,5 @@ def _parse_value(text: str) -> Any:
     """A TOML value when `text` parses as one (1e-4, true, [1, 2], "x"), else the text itself."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):  # also 5000 digits, [[[[...]]]]
         return text

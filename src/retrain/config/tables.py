@@ -147,7 +147,7 @@ class TrainingConfig(_Table):
     max_tokens: int = Field(10240, ge=1, description="maximum completion length in tokens")
     temperature: float = Field(0.7, gt=0, description="sampling temperature (the loss uses the same scaling)")
     top_p: float = Field(1.0, ge=0, le=1, description="nucleus sampling mass; 1 = off")
-    lr: float = Field(4e-5, gt=0, description="AdamW learning rate")
+    lr: float = Field(4e-5, gt=0, le=1, description="AdamW learning rate (LoRA RL uses 1e-6 to 1e-3; above 1 diverges at once)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     clip_eps: float = Field(0.0, ge=0, description="PPO ratio clip epsilon; 0 = no clipping")
     clip_eps_high: float = Field(0.0, ge=0, description="upper clip epsilon; 0 = same as clip_eps")
