@@ -326,7 +326,7 @@ def test_config_to_toml_round_trips(tmp_path, cfg_factory):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    lr=st.floats(min_value=1e-12, max_value=10, allow_nan=False),
+    lr=st.floats(min_value=1e-12, max_value=1, allow_nan=False),
     seed=st.integers(min_value=0, max_value=2**32 - 1),
     name=st.text(min_size=1, max_size=30),
     tags=st.lists(st.text(max_size=10), max_size=4),
