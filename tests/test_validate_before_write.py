@@ -125,3 +125,20 @@ transform_mode = "none"
     with pytest.raises(RetrainError, match="nope_xyz"):
         run_campaign(load_config(path))
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_condition_label_cannot_climb_out_of_the_log_root(tmp_path: Path, monkeypatch):
+    """[logging] condition = "../../victim/evil" wrote outside logs/ (campaign labels were sanitised, single runs not)."""
+    from retrain.run import claim_run_dir
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = write_tiny_config(tmp_path / "r.toml", Path("."))
+    path.write_text(path.read_text().replace('log_dir = "."', 'condition = "../../victim/evil"'))
+    cfg = load_config(path)
+    assert cfg.condition == "..-..-victim-evil" and "/" not in cfg.run_name
+    run_dir, lock = claim_run_dir(cfg)
+    lock.release()
+    assert run_dir.resolve().parent == (work / "logs").resolve()
+    assert not (tmp_path / "victim").exists()

@@ -13,6 +13,20 @@ from retrain.config.toml import toml_value
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\-]")
 
 
+# A whole label may also hold the "~" between overrides and the ":" of a plugin path.
+_UNSAFE_LABEL = re.compile(r"[^A-Za-z0-9._+=,~:\-]")
+
+
+def path_safe_label(label: str) -> str:
+    """A user's own `[logging].condition`, made safe as campaign labels are: it names the run dir
+    (logs/<condition>_s<seed>), so "../../victim/evil" must not climb out of logs/.
+
+    >>> path_safe_label("../../victim/evil")
+    '..-..-victim-evil'
+    """
+    return _UNSAFE_LABEL.sub("-", label)
+
+
 def _label_value(value: Any) -> str:
     """TOML-style scalars (`1e-05`, `false`), strings bare, lists comma-joined; path-safe."""
     if isinstance(value, list):

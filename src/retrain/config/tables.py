@@ -30,6 +30,7 @@ from retrain.backends.engines import ENGINES
 from retrain.backpressure import BACKPRESSURE_BOUNDS
 from retrain.checks import Bound, choice_problem
 from retrain.config.errors import REGISTRIES, validate
+from retrain.config.labels import path_safe_label
 from retrain.config.schema import check_path
 from retrain.config.toml import config_to_dict, flatten_dict, set_path
 from retrain.data import SOURCES
@@ -303,6 +304,11 @@ class LoggingConfig(_Table):
     wandb_mode: Literal["online", "offline", "disabled"] = Field("online", description="wandb mode")
     log_generations: bool = Field(True, description="write sampled completions to emergence/generations.jsonl")
     generations_per_prompt: int = Field(1, ge=1, description="completions logged per prompt group")
+
+    @field_validator("condition")
+    @classmethod
+    def _path_safe_label(cls, label: str) -> str:
+        return path_safe_label(label)
 
 
 class EvalConfig(_Table):
