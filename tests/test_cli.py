@@ -151,7 +151,7 @@ def test_campaign_and_squeeze_routing(tmp_path, monkeypatch, fakes):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("[campaign]\nseeds = [1]\n[squeeze]\n")
     (tmp_path / "s.toml").write_text('[squeeze]\nadapter_path = "run/adapter/final"\n')
-    (tmp_path / "t.toml").write_text("[squeeze]\n")  # no adapter: a normal run (squeezed by nothing)
+    (tmp_path / "t.toml").write_text("[training]\nseed = 3\n")  # neither: a run
     assert main(["c.toml"]) == 0 and main(["s.toml"]) == 0 and main(["t.toml"]) == 0
     assert [c[0] for c in calls] == ["run_campaign", "squeeze", "train"]
     assert calls[0][2] == "c.toml" and calls[0][1].campaign.seeds == [1]

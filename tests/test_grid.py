@@ -59,7 +59,7 @@ def test_overrides_reach_nested_tables_and_nothing_else_changes(tmp_path):
     assert (sepa.config.sepa.steps, sepa.config.training.lr, sepa.config.backend.options) == (100, 1e-5, {"micro_batch_size": 4})
     assert (grpo.config.sepa.steps, grpo.config.training.lr, grpo.config.backend.options) == (500, 1e-4, {"micro_batch_size": 2})
 
-    base = flatten_dict(config_to_dict(cfg.model_copy(update={"campaign": None})))
+    base = flatten_dict(config_to_dict(cfg.model_copy(update={"campaign": None, "squeeze": None})))
     grid_set = {"training.seed": 1, "training.max_steps": 12, "logging.log_dir": ""}
     for run, own in [
         (sepa, {"sepa.steps": 100, "training.lr": 1e-5, "backend.options.micro_batch_size": 4,
@@ -69,7 +69,7 @@ def test_overrides_reach_nested_tables_and_nothing_else_changes(tmp_path):
         flat = flatten_dict(config_to_dict(run.config))
         expected = {**base, **grid_set, **own, "logging.condition": run.label}
         assert flat == expected
-        assert run.config.campaign is None and run.config.squeeze is not None
+        assert run.config.campaign is None and run.config.squeeze is None  # the campaign squeezes, not each run
 
 
 def test_campaign_max_steps_zero_keeps_training_max_steps(tmp_path):

@@ -85,3 +85,22 @@ def test_explain_lists_the_plugins_a_config_would_import(tmp_path: Path, capsys)
     plugins = json.loads(capsys.readouterr().out)["plugins"]
     assert {"key": "reward.custom", "path": "not_imported_by_explain:score"} in plugins
     assert all(p["key"] != "backend.device" for p in plugins)
+
+
+def test_a_toml_with_only_squeeze_trains_nothing(tmp_path: Path, monkeypatch, capsys):
+    """[squeeze] without adapter_path started a training run of the default Qwen3-4B."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text("[squeeze]\nmin_variance_retention = 0.9\n")
+    assert main(["s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "standalone squeeze (it trains nothing) and needs the adapter to analyse" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.toml"]  # no logs/
+    assert main(["explain", "s.toml"]) == 0
+    assert "needs adapter_path" in capsys.readouterr().out
+
+
+def test_docs_say_what_squeeze_does_with_and_without_a_campaign():
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    squeeze = doc[doc.index("## `[squeeze]`"):]
+    assert "without `[squeeze]` the config is a single run" not in squeeze
+    assert "standalone squeeze of `adapter_path` (nothing is trained)" in squeeze

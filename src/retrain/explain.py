@@ -230,6 +230,10 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
             info["estimated_wall_time_s"] = step_time * cfg.training.max_steps
     else:  # a standalone squeeze trains nothing
         runs, labels, warnings = [], [], []
+        assert cfg.squeeze is not None
+        if not cfg.squeeze.adapter_path:
+            warnings.append("[squeeze] without [campaign] is a standalone squeeze (it trains nothing) and needs "
+                            "adapter_path; add [campaign] to squeeze a campaign's first run, or remove [squeeze] to train")
         info["seeds"] = []
         info["log_dir"] = None
     steps = [r["max_steps"] for r in runs]
@@ -283,6 +287,7 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
         assert cfg.squeeze is not None
         lines += [f"#   squeeze {cfg.squeeze.adapter_path}: analysis only" if not cfg.squeeze.output_path
                   else f"#   squeeze {cfg.squeeze.adapter_path} -> {cfg.squeeze.output_path}"]  # fmt: skip
+        lines += [f"#   - {w}" for w in info["warnings"]]
         return "\n".join(lines) + "\n"
     t = cfg.training
     rows = [

@@ -458,7 +458,11 @@ def run_from_config(cfg: Any) -> int:
     """
     sq = cfg.squeeze
     if sq is None or not sq.adapter_path:
-        raise RetrainError("[squeeze].adapter_path: required for a standalone squeeze; set it to a PEFT adapter directory")
+        raise RetrainError(
+            "[squeeze].adapter_path: a config with [squeeze] and no [campaign] is a standalone squeeze (it trains "
+            "nothing) and needs the adapter to analyse, e.g. adapter_path = \"logs/my_run/adapter/final\"; "
+            "to squeeze a campaign's first finished run, add the [campaign] table; to train, remove [squeeze]"
+        )
     result, _ = squeeze_and_report(
         sq.adapter_path,
         threshold=sq.min_variance_retention,

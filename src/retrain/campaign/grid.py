@@ -42,11 +42,12 @@ def expand_campaign(cfg: Config) -> list[RunSpec]:
     Each run's config is the full config with the condition's modes and overrides applied,
     `training.seed` = the seed, `training.max_steps` = `[campaign].max_steps` when > 0,
     `logging.condition` = the label, `logging.log_dir` = "" (the campaign runner places runs)
-    and no `[campaign]` table (a run config describes one run). Nothing else changes.
+    and no `[campaign]` or `[squeeze]` table (a run config describes one run; the campaign does
+    the squeeze). Nothing else changes.
     """
     conditions = campaign_conditions(cfg)
     assert cfg.campaign is not None
-    base = cfg.model_copy(update={"campaign": None})
+    base = cfg.model_copy(update={"campaign": None, "squeeze": None})  # the campaign squeezes, not its runs
     runs: list[RunSpec] = []
     for adv, transform, overrides in conditions:
         label = condition_label(adv, transform, overrides)

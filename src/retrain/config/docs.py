@@ -86,8 +86,11 @@ def config_reference_markdown() -> str:
     for name, model in iter_tables():
         header = f"[[{name}]]" if name == "campaign.conditions" else f"[{name}]"
         lines += [f"## `{header}`", "", (model.__doc__ or "").strip().splitlines()[0], ""]
-        if name in ("campaign", "squeeze"):
+        if name == "campaign":
             lines += [f"Optional: without `{header}` the config is a single run.", ""]
+        if name == "squeeze":
+            lines += ["Optional. With `[campaign]`, the first finished run's final adapter is analysed; without",
+                      "`[campaign]`, the config is a standalone squeeze of `adapter_path` (nothing is trained).", ""]
         lines += ["| key | type | default | description |", "|---|---|---|---|"]
         for key, field in model.model_fields.items():
             if key == "overrides":

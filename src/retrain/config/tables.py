@@ -443,10 +443,12 @@ class Config(_Table):
 
     @property
     def kind(self) -> Literal["campaign", "squeeze", "run"]:
-        """What `retrain CONFIG` does with it: a campaign wins over a standalone squeeze."""
+        """What `retrain CONFIG` does with it: a campaign wins over a standalone squeeze. `[squeeze]`
+        without `[campaign]` is a squeeze even without adapter_path (which it then asks for): it
+        used to start a training run of the default model instead."""
         if self.campaign is not None:
             return "campaign"
-        if self.squeeze is not None and self.squeeze.adapter_path:
+        if self.squeeze is not None:
             return "squeeze"
         return "run"
 
