@@ -1,7 +1,9 @@
 """Starter TOML files for `retrain init`, commented from the config models' descriptions.
 
 Values come from the models (the standard profile) or from QUICKSTART_OVERRIDES, so a template
-can never disagree with the defaults it documents; a test loads every template.
+can never disagree with the defaults it documents; a test loads every template. The experiment
+and campaign templates hold every key of every table: the ones people edit as settings, the rest
+commented out at their defaults, each under its description (a test checks none is missing).
 
     text = render_template("campaign")
     write_template("experiment", "retrain.toml")   # refuses to overwrite
@@ -17,7 +19,9 @@ from retrain.config import (
     CampaignConfig,
     ConditionConfig,
     Config,
+    SqueezeConfig,
     field_type_text,
+    iter_tables,
     quickstart_config,
     toml_value,
 )
@@ -59,13 +63,16 @@ _HEADERS = {
         "retrain experiment: the research guide's standard profile (Qwen3-4B, MATH, maxrl + gtpo_sepa).",
         "Run it:          retrain retrain.toml      (override any key: --training.lr 1e-5 --seed 7)",
         "Preview it:      retrain explain retrain.toml",
-        "Every key is documented in docs/config.md; unlisted keys keep their defaults.",
+        "Every key is here: the usual settings, then the rest commented out at their defaults (uncomment",
+        "to change). MATH comes from the Hugging Face hub: pip install 'retrain[datasets]', or set",
+        "[data] path to a local JSONL copy (docs/data.md).",
     ],
     "campaign": [
         "retrain campaign: every condition x every seed, each a full run, logged side by side.",
         "Run it:          retrain retrain.toml      (resume: retrain resume logs/campaign_<stamp>)",
         "Preview it:      retrain explain retrain.toml   (shows the run matrix and total episodes)",
         "Analyse it:      retrain report logs/campaign_<stamp>",
+        "Every key is here; the ones commented out keep their defaults (uncomment to change).",
     ],
 }
 
@@ -78,29 +85,66 @@ def _comment(model: type, key: str) -> str:
     return f"# {field.description}  [{field_type_text(field)}; default {toml_value(default)}]"
 
 
-def _render_tables(cfg: Config, keys: Sequence[str]) -> list[str]:
-    """`[table]` blocks holding `keys` (dotted), each key under its description comment."""
+def _render_tables(cfg: Config, keys: Sequence[str], every_key: bool = False) -> list[str]:
+    """`[table]` blocks: `keys` (dotted) as settings, each under its description comment; with
+    `every_key`, also every other key of every table, commented out at its default."""
     lines: list[str] = []
-    by_table: dict[str, list[str]] = {}
+    chosen: dict[str, list[str]] = {}
     for dotted in keys:
         table, key = dotted.split(".")
-        by_table.setdefault(table, []).append(key)
-    for table in Config.model_fields:  # file order follows the model, not the key list
-        if table not in by_table:
+        chosen.setdefault(table, []).append(key)
+    for table, model in iter_tables():
+        if table in _OPTIONAL_TABLES or (table not in chosen and not every_key):
             continue
         section = getattr(cfg, table)
-        model = type(section)
         lines += [f"# {(model.__doc__ or '').strip().splitlines()[0]}", f"[{table}]"]
-        for key in by_table[table]:
-            lines += [_comment(model, key), f"{key} = {toml_value(getattr(section, key))}"]
+        for key in model.model_fields if every_key else chosen[table]:
+            setting = f"{key} = {toml_value(getattr(section, key))}"
+            lines += [_comment(model, key), setting if key in chosen.get(table, []) else f"# {setting}"]
         lines.append("")
     return lines
 
 
+# Tables whose presence changes what a config is (a campaign, a squeeze): never active by accident.
+_OPTIONAL_TABLES = ("campaign", "campaign.conditions", "squeeze")
+
+
+def _commented_table(header: str, model: type, values: dict) -> list[str]:
+    """A whole table commented out: `# key = value  # description [type; default]` per key."""
+    lines = [f"# {header}"]
+    for key, field in model.model_fields.items():
+        if key in values:
+            lines.append(f"# {key} = {toml_value(values[key])}  {_comment(model, key)}")
+    return lines
+
+
+def _render_optional(campaign: bool) -> list[str]:
+    """[campaign] and [squeeze], commented out: what adding them does, with every key."""
+    lines: list[str] = []
+    if campaign:
+        lines += ["# Optional: a campaign (conditions x seeds, each a full run) instead of one run.",
+                  "# `retrain init --template campaign` writes one ready to run."]
+        lines += _commented_table("[campaign]", CampaignConfig,
+                                  {k: f.get_default(call_default_factory=True) for k, f in CampaignConfig.model_fields.items()
+                                   if k != "conditions"})
+        lines += _commented_table("[[campaign.conditions]]", ConditionConfig,
+                                  {"advantage_mode": "maxrl", "transform_mode": "gtpo_sepa"})
+        lines += ['# "sepa.steps" = 100  # any other key: a dotted override for this condition\'s runs', ""]
+    lines += ["# Optional: LoRA-Squeeze. With [campaign] it analyses the first finished run's adapter; without",
+              "# [campaign] the config is a standalone squeeze of adapter_path (nothing is trained)."]
+    lines += _commented_table("[squeeze]", SqueezeConfig,
+                              {k: f.get_default(call_default_factory=True) for k, f in SqueezeConfig.model_fields.items()})
+    return lines + [""]
+
+
 def _render_campaign() -> list[str]:
     lines = [f"# {(CampaignConfig.__doc__ or '').strip()}", "[campaign]"]
-    for key in ("seeds", "max_steps", "executor"):
-        lines += [_comment(CampaignConfig, key), f"{key} = {toml_value(CAMPAIGN_EXAMPLE[key])}"]
+    for key, field in CampaignConfig.model_fields.items():
+        if key == "conditions":
+            continue
+        value = CAMPAIGN_EXAMPLE.get(key, field.get_default(call_default_factory=True))
+        setting = f"{key} = {toml_value(value)}"
+        lines += [_comment(CampaignConfig, key), setting if key in CAMPAIGN_EXAMPLE else f"# {setting}"]
     lines += [
         "",
         "# One [[campaign.conditions]] per arm (none at all = the 5-condition ablation). Any key",
@@ -121,9 +165,11 @@ def render_template(name: str) -> str:
     if name == "quickstart":
         lines += _render_tables(quickstart_config(), list(QUICKSTART_OVERRIDES))
     else:
-        lines += _render_tables(Config(), EXPERIMENT_KEYS)
+        lines += _render_tables(Config(), EXPERIMENT_KEYS, every_key=True)
     if name == "campaign":
         lines += _render_campaign()
+    if name != "quickstart":
+        lines += _render_optional(campaign=name != "campaign")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
