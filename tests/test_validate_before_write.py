@@ -142,3 +142,20 @@ def test_a_condition_label_cannot_climb_out_of_the_log_root(tmp_path: Path, monk
     lock.release()
     assert run_dir.resolve().parent == (work / "logs").resolve()
     assert not (tmp_path / "victim").exists()
+
+
+def test_log_dir_on_a_read_only_filesystem(tmp_path: Path):
+    """An unwritable log_dir (root writes through chmod, so a read-only mount stands in for it)."""
+    import subprocess
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        cfg = load_config(write_tiny_config(tmp_path / "r.toml", mnt / "run"))
+        with pytest.raises(RetrainError, match=r"cannot create .*/ro/run \(Read-only file system\)"):
+            train(cfg)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
