@@ -14,7 +14,14 @@ from runutil import write_tiny_config
 
 from retrain.config import config_to_toml, load_config
 from retrain.errors import RetrainError
-from retrain.secrets import REDACTED, expand_secrets, expand_secrets_in, externalize, redact, secret_spans
+from retrain.secrets import (
+    REDACTED,
+    expand_secrets,
+    expand_secrets_in,
+    externalize,
+    redact,
+    secret_spans,
+)
 
 TESTS_DIR = Path(__file__).parent
 URL = "https://alice:hunter2@vllm.example:8000/v1?api_key=sk-abc123&model=qwen"

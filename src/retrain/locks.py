@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 from retrain.errors import RetrainError
 from retrain.jsonio import now_iso
@@ -184,8 +185,10 @@ class DirLock:
                     "process is really gone, delete the file.)")
         return LockHeld(msg, holder)
 
-    def __enter__(self) -> DirLock:
-        return self.acquire() if not self.held else self
+    def __enter__(self) -> Self:
+        if not self.held:
+            self.acquire()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.release()

@@ -38,7 +38,13 @@ from retrain.backends import make_backend
 from retrain.backends.base import Backend, SamplingParams
 from retrain.backends.openai_engine import EngineUnavailable
 from retrain.backpressure import USLController
-from retrain.checkpoints import ADAPTER_DIR, TRAINER_STATE, checkpoint_dir_name, choose_checkpoint, file_sizes
+from retrain.checkpoints import (
+    ADAPTER_DIR,
+    TRAINER_STATE,
+    checkpoint_dir_name,
+    choose_checkpoint,
+    file_sizes,
+)
 from retrain.config import (
     Config,
     config_to_dict,
@@ -49,7 +55,13 @@ from retrain.config import (
 from retrain.data import Dataset, Example, load_dataset
 from retrain.data.cursor import Cursor
 from retrain.errors import RetrainError
-from retrain.jsonio import apply_default_modes, now_iso, overwrite_json_in_place, read_json, write_json_atomic
+from retrain.jsonio import (
+    apply_default_modes,
+    now_iso,
+    overwrite_json_in_place,
+    read_json,
+    write_json_atomic,
+)
 from retrain.locks import LOCK_NAME, DirLock
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
 from retrain.preflight import preflight

@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from retrain.errors import RetrainError
 

@@ -112,7 +112,7 @@ _OPTIONAL_TABLES = ("campaign", "campaign.conditions", "squeeze")
 def _commented_table(header: str, model: type, values: dict) -> list[str]:
     """A whole table commented out: `# key = value  # description [type; default]` per key."""
     lines = [f"# {header}"]
-    for key, field in model.model_fields.items():
+    for key in model.model_fields:
         if key in values:
             lines.append(f"# {key} = {toml_value(values[key])}  {_comment(model, key)}")
     return lines

@@ -131,11 +131,11 @@ def _read_toml(file: Path) -> dict[str, Any]:
         # tomllib's message carries "(at line L, column C)".
         raise ConfigError([f"TOML syntax error: {e}"], source=str(file)) from None
     except RecursionError:  # arrays or inline tables nested thousands deep
-        raise ConfigError(["nested too deeply to read (arrays or inline tables inside each other); a retrain "
-                           "config needs at most a few levels"], source=str(file)) from None
+        raise ConfigError([("nested too deeply to read (arrays or inline tables inside each other); a retrain "
+                            "config needs at most a few levels")], source=str(file)) from None
     except ValueError:  # an integer past Python's int/str conversion limit
-        raise ConfigError([f"a number with more than {sys.get_int_max_str_digits()} digits; no retrain "
-                           "setting takes one"], source=str(file)) from None
+        raise ConfigError([(f"a number with more than {sys.get_int_max_str_digits()} digits; no retrain "
+                            "setting takes one")], source=str(file)) from None
 
 
 def parse_override_tokens(tokens: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
