@@ -162,9 +162,7 @@ def references(doc: Any) -> set[str]:
 def expand_secrets(cfg):
     """A copy of the Config with its ${NAME} references filled in from the environment, for the
     components of a run to use; the Config itself (and so every file written from it) keeps them."""
-    from retrain.config import config_to_dict
-
-    doc = config_to_dict(cfg)
+    doc = cfg.model_dump(mode="json")  # what config_to_dict gives (this module sits below retrain.config)
     if not references(doc):
         return cfg
     # Validated again as a whole: `[backend.options]` keys are not dotted-override paths.
