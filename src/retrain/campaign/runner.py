@@ -158,6 +158,7 @@ def preflight_runs(specs) -> None:
     from retrain.config import config_to_dict
     from retrain.preflight import preflight
     from retrain.run import DATA_SEED
+    from retrain.secrets import expand_secrets
 
     seen: set[str] = set()
     for spec in specs:
@@ -167,7 +168,7 @@ def preflight_runs(specs) -> None:
         key = json.dumps(doc, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            preflight(spec.config, DATA_SEED)
+            preflight(expand_secrets(spec.config), DATA_SEED)
 
 
 NAME_MAX_BYTES = 255  # one directory name on Linux, macOS and Windows filesystems
