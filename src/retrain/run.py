@@ -114,7 +114,10 @@ def resume(log_dir: str | Path) -> int:
 
 
 def _resume_locked(run_dir: Path) -> int:
+    from retrain.backends import preflight as backend_preflight
+
     cfg = load_config(run_dir / "config.toml")
+    backend_preflight(expand_secrets(cfg))  # a service that cannot start (tinker: no key): before anything moves
     info = read_json(run_dir / "run.json")
     choice = choose_checkpoint(run_dir)
     for why in choice.skipped:
@@ -127,9 +130,6 @@ def _resume_locked(run_dir: Path) -> int:
             RunInfo(run_dir, cfg).finish("completed", step=choice.step)
         print(f"{run_dir}: already completed ({choice.step + 1} steps); nothing to do")
         return 0
-    from retrain.backends import preflight as backend_preflight
-
-    backend_preflight(expand_secrets(cfg))  # a service that cannot start (tinker: no key): before anything moves
     if info.get("status") == "completed":
         warn(f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
              f"{choice.step} of {max_steps}; continuing from there")
