@@ -56,6 +56,18 @@ def test_what_counts_as_a_secret(key: str, value: str, secrets: list[str]):
     assert all(s not in shown for s in secrets) and shown.count(REDACTED) == len(secrets)
 
 
+def test_secrets_in_a_command_line_list():
+    """`[inference] server_args` hands flags to the vLLM server: `--api-key VALUE` and `--token=VALUE`."""
+    doc = {"inference": {"server_args": ["--max-model-len", "4096", "--api-key", "sk-1", "--token=t0k",
+                                         "--api-key", "${VLLM_KEY}"]}}
+    out, moved = externalize(doc, {})
+    assert out["inference"]["server_args"] == [
+        "--max-model-len", "4096", "--api-key", "${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_3}",
+        "--token=${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_4}", "--api-key", "${VLLM_KEY}"]
+    assert set(moved.values()) == {"sk-1", "t0k"}
+    assert redact(doc)["inference"]["server_args"][3:5] == [REDACTED, f"--token={REDACTED}"]
+
+
 def test_externalize_then_expand_round_trips():
     doc = {"inference": {"url": URL}, "backend": {"options": {"api_key": "sk-1", "n": 3}}, "x": ["${HOME}"]}
     env: dict[str, str] = {"HOME": "/h"}

@@ -10,7 +10,8 @@ prints it (`retrain explain`). None of these may hold an API key or a token in a
   in a later shell reads them from that shell's environment.
 - A secret written literally is found when the config loads (`externalize`): the value of a key
   named like a secret (`api_key`, `*_key`, `token`, `secret`, `password`, ...), the password of a
-  URL (`https://user:PASS@host`) and URL query parameters named like secrets (`?key=...`). It is
+  URL (`https://user:PASS@host`), URL query parameters named like secrets (`?key=...`) and the
+  value after such a flag in a list of arguments (`["--api-key", "sk-..."]`, `"--token=..."`). It is
   moved into this process's environment as `RETRAIN_SECRET_<KEY PATH>` and the Config refers to
   it, so the run (and a campaign's child processes, which inherit the environment) work, and a
   warning says which variable a later `retrain resume` needs.
@@ -42,6 +43,9 @@ ENV_PREFIX = "RETRAIN_SECRET_"
 SECRET_KEY = re.compile(r"(?i)(^|[_\-.])(api_?key|key|token|secret|password|passwd|pwd|credentials?|auth|"
                         r"signature|sig)$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The same names as command-line flags, alone ("--api-key", then the value) or with "=".
+SECRET_FLAG = re.compile(r"(?i)--?[\w\-]*(api[_\-]?key|key|token|secret|password|passwd)")
+SECRET_FLAG_VALUE = re.compile(r"(?i)(--?[\w\-]*(?:api[_\-]?key|key|token|secret|password|passwd))=(.+)")
 _URL = re.compile(r"(?i)^[a-z][a-z0-9+.\-]*://")
 
 
@@ -50,10 +54,14 @@ def _is_reference(text: str) -> bool:
     return not ENV_REF.sub("", text).strip()
 
 
-def secret_spans(key: str, value: str) -> list[tuple[int, int]]:
-    """(start, end) of each literal secret inside `value`, the string found under `key`."""
-    if SECRET_KEY.search(key):
+def secret_spans(key: str, value: str, prev: object = None) -> list[tuple[int, int]]:
+    """(start, end) of each literal secret inside `value`, the string found under `key`; `prev` is
+    the list item before it, for command-line lists (`server_args = ["--api-key", "sk-..."]`)."""
+    if SECRET_KEY.search(key) or (isinstance(prev, str) and SECRET_FLAG.fullmatch(prev)):
         return [] if _is_reference(value) else [(0, len(value))]
+    flag = SECRET_FLAG_VALUE.fullmatch(value)
+    if flag and not _is_reference(flag.group(2)):
+        return [(flag.start(2), flag.end(2))]
     if not _URL.match(value):
         return []
     spans = []
@@ -79,15 +87,20 @@ def _env_name(path: list[str]) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]+", "_", "_".join(path)).strip("_").upper()
 
 
-def _walk(doc: Any, path: list[str], fn: Callable[[list[str], str], str]) -> Any:
-    """A copy of `doc` with every string leaf replaced by fn(path, value)."""
+def _walk(doc: Any, path: list[str], fn: Callable[[list[str], str, object], str], prev: object = None) -> Any:
+    """A copy of `doc` with every string leaf replaced by fn(path, value, the list item before it)."""
     if isinstance(doc, dict):
         return {k: _walk(v, [*path, str(k)], fn) for k, v in doc.items()}
     if isinstance(doc, list):
-        return [_walk(v, [*path, str(i)], fn) for i, v in enumerate(doc)]
+        return [_walk(v, [*path, str(i)], fn, doc[i - 1] if i else None) for i, v in enumerate(doc)]
     if isinstance(doc, str):
-        return fn(path, doc)
+        return fn(path, doc, prev)
     return doc
+
+
+def _key(path: list[str]) -> str:
+    """The key a value sits under: the last name in its path that is not a list index."""
+    return next((p for p in reversed(path) if not p.isdigit()), "")
 
 
 def externalize(doc: dict, env: MutableMapping[str, str] | None = None) -> tuple[dict, dict[str, str]]:
@@ -97,8 +110,8 @@ def externalize(doc: dict, env: MutableMapping[str, str] | None = None) -> tuple
     env = os.environ if env is None else env
     moved: dict[str, str] = {}
 
-    def replace(path: list[str], value: str) -> str:
-        spans = secret_spans(path[-1] if path else "", value)
+    def replace(path: list[str], value: str, prev: object) -> str:
+        spans = secret_spans(_key(path), value, prev)
         if not spans:
             return value
         base = _env_name(path)
@@ -118,7 +131,7 @@ def expand_secrets_in(doc: Any, env: MutableMapping[str, str] | None = None) -> 
     and the variable when one is not set."""
     env = os.environ if env is None else env
 
-    def expand(path: list[str], value: str) -> str:
+    def expand(path: list[str], value: str, prev: object) -> str:
         def one(m: re.Match) -> str:
             name = m.group(1)
             if name not in env:
@@ -138,8 +151,8 @@ def expand_secrets_in(doc: Any, env: MutableMapping[str, str] | None = None) -> 
 def redact(doc: Any) -> Any:
     """`doc` with every literal secret replaced by "<redacted>" (references are left as they are)."""
 
-    def hide(path: list[str], value: str) -> str:
-        spans = secret_spans(path[-1] if path else "", value)
+    def hide(path: list[str], value: str, prev: object) -> str:
+        spans = secret_spans(_key(path), value, prev)
         for start, end in reversed(spans):
             value = value[:start] + REDACTED + value[end:]
         return value
@@ -151,7 +164,7 @@ def references(doc: Any) -> set[str]:
     """Names of the environment variables `doc` refers to."""
     found: set[str] = set()
 
-    def collect(path: list[str], value: str) -> str:
+    def collect(path: list[str], value: str, prev: object) -> str:
         found.update(ENV_REF.findall(value))
         return value
 
