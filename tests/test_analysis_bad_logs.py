@@ -110,7 +110,7 @@ def expected_window_mean(clean: Path, case: str) -> float | None:
 
 def metrics_warnings(err: str, run_dir: Path) -> list[str]:
     path = str(run_dir / "metrics.jsonl")
-    return [line for line in err.splitlines() if line.startswith("warning:") and path in line]
+    return [line for line in err.splitlines() if line.startswith("retrain: warning:") and path in line]
 
 
 @pytest.mark.parametrize("case", list(CASES))
