@@ -103,3 +103,25 @@ def test_docs_say_what_squeeze_does_with_and_without_a_campaign():
     squeeze = doc[doc.index("## `[squeeze]`"):]
     assert "without `[squeeze]` the config is a single run" not in squeeze
     assert "standalone squeeze of `adapter_path` (nothing is trained)" in squeeze
+
+
+def test_explain_estimates_survive_a_damaged_prior_log(tmp_path: Path, capsys):
+    """explain reads a prior run's speed from its metrics.jsonl: torn rows, a 5,000-digit integer,
+    deep nesting and NaN are skipped (with a warning), the good rows still give the estimate."""
+    import warnings
+
+    log_dir = tmp_path / "prior"
+    log_dir.mkdir()
+    good = [json.dumps({"step": s, "step_time_s": 10.0, "mean_completion_tokens": 50.0, "batch_size": 2,
+                        "group_size": 4, "tokens_per_second": 100.0}) for s in range(5)]
+    bad = ['{"step": 5, "step_time_s": ' + "9" * 5000 + "}", '{"step": 6, "x": ' + "[" * 5000 + "]" * 5000 + "}",
+           '{"step": 7, "step_time_s": NaN}', '{"step": 8, "step_ti']
+    (log_dir / "metrics.jsonl").write_text("\n".join(good + bad) + "\n")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[logging]\nlog_dir = "{log_dir.as_posix()}"\n')
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert main(["explain", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tokens_per_step"]["measured"] == {"sampled": 50.0 * 2 * 4, "prompt_and_completion": 1000.0,
+                                                   "from": str(log_dir)}

@@ -15,15 +15,16 @@ here (the run would fail on it).
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
-import statistics
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from retrain.campaign.grid import expand_campaign
 from retrain.config import Config, config_to_dict, config_to_toml
 from retrain.errors import RetrainError
+from retrain.logfiles import LogProblems, read_columns
 from retrain.preflight import plugin_paths
 from retrain.registry import Variant
 from retrain.rl.sepa import linear_lambda
@@ -131,41 +132,34 @@ def _campaign_warnings(cfg: Config) -> list[str]:
     return out
 
 
-def _tail_rows(log_dir: str | Path, tail_bytes: int = 256_000) -> list[dict]:
-    """The rows of a prior run's metrics.jsonl in its last `tail_bytes` ([] when there is none)."""
+TAIL_STEPS = 50  # estimates come from a prior run's last steps (its current speed, not its warm-up)
+
+
+def _tail_columns(log_dir: str | Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """The last `TAIL_STEPS` steps of `keys` in a prior run's metrics.jsonl ({} when there is none).
+
+    Read with the analysis reader (retrain/logfiles.py): a damaged log (torn rows, NaN, huge
+    numbers, a symlink to /dev/zero) gives skipped values and one warning, never a traceback."""
     path = Path(log_dir) / "metrics.jsonl"
     if not path.is_file():
-        return []
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - tail_bytes))
-        lines = f.read().decode("utf-8", errors="replace").splitlines()
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn first line from the seek, or a bad row
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+        return {}
+    problems = LogProblems(path)
+    cols = read_columns(path, keys, problems=problems)
+    problems.warn()
+    return {k: v[-TAIL_STEPS:] for k, v in cols.values.items()}
 
 
-def _median_of(rows: list[dict], value) -> float | None:
-    """Median of value(row) over the rows where it is a positive number."""
-    values = []
-    for row in rows:
-        try:
-            v = value(row)
-        except (TypeError, KeyError):
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            values.append(float(v))
-    return statistics.median(values) if values else None
+def _median_positive(values: np.ndarray | None) -> float | None:
+    """Median of the finite positive entries (a null, missing or skipped value is NaN), or None."""
+    if values is None:
+        return None
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.median(values)) if values.size else None
 
 
-def estimate_step_time_s(log_dir: str | Path, tail_bytes: int = 256_000) -> float | None:
-    """Median `step_time_s` of a prior run's metrics.jsonl (its last `tail_bytes`), or None."""
-    return _median_of(_tail_rows(log_dir, tail_bytes), lambda r: r["step_time_s"])
+def estimate_step_time_s(log_dir: str | Path) -> float | None:
+    """Median `step_time_s` over a prior run's last steps (its metrics.jsonl), or None."""
+    return _median_positive(_tail_columns(log_dir, ["step_time_s"]).get("step_time_s"))
 
 
 def tokens_per_step(cfg: Config, log_dir: str | Path | None) -> dict[str, Any]:
@@ -178,9 +172,10 @@ def tokens_per_step(cfg: Config, log_dir: str | Path | None) -> dict[str, Any]:
     """
     t = cfg.training
     out: dict[str, Any] = {"sampled_max": t.batch_size * t.group_size * t.max_tokens, "measured": None}
-    rows = _tail_rows(log_dir) if log_dir else []
-    sampled = _median_of(rows, lambda r: r["mean_completion_tokens"] * r["batch_size"] * r["group_size"])
-    processed = _median_of(rows, lambda r: r["tokens_per_second"] * r["step_time_s"])
+    keys = ["mean_completion_tokens", "batch_size", "group_size", "tokens_per_second", "step_time_s"]
+    c = _tail_columns(log_dir, keys) if log_dir else {}
+    sampled = _median_positive(c["mean_completion_tokens"] * c["batch_size"] * c["group_size"]) if c else None
+    processed = _median_positive(c["tokens_per_second"] * c["step_time_s"]) if c else None
     if sampled is not None or processed is not None:
         out["measured"] = {"sampled": sampled, "prompt_and_completion": processed, "from": str(log_dir)}
     return out
