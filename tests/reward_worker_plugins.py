@@ -83,3 +83,10 @@ def segfault(completion: str, reference: str) -> float:
     import ctypes
 
     return float(ctypes.string_at(0))
+
+
+def fails_on_held_out(completion: str, reference: str) -> float:
+    """Raises for the held-out examples (answer "held-out"), scores the rest exactly."""
+    if reference == "held-out":
+        raise ValueError("no score for held-out examples")
+    return exact(completion, reference)

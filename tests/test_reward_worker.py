@@ -7,6 +7,7 @@ Each test names the issue-11 failure it pins: before the worker, a reward ran in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -277,3 +278,26 @@ def test_a_worker_never_outlives_a_killed_parent(busy):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_eval_reward_failures_are_counted_in_eval_jsonl_not_in_the_next_step(tmp_path: Path):
+    """The evaluator shares the run's scorer: its failures must not be popped by the next training
+    step (a resume, which re-runs no eval, would then log different reward_failures)."""
+    from retrain.backends.base import Completion
+    from retrain.config import load_config
+    from retrain.logs import JsonlFile
+    from retrain.run import Evaluator
+
+    class EchoBackend:  # every completion says "7"
+        def sample(self, prompts, n, params):
+            return [[Completion([1], [2], [-0.1], "7", [(0, 1)], False) for _ in range(n)] for _ in prompts]
+
+    cfg = load_config(None, ["--eval.every=1", "--eval.num_examples=3", "--eval.k=2"])
+    held_out = [Example(prompt=f"q{i}", answer="held-out", id=f"e{i}", answer_format="boxed") for i in range(3)]
+    with custom("fails_on_held_out") as scorer:
+        evaluator = Evaluator(cfg, EchoBackend(), scorer, held_out, JsonlFile(tmp_path / "eval.jsonl"))
+        out = evaluator.run(after_step=0, num_updates=1)
+        assert out["eval_correct_rate"] == 0.0
+        assert scorer.pop_counts() == {"reward_failures": 0, "reward_timeouts": 0}  # nothing left for the step
+    row = json.loads((tmp_path / "eval.jsonl").read_text())
+    assert (row["reward_failures"], row["reward_timeouts"]) == (3 + 3 * 2, 0)  # greedy + k=2 samples

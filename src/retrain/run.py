@@ -500,12 +500,17 @@ class Evaluator:
     def due(self, step: int) -> bool:
         return self.enabled and ((step + 1) % self.every == 0 or step == self.last_step)
 
-    def _correct(self, groups: list[list[Any]]) -> list[int]:
-        """Correct completions per prompt (all of them scored in one batch by the reward workers)."""
+    def _correct(self, groups: list[list[Any]], counts: dict[str, int]) -> list[int]:
+        """Correct completions per prompt (all of them scored in one batch by the reward workers);
+        the reward failures and timeouts of the batch are added to `counts`."""
         rewards = self.scorer.score_batch(
             [c.text for group in groups for c in group],
             [ex for group, ex in zip(groups, self.examples, strict=True) for _ in group],
         )
+        # Popped here, so they land in eval.jsonl and not in the next training step's row (which
+        # would then differ from an uninterrupted run's after a resume re-runs no eval).
+        for key, n in self.scorer.pop_counts().items():
+            counts[key] = counts.get(key, 0) + n
         correct, start = [], 0
         for group in groups:
             correct.append(sum(r > CORRECT_THRESHOLD for r in rewards[start:start + len(group)]))
@@ -522,7 +527,9 @@ class Evaluator:
         t0 = time.perf_counter()
         prompts = [ex.prompt for ex in self.examples]
         out: dict[str, float | None] = dict.fromkeys(self.keys)
-        out["eval_correct_rate"] = sum(self._correct(self.backend.sample(prompts, 1, self.params))) / len(prompts)
+        counts: dict[str, int] = {}
+        greedy_P = self._correct(self.backend.sample(prompts, 1, self.params), counts)
+        out["eval_correct_rate"] = sum(greedy_P) / len(prompts)
         row = {"after_step": after_step, "num_updates": num_updates, "eval_correct_rate": out["eval_correct_rate"]}
         if self.k > 1:
             # its own seed per eval point: resume re-draws the same completions, training's draws are untouched
@@ -531,13 +538,13 @@ class Evaluator:
                 # these samples only measure accuracy; their logprobs never reach the loss, so the
                 # backend's off-policy warning about a temperature other than the loss's does not apply
                 warnings.filterwarnings("ignore", message="sampling at T=", category=UserWarning)
-                correct_P = self._correct(self.backend.sample(prompts, self.k, params))
+                correct_P = self._correct(self.backend.sample(prompts, self.k, params), counts)
             out["eval_pass_at_k"] = sum(pass_at_k(self.k, c, self.k) for c in correct_P) / len(prompts)
             out["eval_mean_at_k"] = mean_at_k(correct_P, self.k)
             row.update({"eval_pass_at_k": out["eval_pass_at_k"], "eval_mean_at_k": out["eval_mean_at_k"],
                         "eval_k": self.k, "eval_temperature": params.temperature})
         out["eval_time_s"] = time.perf_counter() - t0
-        self.out.append({**row, "num_examples": len(prompts), "eval_time_s": out["eval_time_s"]})
+        self.out.append({**row, **counts, "num_examples": len(prompts), "eval_time_s": out["eval_time_s"]})
         correct = round(out["eval_correct_rate"] * len(prompts))
         self.say(f"eval ({when}): {out['eval_correct_rate']:.1%} correct ({correct}/{len(prompts)}) "
                  f"in {out['eval_time_s']:.1f}s")
