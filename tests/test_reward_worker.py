@@ -301,3 +301,25 @@ def test_eval_reward_failures_are_counted_in_eval_jsonl_not_in_the_next_step(tmp
         assert scorer.pop_counts() == {"reward_failures": 0, "reward_timeouts": 0}  # nothing left for the step
     row = json.loads((tmp_path / "eval.jsonl").read_text())
     assert (row["reward_failures"], row["reward_timeouts"]) == (3 + 3 * 2, 0)  # greedy + k=2 samples
+
+
+def test_a_run_whose_backend_fails_to_build_stops_its_reward_workers(monkeypatch):
+    """The reward workers start before the backend; a backend that cannot be built (a missing
+    model, a server that never came up) must not leave them running in a campaign's process."""
+    import retrain.run as run
+    from retrain.config import load_config
+
+    made: list[Scorer] = []
+
+    def spy(reward_cfg):
+        made.append(make_scorer(reward_cfg))
+        return made[-1]
+
+    def no_backend(cfg):
+        raise RetrainError("the model could not be loaded")
+
+    monkeypatch.setattr(run, "make_scorer", spy)
+    monkeypatch.setattr(run, "make_backend", no_backend)
+    with pytest.raises(RetrainError, match="could not be loaded"):
+        run.build_context(load_config(None))
+    assert len(made) == 1 and made[0].pool.closed

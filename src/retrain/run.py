@@ -35,6 +35,7 @@ import numpy as np
 
 import retrain
 from retrain.backends import make_backend
+from retrain.backends import preflight as backend_preflight
 from retrain.backends.base import Backend, SamplingParams
 from retrain.backends.openai_engine import EngineUnavailable
 from retrain.backpressure import USLController
@@ -114,8 +115,6 @@ def resume(log_dir: str | Path) -> int:
 
 
 def _resume_locked(run_dir: Path) -> int:
-    from retrain.backends import preflight as backend_preflight
-
     cfg = load_config(run_dir / "config.toml")
     backend_preflight(expand_secrets(cfg))  # a service that cannot start (tinker: no key): before anything moves
     info = read_json(run_dir / "run.json")
@@ -229,12 +228,13 @@ class Components:
 def build_components(cfg: Config, data: Dataset | None = None) -> Components:
     # The components get the config with its ${NAME} secrets filled in; files and sinks keep `cfg`.
     cfg = expand_secrets(cfg)
-    seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
-    ctx = build_context(cfg)
     # One dataset (and one held-out eval set) for every seed: seeds vary the shuffle, the LoRA
-    # init and the samples, so eval_correct_rate is comparable across a campaign's runs.
+    # init and the samples, so eval_correct_rate is comparable across a campaign's runs. Loaded
+    # first: a data file that fails costs no model load and leaves no server or workers running.
     if data is None:  # a new run hands over what preflight loaded
         data = load_dataset(cfg.data, cfg.eval, DATA_SEED)
+    seed_everything(cfg.training.seed)  # before the backend: the LoRA init draws from torch's RNG
+    ctx = build_context(cfg)
     return Components(
         ctx=ctx,
         data=data,
@@ -428,15 +428,26 @@ def _engine_metrics(backend: Backend) -> dict[str, Any]:
 
 
 def build_context(cfg: Config) -> StepContext:
-    """Everything `rl_step` needs, chosen once from the config (through the registries)."""
+    """Everything `rl_step` needs, chosen once from the config (through the registries).
+
+    What holds outside resources comes last, and is given back if a later part fails: the reward
+    workers, then the backend (a model, a launched vLLM server, a Tinker session)."""
     t, s = cfg.training, cfg.sepa
+    advantage_fn = ADVANTAGES.resolve(cfg.algorithm.advantage_mode)
+    transform = TRANSFORMS.entry(cfg.algorithm.transform_mode)
+    sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
+                          ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup)
+    with contextlib.ExitStack() as undo:
+        scorer = make_scorer(cfg.reward)
+        undo.callback(scorer.close)
+        backend = make_backend(cfg)
+        undo.pop_all()  # built: from here the run owns both and closes them (`_execute`'s finally)
     return StepContext(
-        backend=make_backend(cfg),
-        scorer=make_scorer(cfg.reward),
-        advantage_fn=ADVANTAGES.resolve(cfg.algorithm.advantage_mode),
-        transform=TRANSFORMS.entry(cfg.algorithm.transform_mode),
-        sepa=SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
-                            ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup),
+        backend=backend,
+        scorer=scorer,
+        advantage_fn=advantage_fn,
+        transform=transform,
+        sepa=sepa,
         uncertainty_kind=cfg.algorithm.uncertainty_kind,
         strategic_grams=list(cfg.planning.strategic_grams or DEFAULT_STRATEGIC_GRAMS),
         gtpo_beta=cfg.gtpo.beta,
