@@ -18,10 +18,8 @@ from retrain.data import SOURCES, Cursor, Dataset, Example, load_dataset
 from retrain.data.arithmetic import generate, solve
 from retrain.errors import RetrainError
 
-GSM8K_DIR = Path(__file__).parents[1] / ".." / "shared" / "data" / "gsm8k"
-needs_gsm8k = pytest.mark.skipif(
-    not (GSM8K_DIR / "test.jsonl").is_file(), reason="../shared/data/gsm8k not present"
-)
+# The first 120 train and 100 test rows of GSM8K (MIT licence, in the folder), in its own format.
+GSM8K_DIR = Path(__file__).parent / "fixtures" / "gsm8k"
 INSTRUCTION = "\nPut the final answer in \\boxed{}."
 
 
@@ -129,10 +127,9 @@ def test_arithmetic_bad_knobs_are_user_errors(overrides, num_examples, message):
 # ----------------------------------------------------------------------------------- gsm8k
 
 
-@needs_gsm8k
 def test_gsm8k_directory_train_and_test_splits():
     ds = load_dataset(data_cfg(source="gsm8k", path=str(GSM8K_DIR)), eval_cfg(), seed=42)
-    assert len(ds.train) == 7473 and len(ds.eval) == 40
+    assert len(ds.train) == 120 and len(ds.eval) == 40
     first = ds.train[0]
     assert first.prompt.startswith("Natalia sold clips to 48 of her friends in April")
     assert first.prompt.endswith(INSTRUCTION) and first.answer == "72" and first.answer_format == "boxed"
@@ -141,11 +138,10 @@ def test_gsm8k_directory_train_and_test_splits():
     assert load_dataset(data_cfg(source="gsm8k", path=str(GSM8K_DIR)), eval_cfg(), seed=42).eval == ds.eval
 
 
-@needs_gsm8k
 def test_gsm8k_single_file_holds_out_a_seeded_slice():
     cfg = data_cfg(source="gsm8k", path=str(GSM8K_DIR / "test.jsonl"))
     ds = load_dataset(cfg, eval_cfg(), seed=1)
-    assert (len(ds.train), len(ds.eval)) == (1319 - 40, 40)
+    assert (len(ds.train), len(ds.eval)) == (100 - 40, 40)
     assert {e.id for e in ds.eval}.isdisjoint(e.id for e in ds.train)
     assert ds.train[0].answer == "18"  # Janet's ducks: "#### 18"
     assert load_dataset(cfg, eval_cfg(), seed=1).eval == ds.eval
