@@ -12,7 +12,7 @@ Rows (same decode loop, `retrain.backends.sampler.sample_groups`, unless noted):
 - prefill only: the prompt forward alone, P rows vs P·G rows.
 "fixed" rows disable the stop tokens so every variant decodes exactly `--tokens` tokens (same work);
 "eos" rows stop at EOS as in training. Times are wall seconds, min and median over `--repeats`
-(variants interleaved; on a shared CPU host timing noise is large, embedded-default.md §6: read the minimum).
+(variants interleaved; on a shared CPU host timing noise is large, so read the minimum).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ over the steps after the first (which pays one-time costs). Run by hand, not in 
     python benchmarks/bench_step.py --model tiny-random --steps 5
     python benchmarks/bench_step.py --device cuda --out benchmarks/results/step_cuda.txt
 
-Timing on a shared 2-core VM swings by ±15% or more (reference/perf-anchor.md): compare numbers
+Timing on a shared 2-core VM swings by ±15% or more (measured when other processes run): compare numbers
 taken in the same session only.
 """
 

@@ -1,4 +1,4 @@
-"""Episode advantages: GRPO, MaxRL, and the uninformative-group test (SPEC §3.1)."""
+"""Episode advantages: GRPO, MaxRL, and the uninformative-group test (docs/algorithms.md)."""
 
 import math
 

@@ -108,7 +108,7 @@ def test_sequential_layout_manifest_and_logs(reference: Path):
 
 
 def test_guide_snippets_read_the_campaign_as_written(reference: Path):
-    """The research guide's plot_campaign / compare_entropy loops, verbatim in spirit."""
+    """The plot_campaign / compare_entropy loops of docs/research-guide.md, verbatim in spirit."""
     by_condition = defaultdict(list)
     for run_dir in sorted((reference / "runs").iterdir()):
         with open(run_dir / "metrics.jsonl") as f:

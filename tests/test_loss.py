@@ -1,4 +1,4 @@
-"""Policy loss: values, clipping, KL, masking, and micro-batch equivalence (SPEC §3.6)."""
+"""Policy loss: values, clipping, KL, masking, and micro-batch equivalence (docs/algorithms.md)."""
 
 import math
 

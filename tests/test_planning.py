@@ -1,4 +1,4 @@
-"""Planning-token detection: strategic grams → mask_T through character offsets (SPEC §3.4)."""
+"""Planning-token detection: strategic grams → mask_T through character offsets (docs/algorithms.md)."""
 
 import re
 

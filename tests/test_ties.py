@@ -1,4 +1,4 @@
-"""Reward-tie diagnostics (SPEC §4)."""
+"""Reward-tie diagnostics (docs/metrics.md)."""
 
 import pytest
 from hypothesis import given, settings

@@ -1,4 +1,4 @@
-"""Token uncertainty and token-level transforms: GTPO, HICRA, SEPA pooling (SPEC §3.2–3.3)."""
+"""Token uncertainty and token-level transforms: GTPO, HICRA, SEPA pooling (docs/algorithms.md)."""
 
 import math
 

@@ -23,14 +23,14 @@ from typing import Protocol
 from retrain.errors import RetrainError
 from retrain.jsonio import finite
 
-# Keys of emergence/steps.jsonl (SPEC §4): a compact per-step view for the analysis tools.
+# Keys of emergence/steps.jsonl (docs/metrics.md): a compact per-step view for the analysis tools.
 EMERGENCE_STEP_KEYS = (
     "step", "condition", "mean_reward", "correct_count", "total_count",
     "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
     "post_exec_entropy_var", "sepa_lambda", "planning_token_fraction",
 )
 
-# metrics.jsonl key → wandb key (research guide: "train/rewards/correct_rate", ...).
+# metrics.jsonl key → wandb key (docs/research-guide.md: "train/rewards/correct_rate", ...).
 WANDB_KEYS = {
     "correct_rate": "train/rewards/correct_rate",
     "running_correct_rate": "train/rewards/running_correct_rate",
@@ -91,7 +91,7 @@ class JsonlFile:
 
 
 class JsonlSink:
-    """metrics.jsonl, emergence/steps.jsonl and emergence/generations.jsonl (SPEC §4)."""
+    """metrics.jsonl, emergence/steps.jsonl and emergence/generations.jsonl (docs/metrics.md)."""
 
     def __init__(self, log_dir: Path, log_generations: bool = True):
         self.metrics = JsonlFile(log_dir / "metrics.jsonl")
@@ -112,7 +112,7 @@ class JsonlSink:
 
 
 class ConsoleSink:
-    """A progress bar with ETA (rich, on a terminal) and one line per step (SPEC §4)."""
+    """A progress bar with ETA (rich, on a terminal) and one line per step."""
 
     def __init__(self, label: str, max_steps: int, start_step: int = 0, stream=None):
         self.label = label
@@ -170,7 +170,7 @@ def format_step_line(row: dict, label: str) -> str:
 
 
 class WandbSink:
-    """Logs each row under the research guide's `train/...` keys at `step`."""
+    """Logs each row under the `train/...` keys of docs/metrics.md at `step`."""
 
     def __init__(self, *, project: str, entity: str | None, name: str, group: str, tags: list[str],
                  config: dict, mode: str, log_dir: Path, run_id: str):

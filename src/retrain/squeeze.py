@@ -1,4 +1,4 @@
-"""LoRA-Squeeze: how much of a trained LoRA adapter's update survives at a lower rank (SPEC §6).
+"""LoRA-Squeeze: how much of a trained LoRA adapter's update survives at a lower rank (docs/squeeze.md).
 
 A LoRA layer adds `ΔW = s · B A` to a frozen weight (A: r×in, B: out×r in PEFT files, scale
 `s = lora_alpha / r`). The singular values of `B A` say how much of that update a rank-k adapter

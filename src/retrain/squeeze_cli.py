@@ -1,4 +1,4 @@
-"""`retrain squeeze ADAPTER`: LoRA-Squeeze analysis (and compression) of a saved adapter (SPEC §1, §6).
+"""`retrain squeeze ADAPTER`: LoRA-Squeeze analysis (and compression) of a saved adapter (docs/squeeze.md).
 
 Example::
 

@@ -44,7 +44,7 @@ EXPERIMENT_KEYS = [
     "eval.every",
 ]  # fmt: skip
 
-# The guide's "small sweep": validate with 3 seeds and 100 steps before scaling to 8 x 500.
+# The "small sweep" of docs/research-guide.md: validate with 3 seeds and 100 steps before scaling to 8 x 500.
 CAMPAIGN_EXAMPLE = {
     "seeds": [42, 101, 202],
     "max_steps": 100,
@@ -60,7 +60,7 @@ _HEADERS = {
         "Every key is documented in docs/config.md; unlisted keys keep their defaults.",
     ],
     "experiment": [
-        "retrain experiment: the research guide's standard profile (Qwen3-4B, MATH, maxrl + gtpo_sepa).",
+        "retrain experiment: the standard research profile (Qwen3-4B, MATH, maxrl + gtpo_sepa).",
         "Run it:          retrain retrain.toml      (override any key: --training.lr 1e-5 --seed 7)",
         "Preview it:      retrain explain retrain.toml",
         "Every key is here: the usual settings, then the rest commented out at their defaults (uncomment",

@@ -10,7 +10,7 @@ class Example:
     prompt: str  # the user message (the backend applies the chat template)
     answer: str  # the reference the reward compares against
     id: str = ""
-    # How the reward extracts the model's answer: "boxed" = last \boxed{...} (SPEC §10 default);
+    # How the reward extracts the model's answer: "boxed" = last \boxed{...} (the default);
     # "number" = last number in the text. The arithmetic source uses "number" because SmolLM2-135M
     # never writes \boxed{} (measured: 0/40 boxed answers over 4 prompt wordings, 11-30% last-number).
     answer_format: str = "boxed"

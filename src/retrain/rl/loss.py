@@ -1,4 +1,4 @@
-"""The policy-gradient loss over a batch of completions, aggregated over an explicit mask (SPEC §3.6).
+"""The policy-gradient loss over a batch of completions, aggregated over an explicit mask (docs/algorithms.md).
 
 Shapes: B sequences (datums) × T completion positions, right-padded; `mask_B_T` is 1 on real
 completion tokens and 0 on padding. Padding is never inferred from a zero advantage or logprob.

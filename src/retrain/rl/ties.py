@@ -1,4 +1,4 @@
-"""Reward-tie diagnostics: how often completions of one prompt got the same reward (SPEC §4).
+"""Reward-tie diagnostics: how often completions of one prompt got the same reward (docs/metrics.md).
 
 Ties are where group-relative advantages lose signal; these rates say how much a group_size
 choice wastes. Rewards are bucketed within 1e-6, the same tolerance as
