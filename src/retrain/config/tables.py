@@ -303,7 +303,10 @@ class LoggingConfig(_Table):
     wandb_tags: list[str] = Field(default_factory=list, description="extra wandb tags (condition and seed are always added)")
     wandb_mode: Literal["online", "offline", "disabled"] = Field("online", description="wandb mode")
     log_generations: bool = Field(True, description="write sampled completions to emergence/generations.jsonl")
-    generations_per_prompt: int = Field(1, ge=1, description="completions logged per prompt group")
+    generations_per_prompt: int = Field(
+        1, ge=0, description="completions logged per prompt group; 0 = the whole group (what `retrain grams mine` needs to compare correct and incorrect completions of one prompt)"
+    )
+    generation_max_chars: int = Field(500, ge=0, description="characters of each logged completion kept in generations.jsonl; 0 = the full text")
 
     @field_validator("condition")
     @classmethod
