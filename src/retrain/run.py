@@ -456,6 +456,7 @@ def build_context(cfg: Config) -> StepContext:
         sampling=SamplingParams(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p),
         lr=t.lr,
         generations_per_prompt=cfg.logging.generations_per_prompt,
+        generation_max_chars=cfg.logging.generation_max_chars,
     )
 
 

@@ -80,7 +80,8 @@ class StepContext:
     group_size: int
     sampling: SamplingParams  # max_tokens / temperature / top_p; the seed is set per step
     lr: float
-    generations_per_prompt: int = 1
+    generations_per_prompt: int = 1  # 0 = every completion of the group
+    generation_max_chars: int = 500  # 0 = the full text
 
 
 @dataclass
@@ -173,10 +174,11 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
         "backend_reports_sync_loss": ctx.backend.reports_sync_loss,
         **ctx.scorer.pop_counts(),
     }
+    per_prompt = ctx.generations_per_prompt or ctx.group_size
     generations = [
-        _generation_row(ex, completion, r, ctx.strategic_grams)
+        _generation_row(ex, completion, r, ctx.strategic_grams, ctx.generation_max_chars)
         for ex, group_G, rewards_G in zip(examples_P, groups_P_G, rewards_P_G, strict=True)
-        for completion, r in list(zip(group_G, rewards_G, strict=True))[: ctx.generations_per_prompt]
+        for completion, r in list(zip(group_G, rewards_G, strict=True))[:per_prompt]
     ]
     prompt_tokens = sum(len(completion.prompt_ids) for completion in completions)
     n_tokens = sum(len(completion.token_ids) for completion in completions)
@@ -268,10 +270,13 @@ def _split_uncertainty(
     return exec_h, plan_h, post_exec_h
 
 
-def _generation_row(ex: Example, completion: Completion, reward: float, grams: list[str]) -> dict[str, Any]:
+def _generation_row(ex: Example, completion: Completion, reward: float, grams: list[str],
+                    max_chars: int) -> dict[str, Any]:
+    # completion_chars is the full length, so a reader (`retrain grams mine`) can tell a cut text.
     return {
         "prompt": ex.prompt[:200],
-        "completion": completion.text[:500],
+        "completion": completion.text[:max_chars] if max_chars else completion.text,
+        "completion_chars": len(completion.text),
         "reward": reward,
         "correct": reward > CORRECT_THRESHOLD,
         "num_tokens": len(completion.token_ids),
