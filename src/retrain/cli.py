@@ -44,6 +44,7 @@ VERB_HELP = {
     "power": "episodes (and seeds x steps) needed to detect a lift",
     "report": "one HTML page: curves, tests, litmus, power, squeeze",
     "doctor": "versions, device, which optional parts are usable",
+    "grams": "strategic grams: mine them from logged completions, check a list",
 }
 
 # Verbs owned by other modules: verb -> module exposing register(subparsers).
@@ -56,6 +57,7 @@ EXTERNAL_VERBS = {
     "power": "retrain.analysis.cli",
     "report": "retrain.analysis.cli",
     "doctor": "retrain.doctor",
+    "grams": "retrain.grams.cli",
 }
 
 _RUN_USAGE = """\
@@ -178,10 +180,13 @@ def _add_explain(subparsers: Any, help_text: str) -> None:
         "explain",
         help=help_text,
         description="Dry run: resolved config, condition labels, run matrix, episodes, warnings. Starts nothing.",
-        usage="retrain explain [CONFIG.toml] [--json] [--table.key VALUE ...]",
+        usage="retrain explain [CONFIG.toml] [--json] [--probe] [--table.key VALUE ...]",
         allow_abbrev=False,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--probe", action="store_true",
+                   help="also sample a few completions of the base model (loads it) and warn when the strategic "
+                        "grams mark ~no token, i.e. when SEPA vs HICRA would compare nothing")
     p.set_defaults(func=cmd_explain, accepts_extras=True)  # extras: the config path and overrides
 
 
@@ -205,7 +210,7 @@ def _add_resume(subparsers: Any, help_text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _split_config(tokens: Sequence[str]) -> tuple[str | None, list[str]]:
+def split_config(tokens: Sequence[str]) -> tuple[str | None, list[str]]:
     """`[CONFIG] [--key value ...]` -> (CONFIG or None, override tokens)."""
     if tokens and not tokens[0].startswith("-"):
         return tokens[0], list(tokens[1:])
@@ -243,7 +248,7 @@ def run_verb(tokens: Sequence[str]) -> int:
     if any(t in ("-h", "--help") for t in tokens):
         build_parser(None)[0].print_help()
         return 0
-    config, overrides = _split_config(tokens)
+    config, overrides = split_config(tokens)
     resume_dir = _pop_flag_value(overrides, "--resume")
     if resume_dir is not None:
         if config is not None or overrides:
@@ -290,10 +295,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from retrain.config import load_config, resolve_config_path
     from retrain.explain import explain, render_text
 
-    config, overrides = _split_config(args.extras)
+    config, overrides = split_config(args.extras)
     path = resolve_config_path(config)
     cfg = load_config(path, overrides)
     info = explain(cfg, path)
+    if args.probe:
+        from retrain.explain import probe_warnings
+
+        info["probe"], warnings = probe_warnings(cfg)
+        info["warnings"] += warnings
     if args.json:
         print(json.dumps(info, indent=2))
     else:

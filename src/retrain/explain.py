@@ -96,6 +96,8 @@ def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
             )
     if "planning_mask" in consumes and not cfg.planning.strategic_grams:
         out.append(f"planning.strategic_grams is empty: no planning tokens, so {transform} has nothing to act on")
+    if "alpha" in consumes and cfg.hicra.alpha == 0:
+        out.append(f"hicra.alpha = 0: HICRA adds nothing, so {transform} trains exactly like gtpo")
     if "beta" in consumes and cfg.gtpo.beta == 0:
         out.append("gtpo.beta = 0: GTPO weights are uniform (no uncertainty reweighting)")
     if cfg.model.name == EMBEDDED_MODEL and t.temperature >= 1:
@@ -257,6 +259,41 @@ def _backend_settings(cfg: Config) -> list[list[str]]:
     return []
 
 
+def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Sample the base model (`retrain grams check`'s probe) for each distinct model/task/gram setting of the
+    conditions that use planning tokens; warn where the planning-token fraction is ≈ 0 (the SEPA vs HICRA
+    comparison would be void). Returns (probe reports, warnings). `probe` replaces the sampler in tests."""
+    from retrain.analysis.void import planning_void_warning, uses_planning
+
+    if probe is None:
+        from retrain.grams.probe import probe_planning as probe
+    if cfg.kind == "campaign":
+        configs = [(s.label, s.config) for s in expand_campaign(cfg)]
+    elif cfg.kind == "run":
+        configs = [(cfg.condition, cfg)]
+    else:
+        return [], []
+    settings: dict[str, tuple[list[str], Config]] = {}
+    for label, run_cfg in configs:
+        if not uses_planning(label):
+            continue
+        key = json.dumps([run_cfg.model.name, config_to_dict(run_cfg)["data"], list(run_cfg.planning.strategic_grams),
+                          run_cfg.training.max_tokens, run_cfg.training.temperature, run_cfg.training.seed])
+        labels, _ = settings.setdefault(key, ([], run_cfg))
+        if label not in labels:
+            labels.append(label)
+    reports, warnings = [], []
+    for labels, run_cfg in settings.values():
+        report = probe(run_cfg, num_prompts=num_prompts)
+        report["conditions"] = labels
+        reports.append(report)
+        warning = planning_void_warning(f"{', '.join(labels)} (probe of {report['completions']} base-model "
+                                        "completions)", report["planning_token_fraction"])
+        if warning:
+            warnings.append(warning)
+    return reports, warnings
+
+
 def _merge_condition_warnings(by_label: dict[str, list[str]]) -> list[str]:
     """One line per distinct warning; prefixed with the conditions it concerns unless it is all."""
     owners: dict[str, list[str]] = {}
@@ -323,6 +360,14 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
         lines += ["", "# plugins: Python code this config imports and runs with your permissions, as",
                   "# `python FILE.py` would; run only configs whose plugins you trust"]
         lines += [f"#   {p['key']} = {p['path']}" for p in info["plugins"]]
+    for report in info.get("probe", []):
+        hits = [g for g, h in sorted(report["gram_hits"].items(), key=lambda gh: -gh[1]) if h]
+        matched = ", ".join(repr(g) for g in hits) if hits else "none"
+        lines += ["",
+                  (f"# planning probe ({', '.join(report['conditions'])}): {report['prompts']} prompts x "
+                   f"{report['samples_per_prompt']} base-model completions"),
+                  (f"#   planning_token_fraction {report['planning_token_fraction']:.4f} "
+                   f"({report['planning_tokens']} of {report['tokens']} tokens); grams matched: {matched}")]
     lines += ["", "# warnings" if info["warnings"] else "# warnings: none"]
     lines += [f"#   - {w}" for w in info["warnings"]]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ DEFAULT_STRATEGIC_GRAMS: tuple[str, ...] = (
 )
 
 
-_SEPARATOR = r"[\s,;:\-–—]+"  # between a gram's words
+GRAM_SEPARATOR = r"[\s,;:\-–—]+"  # between a gram's words (`retrain grams mine` splits text the same way)
 
 
 def _gram_regex(gram: str) -> str:
@@ -52,7 +52,7 @@ def _gram_regex(gram: str) -> str:
     """
     words = gram.split()
     escaped = ["".join("['’]" if ch in "'’" else re.escape(ch) for ch in w) for w in words]
-    return r"(?<!\w)" + _SEPARATOR.join(escaped) + r"(?!\w)"
+    return r"(?<!\w)" + GRAM_SEPARATOR.join(escaped) + r"(?!\w)"
 
 
 @functools.lru_cache(maxsize=32)
