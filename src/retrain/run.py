@@ -316,6 +316,8 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
         print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
               f"running correct rate {running:.1%}; logs in {run_dir}")
         outcome = "success"
+        for warning in void_warnings(cfg, run_dir):
+            print(f"warning: {warning}")
         if not (run_dir.parent.parent / "manifest.json").is_file():  # a campaign says it once, for all its runs
             print(next_steps_text(run_dir), flush=True)
         return 0
@@ -387,6 +389,15 @@ def _crashed(info: RunInfo, e: BaseException) -> int:
     traceback.print_exc()
     info.finish_quietly("failed", error=f"{type(e).__name__}: {e}")
     return 1
+
+
+def void_warnings(cfg: Config, run_dir: Path) -> list[str]:
+    """What makes this run useless for the comparison it was meant for (e.g. a planning transform that
+    saw no planning token), from the whole metrics.jsonl, so a resumed run is judged on all its steps."""
+    from retrain.analysis.load import read_jsonl
+    from retrain.analysis.void import run_void_warnings
+
+    return run_void_warnings(cfg.condition, read_jsonl(run_dir / "metrics.jsonl"))
 
 
 def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from retrain.analysis.load import Run, arm_label
 from retrain.analysis.significance import resolve_window, window_mean
+from retrain.analysis.void import arms_void_warnings
 from retrain.errors import RetrainError
 
 CONFIRMED, FAILED, INCONCLUSIVE = "CONFIRMED", "FAILED", "INCONCLUSIVE"
@@ -141,6 +142,7 @@ def evaluate_litmus(base: list[Run], cand: list[Run], profile: LitmusProfile,
                    "window": {"start": start, "end": end, "default": is_default}},
         "evidence_ok": evidence_ok, "gates": gates, "checks": checks,
         "evidence_failures": [f for g in gates for f in g["failures"]],
+        "warnings": arms_void_warnings(base, cand),  # a void comparison: the verdict would mean nothing
     }
 
 
@@ -163,6 +165,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         delta = "n/a" if c["delta"] is None else f"{c['delta']:+.6f}"
         lines.append(f"| {c['metric']} ({c['kind']}) | {fmt(c['baseline'])} | {fmt(c['candidate'])} | {delta} | "
                      f">= {c['threshold']:g} | {'PASS' if c['passed'] else 'FAIL'} |")
+    if result.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"> **warning:** {w}" for w in result["warnings"]]
     return "\n".join(lines) + "\n"
 
 
@@ -175,4 +179,5 @@ def render_console(result: dict[str, Any]) -> str:
     for c in result["checks"]:
         delta = "n/a" if c["delta"] is None else f"{c['delta']:+.6f}"
         lines.append(f"[{'PASS' if c['passed'] else 'FAIL'}] {c['metric']}: delta={delta} (threshold={c['threshold']:g})")
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from retrain.analysis.load import (
 )
 from retrain.analysis.outputs import MARK, is_ours, write_json, write_text
 from retrain.analysis.significance import compare_arms, resolve_window, window_counts, window_mean
+from retrain.analysis.void import campaign_void_warnings
 from retrain.errors import RetrainError
 from retrain.jsonio import read_json
 
@@ -241,7 +242,12 @@ def data_problem_warnings(ctx: ReportContext) -> list[str]:
 # report.json "warnings"), e.g. damaged logs or a comparison that cannot mean anything. A check is
 # `fn(ctx: ReportContext) -> list[str]`; it runs after the sections, so it can read `ctx.data`
 # (the runs table, comparisons and litmus) as well as the runs. Append one here to add a warning.
-WARNING_CHECKS: list[Callable[[ReportContext], list[str]]] = [data_problem_warnings]
+def void_comparison_warnings(ctx: ReportContext) -> list[str]:
+    """Planning conditions with ~0 planning tokens, and conditions with identical metrics (analysis/void.py)."""
+    return campaign_void_warnings(ctx.by_cond)
+
+
+WARNING_CHECKS: list[Callable[[ReportContext], list[str]]] = [data_problem_warnings, void_comparison_warnings]
 
 
 def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None,
