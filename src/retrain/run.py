@@ -273,6 +273,7 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
     backend, outcome = None, "errored"
     parts: Components | None = None
     try:
+        pin_numerics(cfg, info)
         parts = build_components(cfg, data)
         backend = parts.ctx.backend
         if state:
@@ -389,6 +390,29 @@ def _crashed(info: RunInfo, e: BaseException) -> int:
     traceback.print_exc()
     info.finish_quietly("failed", error=f"{type(e).__name__}: {e}")
     return 1
+
+
+def pin_numerics(cfg: Config, info: RunInfo) -> dict:
+    """Fix what decides this run's CPU floats besides config and seed (retrain.backends.determinism).
+
+    The thread count is `[backend] num_threads`, else the one this run recorded when it started (so a
+    resume in a shell or campaign executor with another OMP_NUM_THREADS computes the same floats), else
+    torch's choice now. A resume on another CPU or library versions cannot match: it says so.
+    """
+    from retrain.backends.determinism import configure_threads
+
+    before = info.previous.get("numerics") or {}
+    recorded = before.get("torch_threads") if isinstance(before.get("torch_threads"), int) else 0
+    libraries = {k: v for k, v in info.data["versions"].items() if k != "git"}  # git: `--dirty` flips on any edit
+    numerics = {**configure_threads(cfg.backend.num_threads or recorded).as_dict(), "versions": libraries}
+    changed = [k for k in ("torch_threads", "cpu_capability", "versions")
+               if k in before and before[k] != numerics[k]]
+    if changed:
+        print(f"warning: {info.path.parent}: this resume runs with other {', '.join(changed)} than the run's start "
+              f"({', '.join(f'{k}: {before[k]} -> {numerics[k]}' for k in changed)}); its metrics will not match an "
+              "uninterrupted run (docs/reproducibility.md)", file=sys.stderr)
+    info.data["numerics"] = numerics
+    return numerics
 
 
 def void_warnings(cfg: Config, run_dir: Path) -> list[str]:
@@ -697,6 +721,7 @@ class RunInfo:
     def __init__(self, run_dir: Path, cfg: Config):
         self.path = run_dir / "run.json"
         old = read_json(self.path)
+        self.previous = old  # what the run recorded before this (re)start
         self.data = {
             "status": "pending",
             "condition": cfg.condition,
