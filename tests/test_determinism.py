@@ -47,8 +47,11 @@ def test_configure_threads_switches_off_run_time_thread_adaptation():
 def test_configure_threads_keeps_torchs_choice_for_0_and_rejects_negatives():
     import torch
 
-    n = torch.get_num_threads()
-    assert configure_threads(0).torch_threads == n
+    from retrain.backends import determinism
+
+    n = determinism._startup_threads()
+    assert configure_threads(1).torch_threads == 1 == torch.get_num_threads()
+    assert configure_threads(0).torch_threads == n == torch.get_num_threads()  # not the previous run's 1
     with pytest.raises(RetrainError, match="num_threads"):
         configure_threads(-1)
 
@@ -68,26 +71,26 @@ def _interrupt_at(monkeypatch, step_to_stop: int):
 
 @pytest.mark.slow
 def test_resume_uses_the_thread_count_the_run_started_with(tmp_path, monkeypatch):
-    import torch
-
+    from retrain.backends.determinism import _startup_threads
     from retrain.config import load_config
     from retrain.run import train
 
-    torch.set_num_threads(2)
+    n = _startup_threads()  # what an auto (0) run uses in this process
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert train(load_config(write_tiny_config(tmp_path / "w.toml", whole, steps=4, save_every=1))) == 0
     _interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train(load_config(write_tiny_config(tmp_path / "c.toml", cut, steps=4, save_every=1)))
-    assert json.loads((cut / "run.json").read_text())["numerics"]["torch_threads"] == 2
+    assert json.loads((cut / "run.json").read_text())["numerics"]["torch_threads"] == n
     # The resuming shell (or campaign executor) has another OMP_NUM_THREADS: the run keeps its own.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS_DIR)])}
+    env = {**os.environ, "OMP_NUM_THREADS": "2" if n == 1 else "1",
+           "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS_DIR)])}
     out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "will not match" not in out.stderr
     info = json.loads((cut / "run.json").read_text())
-    assert info["numerics"]["torch_threads"] == 2 and info["resumes"] == 1
+    assert info["numerics"]["torch_threads"] == n and info["resumes"] == 1
     assert without_timing(read_jsonl(cut / "metrics.jsonl")) == without_timing(read_jsonl(whole / "metrics.jsonl"))
     # A resume on another CPU (kernels chosen for another instruction set) says it cannot match.
     info["numerics"]["cpu_capability"] = "AVX2" if info["numerics"]["cpu_capability"] != "AVX2" else "AVX512"

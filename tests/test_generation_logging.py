@@ -8,23 +8,26 @@ import pytest
 from retrain_test_plugins import ScriptedBackend
 
 from retrain.backends.base import SamplingParams
-from retrain.config import RewardConfig
+from retrain.config.tables import RewardConfig
 from retrain.data.base import Example
 from retrain.rewards import make_scorer
-from retrain.rl.registry import ADVANTAGES, TRANSFORMS, resolve
+from retrain.rl.advantages import maxrl_advantages
+from retrain.rl.sepa import SEPAController
 from retrain.rl.step import StepContext, rl_step
+from retrain.rl.transforms import TRANSFORMS
 
 
 def step_generations(per_prompt: int, max_chars: int) -> list[dict]:
     ctx = StepContext(
-        backend=ScriptedBackend(None), score=make_scorer(RewardConfig(type="match")),
-        advantage_fn=resolve("maxrl", ADVANTAGES, "advantage"), transform_fn=resolve("gtpo", TRANSFORMS, "transform"),
+        backend=ScriptedBackend(None), scorer=make_scorer(RewardConfig(type="match")), advantage_fn=maxrl_advantages,
+        transform=TRANSFORMS.entry("gtpo"), sepa=SEPAController(steps=4, schedule="linear", delay_steps=0,
+                                                                correct_rate_gate=0.0),
         uncertainty_kind="surprisal", strategic_grams=["let me check", "let me think"], gtpo_beta=0.1, hicra_alpha=0.2,
         group_size=4, sampling=SamplingParams(max_tokens=8), lr=1e-4,
         generations_per_prompt=per_prompt, generation_max_chars=max_chars,
     )
     examples = [Example(prompt="What is 2 + 3?", answer="5"), Example(prompt="What is 1 + 5?", answer="6")]
-    return rl_step(ctx, examples, sepa_lambda=0.0, seed=1).generations
+    return rl_step(ctx, examples, step=0, seed=1).generations
 
 
 def test_default_logs_the_first_completion_of_each_group_cut_at_500_chars():

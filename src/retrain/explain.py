@@ -263,7 +263,7 @@ def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[
     """Sample the base model (`retrain grams check`'s probe) for each distinct model/task/gram setting of the
     conditions that use planning tokens; warn where the planning-token fraction is ≈ 0 (the SEPA vs HICRA
     comparison would be void). Returns (probe reports, warnings). `probe` replaces the sampler in tests."""
-    from retrain.analysis.void import planning_void_warning, uses_planning
+    from retrain.analysis.void import planning_void_warning
 
     if probe is None:
         from retrain.grams.probe import probe_planning as probe
@@ -275,7 +275,8 @@ def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[
         return [], []
     settings: dict[str, tuple[list[str], Config]] = {}
     for label, run_cfg in configs:
-        if not uses_planning(label):
+        entry = transform_entry(run_cfg)
+        if isinstance(entry, str) or "planning_mask" not in entry.consumes:
             continue
         key = json.dumps([run_cfg.model.name, config_to_dict(run_cfg)["data"], list(run_cfg.planning.strategic_grams),
                           run_cfg.training.max_tokens, run_cfg.training.temperature, run_cfg.training.seed])

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 VOID_PLANNING_FRACTION = 1e-3  # below 0.1% of completion tokens, HICRA and SEPA act on (almost) nothing
-PLANNING_TRANSFORMS = ("gtpo_hicra", "gtpo_sepa")  # the built-in transforms that read the planning mask
 # Keys that differ between two runs of the same computation: wall-clock timings and what back-pressure
 # fits to them, and the condition label itself.
 _NOT_COMPARED_PREFIXES = ("bp_",)
@@ -32,10 +31,15 @@ _NOT_COMPARED = {"condition"}
 
 
 def uses_planning(condition: str) -> bool:
-    """Whether a condition label ('maxrl+gtpo_hicra~hicra.alpha=0.5') names a planning transform."""
+    """Whether a condition label ('maxrl+gtpo_hicra~hicra.alpha=0.5') names a transform that reads the
+    planning mask (a built-in whose registry entry consumes it; plugins are not imported here, so a
+    plugin transform is never accused)."""
+    from retrain.rl.transforms import TRANSFORMS
+
     base = condition.partition("~")[0]
     transform = base.partition("+")[2] or base
-    return transform in PLANNING_TRANSFORMS
+    entry = TRANSFORMS.builtin(transform)
+    return entry is not None and "planning_mask" in entry.consumes
 
 
 def planning_void_warning(who: str, fraction: float | None) -> str | None:

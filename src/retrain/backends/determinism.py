@@ -60,6 +60,7 @@ def configure_threads(num_threads: int = 0) -> ThreadSettings:
 
     if num_threads < 0:
         raise RetrainError(f"[backend].num_threads = {num_threads}: must be >= 0 (0 = torch's choice at start-up)")
+    _startup_threads()  # remember torch's choice before the first change
     # For child processes (and any runtime that reads them later): never adapt the team size.
     os.environ["OMP_DYNAMIC"] = "FALSE"
     os.environ["MKL_DYNAMIC"] = "FALSE"
@@ -68,18 +69,24 @@ def configure_threads(num_threads: int = 0) -> ThreadSettings:
     # MKL_Set_Dynamic is the C entry point (int by value); mkl_set_dynamic is the Fortran one (int by pointer).
     mkl_off = any(_call_if_present(path, "MKL_Set_Dynamic", 0)
                   for path in _loaded_libraries(("libtorch_cpu", "libmkl_rt", "libmkl_core")))
-    threads = num_threads or torch.get_num_threads()
+    threads = num_threads or _startup_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return ThreadSettings(torch_threads=torch.get_num_threads(), omp_dynamic_off=sorted(set(omp_off)),
                           mkl_dynamic_off=mkl_off, cpu_capability=_cpu_capability())
 
 
-def resolved_num_threads(num_threads: int) -> int:
-    """The thread count a run with `[backend] num_threads` will use in this process (0 → torch's choice)."""
+_STARTUP: list[int] = []
+
+
+def _startup_threads() -> int:
+    """torch's own thread count in this process, read before any run changed it: a campaign running runs
+    one after the other in one process gives an auto (0) run the same count whatever ran before it."""
     import torch
 
-    return num_threads or torch.get_num_threads()
+    if not _STARTUP:
+        _STARTUP.append(torch.get_num_threads())
+    return _STARTUP[0]
 
 
 def _cpu_capability() -> str:
