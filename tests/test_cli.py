@@ -214,7 +214,8 @@ def test_external_verbs_are_registered_from_their_module(monkeypatch, capsys):
     assert seen == [("power", 0.3)]
     assert main(["power", "--bogus"]) == 2  # that module's own parser rejects it
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
-    assert set(EXTERNAL_VERBS) == {"status", "squeeze", "plot", "compare", "litmus", "power", "report", "doctor"}
+    assert set(EXTERNAL_VERBS) == {"status", "squeeze", "plot", "compare", "litmus", "power", "report", "doctor",
+                                   "grams"}
 
 
 def test_usage_errors_exit_2_and_help_exits_0(capsys):
