@@ -34,7 +34,8 @@ print(json.dumps({"before": before, "after": after, "threads": torch.get_num_thr
 def test_configure_threads_switches_off_run_time_thread_adaptation():
     env = {**os.environ, "OMP_DYNAMIC": "TRUE", "MKL_DYNAMIC": "TRUE", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(SRC)}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=False,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["threads"] == 2 and got["settings"]["torch_threads"] == 2  # the config wins over OMP_NUM_THREADS
@@ -85,8 +86,8 @@ def test_resume_uses_the_thread_count_the_run_started_with(tmp_path, monkeypatch
     # The resuming shell (or campaign executor) has another OMP_NUM_THREADS: the run keeps its own.
     env = {**os.environ, "OMP_NUM_THREADS": "2" if n == 1 else "1",
            "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS_DIR)])}
-    out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, check=False,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "will not match" not in out.stderr
     info = json.loads((cut / "run.json").read_text())
@@ -96,8 +97,8 @@ def test_resume_uses_the_thread_count_the_run_started_with(tmp_path, monkeypatch
     info["numerics"]["cpu_capability"] = "AVX2" if info["numerics"]["cpu_capability"] != "AVX2" else "AVX512"
     info["status"] = "interrupted"
     (cut / "run.json").write_text(json.dumps(info))
-    out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, check=False,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "this resume runs with other cpu_capability than the run's start" in out.stderr
     assert "will not match an uninterrupted run" in out.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures_analysis import run_cli, write_campaign
 
-from retrain.analysis.void import (
+from retrain.void import (
     identical_condition_warnings,
     identical_metrics,
     planning_void_warning,

@@ -263,7 +263,7 @@ def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[
     """Sample the base model (`retrain grams check`'s probe) for each distinct model/task/gram setting of the
     conditions that use planning tokens; warn where the planning-token fraction is ≈ 0 (the SEPA vs HICRA
     comparison would be void). Returns (probe reports, warnings). `probe` replaces the sampler in tests."""
-    from retrain.analysis.void import planning_void_warning
+    from retrain.void import planning_void_warning
 
     if probe is None:
         from retrain.grams.probe import probe_planning as probe

@@ -51,6 +51,10 @@ MAX_ABS = 1e150  # squares (variances) of numbers up to this stay finite in floa
 MAX_INDEX = 2**53  # steps beyond this are not exact in float64
 FLAG_KEYS = frozenset({"sepa_gate_open", "loss_is_placeholder", "backend_reports_sync_loss", "correct",
                        "hit_max_tokens"})
+# Metrics keys that measure wall-clock time: they differ between any two runs of the same computation,
+# resumed or not (tests, and `retrain.void`'s identical-metrics check, compare everything else).
+TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time_s", "advantage_time_s", "train_time_s",
+               "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
 MAX_NAMED_LINES = 5  # line numbers named per reason in a summary
 _SHORT_TOKEN = 32  # longer number tokens are checked one by one (a 5,000-digit integer, a long string)
 

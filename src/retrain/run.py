@@ -64,6 +64,7 @@ from retrain.jsonio import (
     write_json_atomic,
 )
 from retrain.locks import LOCK_NAME, DirLock
+from retrain.logfiles import TIMING_KEYS, read_rows  # noqa: F401  (TIMING_KEYS: imported from here too)
 from retrain.logs import ConsoleSink, JsonlFile, JsonlSink, MetricsSink, WandbSink
 from retrain.preflight import preflight
 from retrain.rewards import make_scorer
@@ -75,10 +76,6 @@ from retrain.rl.transforms import TRANSFORMS
 from retrain.secrets import expand_secrets
 
 DATA_SEED = 0  # see build_components: the data do not depend on the run seed
-# Metrics keys that measure wall-clock time: they differ between any two runs, resumed or not
-# (tests compare everything else).
-TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time_s", "advantage_time_s", "train_time_s",
-               "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
 
 
 def train(cfg: Config, log_dir: str | Path | None = None) -> int:
@@ -418,10 +415,9 @@ def pin_numerics(cfg: Config, info: RunInfo) -> dict:
 def void_warnings(cfg: Config, run_dir: Path) -> list[str]:
     """What makes this run useless for the comparison it was meant for (e.g. a planning transform that
     saw no planning token), from the whole metrics.jsonl, so a resumed run is judged on all its steps."""
-    from retrain.analysis.load import read_jsonl
-    from retrain.analysis.void import run_void_warnings
+    from retrain.void import run_void_warnings
 
-    return run_void_warnings(cfg.condition, read_jsonl(run_dir / "metrics.jsonl"))
+    return run_void_warnings(cfg.condition, read_rows(run_dir / "metrics.jsonl"))
 
 
 def run_one_step(cfg: Config, parts: Components, step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

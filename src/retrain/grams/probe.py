@@ -109,7 +109,7 @@ def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
 
 def render_probe(report: dict[str, Any]) -> str:
     """The probe as text: the fraction, which grams matched, which never did, a few completions."""
-    from retrain.analysis.void import planning_void_warning
+    from retrain.void import planning_void_warning
 
     lines = [
         (f"planning probe: {report['model']} on {report['data']}, {report['prompts']} prompts x "
