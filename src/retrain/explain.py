@@ -15,6 +15,7 @@ here (the run would fail on it).
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 from typing import Any

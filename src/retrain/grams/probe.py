@@ -87,14 +87,20 @@ def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
         raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
     cursor = Cursor(len(data.train), t.seed, shuffle=cfg.data.shuffle)
     examples = [data.train[i] for i in cursor.next_batch(min(num_prompts, len(data.train)))]
-    backend = backend or make_backend(cfg)
     params = SamplingParams(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p,
                             seed=step_seed(t.seed, 0))
-    groups = backend.sample([ex.prompt for ex in examples], n, params)
-    scorer = make_scorer(cfg.reward)
+    own = backend is None
+    backend = backend or make_backend(cfg)
+    try:
+        groups = backend.sample([ex.prompt for ex in examples], n, params)
+    finally:
+        if own and hasattr(backend, "close"):  # a remote backend ends its session, the openai engine its server
+            backend.close("success")
     completions = [c for g in groups for c in g]
-    correct = sum(scorer.score(c.text, ex) > CORRECT_THRESHOLD
-                  for ex, g in zip(examples, groups, strict=True) for c in g)
+    with make_scorer(cfg.reward) as scorer:  # reward worker processes: stopped when scored
+        rewards = scorer.score_batch([c.text for c in completions],
+                                     [ex for ex, g in zip(examples, groups, strict=True) for _ in g])
+    correct = sum(r > CORRECT_THRESHOLD for r in rewards)
     stats = planning_stats(((c.text, c.offsets) for c in completions), grams)
     shown = [c.text for c in completions if find_planning_phrases(c.text, grams)][:3] or [c.text for c in completions[:2]]
     return {
