@@ -247,6 +247,8 @@ def test_with_overrides_validates_and_leaves_the_original_alone():
         ('[algorithm]\nuncertainty_kind = "shannon_entropy"\n[backend]\nbackend = "tinker"\n', '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution'),
         ("[backend.options]\nmicro_batch_size = 0\n", "[backend.options].micro_batch_size: must be an integer >= 1, got 0"),
         ('[campaign]\n[squeeze]\nadapter_path = "a"\n', "[squeeze].adapter_path: a campaign squeezes its first finished run"),
+        ('[data]\nsource = "gsm8k"\nprompt_style = "steps"\n', '[data].prompt_style = "steps" words arithmetic prompts only'),
+        ('[data]\nsource = "arithmetic"\nprompt_style = "chatty"\n', "[data].prompt_style: must be one of 'answer', 'steps'"),
     ],
 )
 def test_cross_field_problems(tmp_path, text, expected):

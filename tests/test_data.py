@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retrain.data import SOURCES, Cursor, Dataset, Example, load_dataset
-from retrain.data.arithmetic import generate, solve
+from retrain.data.arithmetic import generate, solve, to_example
 from retrain.errors import RetrainError
+from retrain.rewards import match_reward
 
 # The first 120 train and 100 test rows of GSM8K (MIT licence, in the folder), in its own format.
 GSM8K_DIR = Path(__file__).parent / "fixtures" / "gsm8k"
@@ -26,7 +27,7 @@ INSTRUCTION = "\nPut the final answer in \\boxed{}."
 def data_cfg(**overrides):
     fields = dict(
         source="arithmetic", path="", split="train", max_examples=0, shuffle=True, operand_digits=2,
-        max_operand=0, operations=["+"], eval_split="test",
+        max_operand=0, operations=["+"], eval_split="test", prompt_style="answer",
     )
     fields.update(overrides)
     return SimpleNamespace(**fields)
@@ -95,6 +96,49 @@ def test_arithmetic_answers_exact_ranges_respected_eval_disjoint(seed, ops, digi
         assert int(example.answer) == solve(a, op, b)
     assert len(set(held)) == len(held) == 10  # distinct eval problems
     assert not set(held) & set(train)  # held out on (a, op, b)
+
+
+def test_arithmetic_steps_style_words_the_same_problems_for_working():
+    answer = load_dataset(data_cfg(max_examples=50), eval_cfg(10), seed=5)
+    steps = load_dataset(data_cfg(max_examples=50, prompt_style="steps"), eval_cfg(10), seed=5)
+    for plain, worked in zip(answer.train + answer.eval, steps.train + steps.eval, strict=True):
+        a, op, b = parse_problem(plain)
+        assert worked.prompt == f"What is {a} {op} {b}? Solve it step by step."
+        # same problem, same reference, same id: only the wording differs, so runs compare
+        assert (worked.answer, worked.id, worked.answer_format) == (plain.answer, plain.id, "number")
+
+
+# Completions SmolLM2-135M wrote for "steps" prompts (T = 0.7, max_tokens = 64; docs/cpu_task.md), with
+# the reward the run gives them: the last number decides, wherever the working puts it.
+STEPS_COMPLETIONS = [
+    ((28, 5), "To solve 28 + 5, we need to follow the order of the operations "
+     "of addition and subtraction. First, we add 28 and 5. \n\nThe answer is 27. So, the solution to the equation "
+     "28 + 5 is 33.", 1.0),  # a wrong draft, then the right sum last
+    ((9, 12), "To solve the equation 9 + 12, we need to first combine like terms "
+     "in the parentheses to get rid of the fraction in the parentheses (9 + 12 = 15).\n\nSo, 9 + 12 = 21.\n\n"
+     "This step is a step step", 1.0),  # cut at max_tokens after the answer: still scored
+    ((28, 5), "To solve this, I will first perform the operations of addition and "
+     "subtraction. \n\n5 + 2 = 7, and 2 + 7 = 11 \n\nSo the answer is 11", 0.0),
+    ((44, 18), "To solve this, you can start by adding 18 to 44, which equals 62. "
+     "18 is the total you add to 44, so you just add those two numbers together: 18 + 62 = 63.\n\nSo, the answer "
+     "is", 0.0),  # the right sum mid-way does not count: the last number is 63
+    ((14, 16), "To solve this equation, we need to first find the value of the "
+     "variable (16) in both the numerator and the denominator of the fraction 14 + 16.", 0.0),  # no answer: 16
+]
+
+
+@pytest.mark.parametrize(("operands", "completion", "reward"), STEPS_COMPLETIONS)
+def test_steps_style_completions_are_scored_on_their_last_number(operands, completion, reward):
+    a, b = operands
+    example = to_example((a, "+", b), "steps")  # the source's own example for that problem
+    assert example.prompt == f"What is {a} + {b}? Solve it step by step."
+    assert match_reward(completion, example.answer, example.answer_format) == reward
+
+
+@pytest.mark.parametrize("style", ["chatty", ""])
+def test_arithmetic_unknown_prompt_style_is_a_user_error(style):
+    with pytest.raises(RetrainError, match=r"\[data\].prompt_style.*'answer', 'steps'"):
+        load_dataset(data_cfg(prompt_style=style), eval_cfg(), seed=0)
 
 
 def test_solve_hand_cases():

@@ -34,6 +34,7 @@ from retrain.config.labels import path_safe_label
 from retrain.config.schema import check_path
 from retrain.config.toml import config_to_dict, flatten_dict, set_path
 from retrain.data import SOURCES
+from retrain.data.arithmetic import PROMPT_STYLES
 from retrain.errors import ConfigError
 from retrain.plugins import CALLABLE_RE, PLUGIN_RE
 from retrain.registry import Registry
@@ -219,6 +220,11 @@ class DataConfig(_Table):
     max_operand: int = Field(0, ge=0, description="arithmetic: largest operand; 0 = 10**operand_digits - 1")
     operations: list[Literal["+", "-", "*"]] = Field(
         default_factory=lambda: ["+"], min_length=1, description="arithmetic: operations to draw from"
+    )
+    prompt_style: str = _choice(
+        "answer", tuple(PROMPT_STYLES),
+        "arithmetic: 'answer' asks for just the number; 'steps' asks to solve it step by step, so "
+        "completions carry planning phrases (docs/cpu_task.md)",
     )
 
     @field_validator("operations")

@@ -61,19 +61,32 @@ def _check(dataset: Any, source: str) -> Dataset:
     return dataset
 
 
-def _needs_path(cfg: Any) -> list[str]:
-    if cfg.data.path:
+def _arithmetic_only(cfg: Any) -> list[str]:
+    """`prompt_style` words the arithmetic source's prompts; another built-in source has its own
+    wording, so a non-default style there would silently do nothing."""
+    if cfg.data.prompt_style == "answer":
         return []
-    return ['[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})']
+    return [f'[data].prompt_style = "{cfg.data.prompt_style}" words arithmetic prompts only; remove it, '
+            f'or use source = "arithmetic"']
+
+
+def _needs_path(cfg: Any) -> list[str]:
+    problems = _arithmetic_only(cfg)
+    if cfg.data.path:
+        return problems
+    return problems + ['[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})']
 
 
 SOURCES: Registry[SourceFn] = Registry("[data].source", "[data].source", _source_plugin)
-SOURCES.register("arithmetic", summary="generated offline, seeded (operand_digits, max_operand, operations)")(load_arithmetic)
-SOURCES.register("math", summary="Hendrycks MATH through `datasets`, or a local copy at [data].path")(load_math)
-SOURCES.register("gsm8k", summary="GSM8K through `datasets`, or a local copy at [data].path")(load_gsm8k)
+SOURCES.register("arithmetic", summary="generated offline, seeded (operand_digits, max_operand, operations, "
+                 "prompt_style)")(load_arithmetic)
+SOURCES.register("math", summary="Hendrycks MATH through `datasets`, or a local copy at [data].path",
+                 check=_arithmetic_only)(load_math)
+SOURCES.register("gsm8k", summary="GSM8K through `datasets`, or a local copy at [data].path",
+                 check=_arithmetic_only)(load_gsm8k)
 SOURCES.register("jsonl", summary='rows {"prompt", "answer"} from [data].path', check=_needs_path)(load_jsonl)
 SOURCES.register("reasoning_gym", summary="a reasoning-gym task, written reasoning_gym:<task> (optional extra)",
-                 takes_argument=True)(load_reasoning_gym)
+                 takes_argument=True, check=_arithmetic_only)(load_reasoning_gym)
 
 
 def resolve_source(source: str) -> SourceFn:

@@ -4,6 +4,11 @@
 (`answer_format = "number"`): SmolLM2-135M, the embedded default model, never writes `\\boxed{}`
 (measured 0/40 over 4 prompt wordings) but starts at ~35% greedy accuracy on two-digit addition, the
 range where GRPO groups have reward variance to learn from.
+
+`[data].prompt_style = "steps"` asks for the working instead ("Solve it step by step."): the same
+model then writes reasoning moves ("to solve this", "we need to", "start by", "step by step"), so
+planning-token methods (HICRA, SEPA) have planning tokens to act on. docs/cpu_task.md has the
+measurements behind both wordings and the rejected ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ _MAX_OPERAND_LIMIT = 2**62 - 1
 
 Problem = tuple[int, str, int]
 
+# `[data].prompt_style` → the prompt's wording. Both keep the answer the last number of a good
+# completion, so both are scored with answer_format "number".
+PROMPT_STYLES: dict[str, str] = {
+    # Just the answer: ~35% greedy accuracy on 2-digit addition, but no planning phrases at all.
+    "answer": "What is {a} {op} {b}? Answer with just the number.",
+    # The working: reasoning moves in most completions (docs/cpu_task.md), at ~2x the tokens.
+    "steps": "What is {a} {op} {b}? Solve it step by step.",
+}
+
 
 def solve(a: int, op: str, b: int) -> int:
     """The exact answer of `a op b` for op in {+, -, *} (Python ints: no overflow, no rounding)."""
@@ -35,11 +49,12 @@ def solve(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def to_example(problem: Problem) -> Example:
-    """The prompt wording the default model was measured with; the answer is the exact integer."""
+def to_example(problem: Problem, style: str = "answer") -> Example:
+    """`problem` worded per `PROMPT_STYLES[style]` (measured on the default model); the answer is the
+    exact integer, scored on the last number of the completion."""
     a, op, b = problem
     return Example(
-        prompt=f"What is {a} {op} {b}? Answer with just the number.",
+        prompt=PROMPT_STYLES[style].format(a=a, op=op, b=b),
         answer=str(solve(a, op, b)),
         id=f"arith-{a}{op}{b}",
         answer_format="number",
@@ -101,7 +116,12 @@ def _operations(data_cfg: Any) -> tuple[str, ...]:
 
 
 def load_arithmetic(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
-    """The `arithmetic` source: `max_examples` (0 → 10000) train problems, `[eval].num_examples` held out."""
+    """The `arithmetic` source: `max_examples` (0 → 10000) train problems, `[eval].num_examples` held out,
+    worded per `prompt_style`."""
+    if data_cfg.prompt_style not in PROMPT_STYLES:
+        raise RetrainError(
+            f"[data].prompt_style = {data_cfg.prompt_style!r}: use one of {list(PROMPT_STYLES)}"
+        )
     if data_cfg.operand_digits < 1:
         raise RetrainError(f"[data].operand_digits = {data_cfg.operand_digits}: must be >= 1")
     if data_cfg.max_operand < 0 or data_cfg.max_operand > _MAX_OPERAND_LIMIT:
@@ -113,4 +133,5 @@ def load_arithmetic(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
         )
     n_train = data_cfg.max_examples if data_cfg.max_examples > 0 else DEFAULT_TRAIN_SIZE
     train_P, eval_P = generate(seed, n_train, max(eval_cfg.num_examples, 0), hi, _operations(data_cfg))
-    return Dataset(train=[to_example(p) for p in train_P], eval=[to_example(p) for p in eval_P])
+    style = data_cfg.prompt_style
+    return Dataset(train=[to_example(p, style) for p in train_P], eval=[to_example(p, style) for p in eval_P])
