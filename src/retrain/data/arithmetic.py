@@ -8,7 +8,7 @@ range where GRPO groups have reward variance to learn from.
 `[data].prompt_style = "steps"` asks for the working instead ("Solve it step by step."): the same
 model then writes reasoning moves ("to solve this", "we need to", "start by", "step by step"), so
 planning-token methods (HICRA, SEPA) have planning tokens to act on. docs/cpu_task.md has the
-measurements behind both wordings and the rejected ones.
+measurements behind it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ Problem = tuple[int, str, int]
 PROMPT_STYLES: dict[str, str] = {
     # Just the answer: ~35% greedy accuracy on 2-digit addition, but no planning phrases at all.
     "answer": "What is {a} {op} {b}? Answer with just the number.",
-    # The working: reasoning moves in most completions (docs/cpu_task.md), at ~2x the tokens.
+    # The working: phrases such as "to solve this", "we need to", "first add" in most completions,
+    # ~55 tokens each at max_tokens = 64 (docs/cpu_task.md), so budget tokens for it.
     "steps": "What is {a} {op} {b}? Solve it step by step.",
 }
 
