@@ -111,19 +111,19 @@ def test_arithmetic_steps_style_words_the_same_problems_for_working():
 # Completions SmolLM2-135M wrote for "steps" prompts (T = 0.7, max_tokens = 64; docs/cpu_task.md), with
 # the reward the run gives them: the last number decides, wherever the working puts it.
 STEPS_COMPLETIONS = [
-    ((28, 5), "To solve 28 + 5, we need to follow the order of the operations "
-     "of addition and subtraction. First, we add 28 and 5. \n\nThe answer is 27. So, the solution to the equation "
-     "28 + 5 is 33.", 1.0),  # a wrong draft, then the right sum last
-    ((9, 12), "To solve the equation 9 + 12, we need to first combine like terms "
-     "in the parentheses to get rid of the fraction in the parentheses (9 + 12 = 15).\n\nSo, 9 + 12 = 21.\n\n"
-     "This step is a step step", 1.0),  # cut at max_tokens after the answer: still scored
-    ((28, 5), "To solve this, I will first perform the operations of addition and "
-     "subtraction. \n\n5 + 2 = 7, and 2 + 7 = 11 \n\nSo the answer is 11", 0.0),
-    ((44, 18), "To solve this, you can start by adding 18 to 44, which equals 62. "
-     "18 is the total you add to 44, so you just add those two numbers together: 18 + 62 = 63.\n\nSo, the answer "
-     "is", 0.0),  # the right sum mid-way does not count: the last number is 63
-    ((14, 16), "To solve this equation, we need to first find the value of the "
-     "variable (16) in both the numerator and the denominator of the fraction 14 + 16.", 0.0),  # no answer: 16
+    ((28, 5), ("To solve 28 + 5, we need to follow the order of the operations of addition and subtraction. "
+               "First, we add 28 and 5. \n\nThe answer is 27. So, the solution to the equation 28 + 5 is 33."),
+     1.0),  # a wrong draft, then the right sum last
+    ((9, 12), ("To solve the equation 9 + 12, we need to first combine like terms in the parentheses to get rid "
+               "of the fraction in the parentheses (9 + 12 = 15).\n\nSo, 9 + 12 = 21.\n\nThis step is a step step"),
+     1.0),  # cut at max_tokens after the answer: still scored
+    ((28, 5), ("To solve this, I will first perform the operations of addition and subtraction. \n\n"
+               "5 + 2 = 7, and 2 + 7 = 11 \n\nSo the answer is 11"), 0.0),
+    ((44, 18), ("To solve this, you can start by adding 18 to 44, which equals 62. 18 is the total you add to 44, "
+                "so you just add those two numbers together: 18 + 62 = 63.\n\nSo, the answer is"),
+     0.0),  # the right sum mid-way does not count: the last number is 63
+    ((14, 16), ("To solve this equation, we need to first find the value of the variable (16) in both the "
+                "numerator and the denominator of the fraction 14 + 16."), 0.0),  # no answer: 16
 ]
 
 

@@ -66,8 +66,8 @@ def _arithmetic_only(cfg: Any) -> list[str]:
     wording, so a non-default style there would silently do nothing."""
     if cfg.data.prompt_style == "answer":
         return []
-    return [f'[data].prompt_style = "{cfg.data.prompt_style}" words arithmetic prompts only; remove it, '
-            f'or use source = "arithmetic"']
+    return [(f'[data].prompt_style = "{cfg.data.prompt_style}" words arithmetic prompts only; remove it, '
+             'or use source = "arithmetic"')]
 
 
 def _needs_path(cfg: Any) -> list[str]:
