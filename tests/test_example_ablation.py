@@ -74,13 +74,14 @@ def test_example_grams_mark_planning_tokens_in_the_tasks_completions():
 
 def _token_advantages(run_cfg, step: int) -> list[float]:
     """What one condition trains on for GROUP at `step`: episode advantages, then its transform with
-    the knobs and SEPA lambda its config gives (the gate opened by an earlier step, as on this task)."""
+    the knobs and SEPA lambda its config gives, after a first step with one correct completion of 16
+    (the base model's rate on this task: SEPA's gate must open on it)."""
     example = to_example(PROBLEM, run_cfg.data.prompt_style)
     rewards_G = [match_reward(text, example.answer, example.answer_format) for text in GROUP]
     adv_G = ADVANTAGES.resolve(run_cfg.algorithm.advantage_mode)(rewards_G)
     s = run_cfg.sepa
     sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate, warmup=s.warmup)
-    sepa.observe(1.0, [0.0, 1.0], step=0)
+    sepa.observe(1 / 16, [0.0, 1.0], step=0)
     entry = TRANSFORMS.entry(run_cfg.algorithm.transform_mode)
     knobs = knob_values(entry.consumes, beta=run_cfg.gtpo.beta, alpha=run_cfg.hicra.alpha,
                         sepa_lambda=sepa.resolve_lambda(step))
