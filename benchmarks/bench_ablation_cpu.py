@@ -7,8 +7,9 @@ Runs the example under `logs/bench_ablation_cpu/`, times it, runs `retrain plot`
 on it and prints: the load average before and after (the numbers mean little on a shared machine),
 the wall time, a per-condition table (training correct rate, held-out accuracy before and after,
 planning-token fraction, planning/execution entropy, SEPA's last λ) and, for every pair of conditions
-with the same seed, how many steps logged identical non-timing metrics (0 expected: the conditions
-train differently). Append the output to benchmarks/results/ablation_cpu.txt with the machine's name.
+with the same seed, how many steps logged identical non-timing metrics: only the first steps before
+any group had a correct completion may be (same seed, same samples, nothing to train on); after the
+first update the conditions must differ. Append the output to benchmarks/results/ablation_cpu.txt with the machine's name.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ablation_cpu.toml"
-TIMING_KEYS = ("time", "_s", "timestamp")  # wall-clock values differ between any two runs
+TIMING_KEYS = ("time", "_s", "timestamp", "throughput", "per_second")  # wall-clock values differ between any two runs
 
 
 def _rows(path: Path) -> list[dict]:
