@@ -90,7 +90,7 @@ def identical_steps(runs: dict[str, list[dict]]) -> str:
             for y in rb:
                 if x["seed"] != y["seed"]:
                     continue
-                pairs = list(zip(x["metrics"], y["metrics"]))
+                pairs = list(zip(x["metrics"], y["metrics"], strict=False))  # a run may have stopped early
                 same = sum(strip(p) == strip(q) for p, q in pairs)
                 out.append(f"{a} vs {b} (seed {x['seed']}): {same}/{len(pairs)} steps with identical non-timing metrics")
     return "\n".join(out)
