@@ -17,10 +17,13 @@ import resource
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from fixtures_analysis import run_cli, write_campaign
 
 from retrain.analysis.load import load_run
@@ -252,6 +255,87 @@ def test_fast_and_line_by_line_paths_agree(tmp_path):
     for k in keys:
         assert a.values[k].tolist() == pytest.approx(b.values[k][:50].tolist(), nan_ok=True), k
     assert b.values["correct_rate"][-1] != b.values["correct_rate"][-1]  # the nested key is not the metric
+
+
+def test_a_repeated_key_reads_as_json_does(tmp_path):
+    """JSON allows a key twice in one object and json.loads keeps the last value. The key scanner must not
+    count matches per block and hand them out in order: here that put 0.9 on step 1."""
+    from retrain.logfiles import read_columns
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step":0,"correct_rate":0.1,"correct_rate":0.9}\n{"step":1}\n{"step":2,"correct_rate":0.3}\n')
+    cols = read_columns(path, ["correct_rate"])
+    assert cols.index.tolist() == [0, 1, 2]
+    assert [None if np.isnan(x) else x for x in cols.values["correct_rate"].tolist()] == [0.9, None, 0.3]
+    path.write_text('{"step":0,"step":5,"v":1}\n{"step":1,"v":2}\n')  # the index repeated too
+    cols = read_columns(path, ["v"])
+    assert cols.index.tolist() == [1, 5] and cols.values["v"].tolist() == [2.0, 1.0]
+
+
+def test_space_before_the_colon_is_json_too(tmp_path):
+    """`{"step" : 0}` is valid JSON (another tool's writer, a hand edit); the scanner used to find no step
+    in such rows and skip every one of them."""
+    from retrain.logfiles import LogProblems, read_columns
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step" : 0, "correct_rate" :0.5}\n{"step"\t: 1, "correct_rate" : 0.25}\n')
+    problems = LogProblems(path)
+    cols = read_columns(path, ["correct_rate"], problems=problems)
+    assert not problems, problems.summary()
+    assert cols.index.tolist() == [0, 1] and cols.values["correct_rate"].tolist() == [0.5, 0.25]
+
+
+_KEYS = ("step", "a_rate", "b", "bb", "x_b", 'q"b', "long_key_name_b")
+_value = st.one_of(st.none(), st.integers(-5, 5), st.floats(0, 1), st.booleans(), st.integers(10**40, 10**41),
+                   st.sampled_from(['"b": 7', 'a : b', '"b"', 'x\\"b":', "12:30", "b\\"]))
+_pair = st.tuples(st.sampled_from(_KEYS), _value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.lists(_pair, max_size=6), min_size=1, max_size=12),
+       sep=st.sampled_from([":", ": ", ":  ", " : "]))
+def test_the_key_scanner_agrees_with_json_loads(tmp_path_factory, lines, sep):
+    """Any block of flat objects (keys repeated or missing in any line, look-alike keys, strings that
+    hold colons, quotes and keys, long numbers, any spacing): the columns are what json.loads (the last
+    value of a repeated key wins) and `check_value` make of each line."""
+    from retrain.logfiles import check_value, read_columns
+
+    path = tmp_path_factory.mktemp("scan") / "m.jsonl"
+    text = "".join("{" + ", ".join(f"{json.dumps(k)}{sep}{json.dumps(v)}" for k, v in pairs) + "}\n"
+                   for pairs in lines)
+    path.write_text(text)
+    keys = ["a_rate", "b", 'q"b']
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cols = read_columns(path, keys)
+    want: dict[int, dict[str, float | None]] = {}
+    for line in text.splitlines():
+        row = json.loads(line)
+        step, _ = check_value("step", row.get("step"))
+        if step is None or step != int(step) or not 0 <= step < 2**53:
+            continue
+        want[int(step)] = {k: check_value(k, row.get(k))[0] for k in keys}
+    assert cols.index.tolist() == sorted(want)
+    got = {int(s): {k: None if np.isnan(v[i]) else float(v[i]) for k, v in cols.values.items()}
+           for i, s in enumerate(cols.index.tolist())}
+    assert got == want
+
+
+def test_the_key_scanner_reads_clean_blocks_itself(tmp_path):
+    """Clean rows (compact or json.dumps spacing, long values, the last value at the block's very end)
+    are read by the scanner, not handed to json.loads, and give the same columns."""
+    from retrain.logfiles import LogProblems, _fast_block, _KeyScan, _slow_block
+
+    rows = [{"step": i, "v": i / 7, "big": 10**40 + i, "s": "a:b", "flag": i % 2 == 0, "t": None} for i in range(40)]
+    keys = ["step", "v", "big", "flag", "t", "absent"]
+    for text in ("".join(json.dumps(r) + "\n" for r in rows),
+                 "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)):
+        block = memoryview(bytearray(text.encode()))
+        fast = _fast_block(block, keys, {k: _KeyScan(k) for k in keys}, 1 << 20, LogProblems("m"))
+        slow, _ = _slow_block(block, 1, keys, 1 << 20, LogProblems("m"))
+        assert fast is not None
+        for k in keys:
+            assert fast[k].tolist() == pytest.approx(slow[k].tolist(), nan_ok=True), k
 
 
 def test_last_row_per_step_wins(tmp_path):

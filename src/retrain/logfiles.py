@@ -16,9 +16,11 @@ here follows the same rules, so `report`, `compare`, `litmus`, `plot` and `statu
   Integers longer than 30 digits are read as floats (Python refuses to parse 4,300+ digits).
 
 `read_columns` pulls only the keys asked for. A block whose lines all look like flat JSON
-objects (`{...}` one per line, no nested braces) is scanned with one compiled regex per key and
-numpy (measured ~10x faster than `json.loads` per line on metrics rows); any other block is
-parsed line by line with `json.loads`. Both paths apply the same checks.
+objects (`{...}` one per line, no nested braces) is scanned with numpy: the block's colons once,
+then each key's occurrences, the line each is on and its value as arrays (`_KeyScan`; ~10x faster
+than `json.loads` per line on metrics rows). Any other block, and one where a line repeats a key
+(valid JSON: the last value wins) or puts white space before a colon, is parsed line by line with
+`json.loads`. Both paths apply the same checks and give the same columns.
 
 Example::
 
@@ -56,7 +58,7 @@ FLAG_KEYS = frozenset({"sepa_gate_open", "loss_is_placeholder", "backend_reports
 TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time_s", "advantage_time_s", "train_time_s",
                "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
 MAX_NAMED_LINES = 5  # line numbers named per reason in a summary
-_SHORT_TOKEN = 32  # longer number tokens are checked one by one (a 5,000-digit integer, a long string)
+_SHORT_TOKEN = 32  # bytes of a value read at once; longer ones one by one (a 5,000-digit integer, a string)
 
 
 class LogProblemsWarning(UserWarning):
@@ -295,18 +297,24 @@ def _parse_line(raw: bytes, lineno: int, problems: LogProblems) -> dict | None:
     return row
 
 
+def _block_rows(block: memoryview, first: int, max_line_bytes: int,
+                problems: LogProblems) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of every JSON-object line of one block (`iter_blocks`), parsed by json.loads."""
+    for i, raw in enumerate(bytes(block).split(b"\n")[:-1]):
+        if not raw.strip():
+            continue
+        if len(raw) > max_line_bytes:
+            problems.line(f"longer than {_human(max_line_bytes)}", first + i)
+            continue
+        row = _parse_line(raw, first + i, problems)
+        if row is not None:
+            yield first + i, row
+
+
 def _iter_rows(path: str | Path, problems: LogProblems, max_line_bytes: int,
                block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, dict]]:
     for first, block in iter_blocks(path, problems, max_line_bytes, block_bytes):
-        for i, raw in enumerate(bytes(block).split(b"\n")[:-1]):
-            if not raw.strip():
-                continue
-            if len(raw) > max_line_bytes:
-                problems.line(f"longer than {_human(max_line_bytes)}", first + i)
-                continue
-            row = _parse_line(raw, first + i, problems)
-            if row is not None:
-                yield first + i, row
+        yield from _block_rows(block, first, max_line_bytes, problems)
 
 
 def clean_row(row: dict, problems: LogProblems) -> dict:
@@ -408,30 +416,82 @@ class Columns:
     values: dict[str, np.ndarray]
 
 
-def _key_pattern(key: str) -> re.Pattern[bytes]:
-    # `"key":` preceded by `{` or `, ` can only be a key of the row itself in a flat object: inside a
-    # string an unescaped quote is impossible, and blocks with nested objects never come here.
-    return re.compile(rb'"' + re.escape(key.encode()) + rb'":\s*([^,}\s]*)')
+_BLANK = np.zeros(256, bool)  # white space as the regex `\s` has it
+_BLANK[list(b" \t\n\r\f\v")] = True
+_TOKEN_END = _BLANK.copy()  # where a value in a flat object ends
+_TOKEN_END[[ord(","), ord("}")]] = True
 
 
-def _tokens_to_numbers(key: str, tokens: list[bytes], problems: LogProblems) -> np.ndarray:
-    """Raw JSON value tokens → float64 (NaN: null or bad, counted), per the `check_value` rules."""
+class _KeyScan:
+    """Finds one key's values in a block of flat JSON objects without a regex pass per key.
+
+    Every key of a flat object ends in `":` (the block's colons are found once, for all keys), so an
+    occurrence of `"key"` is a key ending there whose last 8 bytes, read as one little-endian word,
+    match (`word`, under `mask` for keys shorter than 8 bytes); the other bytes are then compared on
+    those few. `regex` reads the value of an occurrence the vectorised reading cannot (see
+    `_value_tokens`). A quote inside a string is escaped (`\\"`), so `"key":` there cannot match the
+    closing quote, and a backslash before the opening quote means a longer key (`"x\\"key":`).
+    """
+
+    def __init__(self, key: str):
+        self.needle = json.dumps(key).encode()  # the key as the writer spells it (quotes, escapes)
+        tail = self.needle[-8:]
+        self.word = np.uint64(int.from_bytes(tail.rjust(8, b"\0"), "little"))
+        self.mask = np.uint64(((1 << (8 * len(tail))) - 1) << (8 * (8 - len(tail))))
+        self.regex = re.compile(re.escape(self.needle) + rb":\s*([^,}\s]*)")
+
+    def find(self, buf: np.ndarray, quotes: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """The closing quote of every occurrence of the key, ascending. `quotes`: the closing quote of
+        every key in the block; `words`: the 8 bytes ending at each (garbage where a quote is < 7)."""
+        size = len(self.needle)
+        at = quotes[((words & self.mask) == self.word) | (quotes < 7)]
+        at = at[at >= size]  # room for the key and the byte before it
+        for j, byte in enumerate(self.needle[:-1]):
+            at = at[buf[at - size + 1 + j] == byte]
+        return at[buf[at - size] != ord("\\")]
+
+
+def _value_tokens(block: memoryview, buf: np.ndarray, at: np.ndarray,
+                  scan: _KeyScan) -> tuple[np.ndarray, dict[int, bytes]]:
+    """The raw value after each `"key":` whose closing quote is at `at`, as `S{_SHORT_TOKEN}` tokens
+    (zero-padded; what the regex `[^,}\\s]*` would take), and {i: whole token} for the ones a window of
+    _SHORT_TOKEN bytes cannot give: longer values (a 5,000-digit integer, a long string), more than
+    one space after the colon, a value too near the end of the block for a whole window."""
+    width = _SHORT_TOKEN
+    start = at + 2
+    start += buf[start] == ord(" ")  # json.dumps writes `": `
+    if len(buf) >= width:
+        windows = np.ndarray((len(buf) - width + 1,), f"S{width}", buffer=block, strides=(1,))
+        tokens = windows[np.minimum(start, len(buf) - width)]  # a copy: one window per value
+    else:
+        tokens = np.zeros(len(at), f"S{width}")
+    u8 = tokens.view(np.uint8).reshape(len(at), width)
+    stop = _TOKEN_END[u8]
+    length = np.where(stop.any(axis=1), stop.argmax(axis=1), width)
+    u8[np.arange(width) >= length[:, None]] = 0
+    odd = (length == width) | _BLANK[buf[start]] | (start > len(buf) - width)
+    whole = {i: scan.regex.match(block, at[i] - len(scan.needle) + 1)[1] for i in np.flatnonzero(odd).tolist()}
+    return tokens, whole
+
+
+def _tokens_to_numbers(key: str, tokens: np.ndarray, whole: dict[int, bytes], problems: LogProblems) -> np.ndarray:
+    """Raw JSON value tokens → float64 (NaN: null or bad, counted), per the `check_value` rules.
+
+    `tokens`: fixed-width (a JSON number or literal is at most 24 characters); `whole`: the full
+    token of each one read one by one instead (see `_value_tokens`).
+    """
     n = len(tokens)
     out = np.full(n, np.nan)
-    if n == 0:
-        return out
-    # Fixed width: a JSON number or literal is at most 24 characters, so a token that fills all
-    # _SHORT_TOKEN bytes was cut, and is read whole on its own (a 5,000-digit integer, a string).
-    # (np.array without a width would take the longest token's: n x 4 MiB for one huge value.)
-    arr = np.array(tokens, dtype=f"S{_SHORT_TOKEN}")
-    cut = np.flatnonzero(arr.view(np.uint8).reshape(n, _SHORT_TOKEN)[:, -1] != 0)
-    for i in cut.tolist():
-        value, reason = _slow_token(key, tokens[i])
+    done = np.zeros(n, bool)
+    for i, tok in whole.items():
+        value, reason = _slow_token(key, tok)
         out[i] = np.nan if value is None else value
         if reason:
             problems.value(key, reason)
-        arr[i] = b"done"
-    null, true, false, done = arr == b"null", arr == b"true", arr == b"false", arr == b"done"
+        done[i] = True
+    null, true, false = tokens == b"null", tokens == b"true", tokens == b"false"
+    true &= ~done
+    false &= ~done
     rest = ~(null | true | false | done)
     if key in FLAG_KEYS:
         out[true], out[false] = 1.0, 0.0
@@ -439,7 +499,7 @@ def _tokens_to_numbers(key: str, tokens: list[bytes], problems: LogProblems) -> 
         return out
     problems.value(key, "true/false where a number belongs", int((true | false).sum()))
     if rest.any():
-        sub = arr[rest]
+        sub = tokens[rest]
         try:
             vals = _check_array(key, sub.astype(np.float64), problems)
         except ValueError:  # something that is not a number among them: one by one
@@ -463,7 +523,7 @@ def _slow_token(key: str, tok: bytes) -> tuple[float | None, str | None]:
     return check_value(key, value)
 
 
-def _fast_block(block: memoryview, keys: list[str], patterns: dict[str, re.Pattern[bytes]], max_line_bytes: int,
+def _fast_block(block: memoryview, keys: list[str], scans: dict[str, _KeyScan], max_line_bytes: int,
                 problems: LogProblems) -> dict[str, np.ndarray] | None:
     """Columns of a block whose lines are all one flat JSON object each; None to fall back.
 
@@ -478,39 +538,40 @@ def _fast_block(block: memoryview, keys: list[str], patterns: dict[str, re.Patte
     starts[0], starts[1:] = 0, ends[:-1] + 1
     if (ends - starts > max_line_bytes).any() or (buf[starts] != ord("{")).any() or (buf[ends - 1] != ord("}")).any():
         return None
+    colons = np.flatnonzero(buf == ord(":"))  # never at 0: the block starts with "{"
+    before = buf[colons - 1]
+    if _BLANK[before].any():  # `"step" : 0` is JSON too, but a layout this scan does not read
+        return None
+    quotes = colons[before == ord('"')] - 1  # the closing quote of every key (and of `\":` in strings)
+    if len(buf) >= 8:
+        words = np.ndarray((len(buf) - 7,), "<u8", buffer=block, strides=(1,))[np.maximum(quotes - 7, 0)]
+    else:
+        words = np.zeros(len(quotes), np.uint64)
     out = {}
     for key in keys:
         counted = problems if key != keys[0] else LogProblems(problems.path)
-        tokens = patterns[key].findall(block)
-        if len(tokens) == n:  # the key once in every line (a flat object cannot repeat it in a valid row)
-            out[key] = _tokens_to_numbers(key, tokens, counted)
-            continue
-        col = np.full(n, np.nan)
-        if tokens:
-            found = [(m.start(), m.group(1)) for m in patterns[key].finditer(block)]
-            line_of = np.searchsorted(ends, np.fromiter((p for p, _ in found), np.int64, len(found)))
-            if len(np.unique(line_of)) != len(line_of):
-                return None  # a key twice in one line: leave it to json.loads
-            col[line_of] = _tokens_to_numbers(key, [t for _, t in found], counted)
-        out[key] = col
+        at = scans[key].find(buf, quotes, words)
+        # Each value is placed by the line it is on: as many values as lines does not mean one per
+        # line, since JSON allows a key twice in an object (json.loads keeps the last).
+        line_of = np.searchsorted(ends, at)
+        if (np.diff(line_of) == 0).any():
+            return None  # a key twice in one line: json.loads decides which value counts
+        values = _tokens_to_numbers(key, *_value_tokens(block, buf, at, scans[key]), counted)
+        if len(at) == n:  # one in every line
+            out[key] = values
+        else:
+            out[key] = np.full(n, np.nan)
+            out[key][line_of] = values
     return out
 
 
-def _slow_block(block: bytes, first: int, keys: list[str], max_line_bytes: int,
+def _slow_block(block: memoryview, first: int, keys: list[str], max_line_bytes: int,
                 problems: LogProblems) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Columns of a block parsed line by line with json.loads, and the line number of each row."""
     cols: dict[str, list[float]] = {k: [] for k in keys}
     linenos = []
-    for i, raw in enumerate(bytes(block).split(b"\n")[:-1]):
-        if not raw.strip():
-            continue
-        if len(raw) > max_line_bytes:
-            problems.line(f"longer than {_human(max_line_bytes)}", first + i)
-            continue
-        row = _parse_line(raw, first + i, problems)
-        if row is None:
-            continue
-        linenos.append(first + i)
+    for lineno, row in _block_rows(block, first, max_line_bytes, problems):
+        linenos.append(lineno)
         for key in keys:
             value, reason = check_value(key, row.get(key))
             if reason and key != keys[0]:  # a bad index: counted per row by the caller
@@ -529,11 +590,11 @@ def read_columns(path: str | Path, keys: list[str], *, index: str = "step", min_
     own = problems is None
     problems = problems if problems is not None else LogProblems(path)
     keys = list(dict.fromkeys([index, *keys]))
-    patterns = {k: _key_pattern(k) for k in keys}
+    scans = {k: _KeyScan(k) for k in keys}
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     lineno_parts = []
     for first, block in iter_blocks(path, problems, max_line_bytes):
-        cols = _fast_block(block, keys, patterns, max_line_bytes, problems)
+        cols = _fast_block(block, keys, scans, max_line_bytes, problems)
         if cols is not None:
             linenos = first + np.arange(len(cols[index]), dtype=np.int64)
         else:
