@@ -21,3 +21,11 @@ def test_every_metric_key_is_documented(tmp_path):
     keys = set().union(*(row.keys() for row in read_jsonl(log_dir / "metrics.jsonl")))
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
     assert not missing, f"document these metrics in docs/metrics.md: {missing}"
+
+
+def test_the_examples_in_design_md_run():
+    """docs/design.md's `>>>` examples (the value check shared by the config and SEPAController) hold."""
+    import doctest
+
+    result = doctest.testfile(str(ROOT / "docs" / "design.md"), module_relative=False)
+    assert result.failed == 0 and result.attempted >= 2

@@ -377,3 +377,30 @@ def test_a_reward_that_cannot_go_to_the_worker_is_a_clear_error():
 def test_scores_are_finite_floats(scorers):
     value = scorers["match"].score(r"\boxed{3}", boxed("3"))
     assert isinstance(value, float) and math.isfinite(value) and value == 1.0
+
+
+def test_the_contributing_reward_example_is_one_function_and_one_entry(monkeypatch):
+    """The "A reward" snippet in CONTRIBUTING.md registers a factory whose reward the workers can call:
+    picklable, `(completion, reference, answer_format) -> float`."""
+    import pickle
+    from pathlib import Path
+
+    from retrain import rewards
+    from retrain.registry import Registry
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    code = text.split("### A reward", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    fresh = Registry("reward", "[reward].type")
+    namespace = {**vars(rewards), "REWARDS": fresh}
+    exec(code, namespace)  # noqa: S102 -- as if written in rewards.py
+    monkeypatch.setattr(rewards, "within_one_percent", namespace["within_one_percent"], raising=False)
+    reward = fresh.resolve("within_1pct")(reward_cfg("within_1pct", max_answer_chars=1000))
+    reward = pickle.loads(pickle.dumps(reward))  # what the reward worker receives
+    assert reward(r"so \boxed{100.5}", "100", "boxed") == 1.0
+    assert reward("so it is 99.2", "100", "number") == 1.0
+    assert reward("so it is 102", "100", "number") == 0.0
+    assert reward(r"\boxed{x}", "100", "boxed") == 0.0
+    assert reward(r"\boxed{" + "1" * 30 + "}", "1" * 30, "boxed") == 1.0
+    with_custom = SimpleNamespace(reward=SimpleNamespace(type="within_1pct", custom="m:f"))
+    assert fresh.entry("within_1pct").check(with_custom) == [
+        '[reward].custom: is set but type = "within_1pct" ignores it; set type = "custom" or remove custom']
