@@ -18,7 +18,8 @@ nesting); their verdict is never "exact" or "right", so the test can score them 
 Families cover the issue's named cases, trailing/leading junk (the old first-number fallback),
 injections, sums of many terms, nested and unbalanced braces, multiple and empty boxes, unicode
 lookalikes and dashes, whitespace tricks, units and percent, huge exponents (time and memory bombs),
-long inputs, `number`-format decoys, and correct-answer controls. `tests/test_reward_corpus.py` runs it.
+long inputs, `number`-format decoys, relations and hedges in words, and correct-answer controls.
+`tests/test_reward_corpus.py` runs it.
 Inspect or export it by hand:
 
     python tests/reward_corpus.py                 # counts per family and verdict
@@ -324,6 +325,45 @@ def wrong_values(rng: random.Random) -> list[Case]:
     return out
 
 
+def relations_hedges(rng: random.Random) -> list[Case]:
+    """An answer that says more than its value: a relation other than `symbol = value` (`7 = 42` was
+    read by its right side, `42 \approx 7` by its left), or text that is not a unit (`42 \text{ (or 7)}`
+    was read as 42). Controls: `x = 42`, units in words, an answer that is text, equation references."""
+    wrong_forms = [
+        "{w} = {r}", "{r} = {w}", "{r} = {r}", "{w} \\equiv {r}", "{r} \\equiv {w}", "x \\equiv {r}",
+        "{r} \\approx {w}", "{w} \\approx {r}", "x \\approx {r}", "{r} \\approxeq {w}", "{r} ~= {w}",
+        "{r} \\text{{ (or {w})}}", "{r} \\textbf{{ (or {w})}}", "{r} \\mbox{{ or more}}", "{r} \\text{{ or more}}",
+        "{r}\\text{{ (approximately)}}", "{r} \\text{{ at least}}", "{r} \\mathrm{{(or\\ {w})}}", "{r}\\text{{-ish}}",
+        "{r} \\textit{{ish}}", "{r} \\text{{ ({w})}}", "{r} \\textrm{{ or {w}}}", "x + {d} = {r}", "a = {w} = {r}",
+        "x = {w}, y = {r}", "{w} < {r}", "{r} \\leq {w}", "{r} \\neq {w}", "x \\in {r}", "x = y = {r}",
+        "{r} \\text{{ roughly}}", "{r}\\,\\text{{about}}", "{r} \\text{{ apples or {w}}}", "{r} \\text{{ {{or}} }}",
+    ]
+    right_forms = ["x = {r}", "x_1 = {r}", "\\theta = {r}", "n={r}", "{r} \\text{{ cm}}", "{r} \\text{{ square units}}",
+                   "{r}\\,\\text{{apples}}", "{r} \\text{{ dollars}}", "{r}\\ \\mathrm{{km}}", "\\text{{{r}}}"]
+    out = []
+    for ref in _int_refs(rng, 12):
+        r, w = int(ref), int(ref) + rng.randint(1, 9)
+        for form in wrong_forms:
+            out.append(Case("relation", boxed(form.format(r=r, w=w, d=w - r)), ref, "boxed", "wrong"))
+        for form in right_forms:
+            out.append(Case("relation", boxed(form.format(r=r)), ref, "boxed", "right"))
+    for _ in range(10):
+        f = Fraction(rng.randint(1, 30), rng.randint(2, 30))
+        if f.denominator == 1:
+            continue
+        latex, other = _fraction_latex(f), f"{float(f) + rng.randint(1, 9):g}"
+        out += [Case("relation", boxed(f"{float(f):.6g} \\approx {other}"), latex, "boxed", "wrong"),
+                Case("relation", boxed(f"{latex} = {float(f):.6g}"), latex, "boxed", "wrong"),
+                Case("relation", boxed(f"{latex} \\text{{ (or {other})}}"), latex, "boxed", "wrong"),
+                Case("relation", boxed(f"y = {latex}"), latex, "boxed", "right")]
+    for _ in range(10):  # the reference is an equation: compared equation to equation, as before
+        a, b = rng.randint(2, 9), rng.randint(1, 20)
+        out += [Case("relation", boxed(f"y={a}x+{b}"), f"y = {a}x + {b}", "boxed", "right"),
+                Case("relation", boxed(f"y = {b} + {a}x"), f"y = {a}x + {b}", "boxed", "right"),
+                Case("relation", boxed(f"y = {a}x + {b + 1}"), f"y = {a}x + {b}", "boxed", "wrong")]
+    return out
+
+
 def controls(rng: random.Random) -> list[Case]:
     """Right answers: as written ("exact") and in equivalent forms ("right")."""
     out = []
@@ -353,7 +393,7 @@ def controls(rng: random.Random) -> list[Case]:
 
 FAMILIES = [named, trailing_junk, leading_junk, injections, many_terms, braces, huge_exponents,
             unicode_lookalikes, whitespace, units_percent, multiple_and_empty_boxes, long_inputs,
-            number_format, wrong_values, controls]
+            number_format, wrong_values, relations_hedges, controls]
 
 
 def corpus(seed: int = SEED) -> list[Case]:

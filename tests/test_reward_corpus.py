@@ -1,4 +1,4 @@
-"""The reward regression corpus (tests/reward_corpus.py, ~3,000 adversarial cases) through `match` and
+"""The reward regression corpus (tests/reward_corpus.py, ~3,600 adversarial cases) through `match` and
 `math`: 0 crashes, 0 wrong-correct, the controls right, every call within its limit + 0.5 s and its
 memory limit, on and off the main thread.
 

@@ -269,6 +269,52 @@ def test_unparseable_answers_score_zero_never_the_first_number(completion, refer
     assert scorers["math"].score(completion, boxed(reference)) == 0.0
 
 
+# The review's cases: each scored 1.0 (math-verify reads `7 = 42` by its right side and `42 \approx 7` by its
+# left, and drops a trailing \text{...} whole).
+HEDGES = [
+    (r"\boxed{7 = 42}", "42"),
+    (r"\boxed{7 \equiv 42}", "42"),
+    (r"\boxed{42 \approx 7}", "42"),
+    (r"\boxed{42 \text{ (or 7)}}", "42"),
+    (r"\boxed{0.5 \approx 9}", r"\frac{1}{2}"),
+    (r"\boxed{42 = 42}", "42"),  # a relation between two numbers is not an answer
+    (r"\boxed{x + 35 = 42}", "42"),
+    (r"\boxed{a = 7 = 42}", "42"),
+    (r"\boxed{x \approx 42}", "42"),
+    (r"\boxed{x \in 42}", "42"),
+    (r"\boxed{42 \text{ or more}}", "42"),
+    (r"\boxed{42 \mbox{ (approximately)}}", "42"),
+    (r"\boxed{42 \textit{ish}}", "42"),
+    (r"\boxed{42 \mathrm{(or\ 7)}}", "42"),
+]
+
+
+@pytest.mark.parametrize(("completion", "reference"), HEDGES)
+def test_relations_and_words_that_hedge_score_zero(completion, reference, scorers):
+    assert math_reward(completion, reference) == 0.0
+    assert scorers["math"].score(completion, boxed(reference)) == 0.0
+
+
+@pytest.mark.parametrize(("completion", "reference"), [
+    (r"\boxed{x = 42}", "42"), (r"\boxed{x_1=42}", "42"), (r"\boxed{\theta = \frac{1}{2}}", "0.5"),
+    (r"\boxed{42 \text{ cm}}", "42"), (r"\boxed{24 \text{ square units}}", "24"), (r"\boxed{42 \textbf{ dollars}}", "42"),
+    (r"\boxed{42\,\mathrm{km}}", "42"), (r"\boxed{\text{42}}", "42"), (r"\boxed{42\text{ cm}^2}", "42"),
+    (r"\boxed{y = 1 + 2x}", "y = 2x + 1"),  # an equation reference is compared equation to equation
+    (r"\boxed{x \le 3}", r"x \leq 3"),
+])
+def test_a_symbol_equals_value_and_units_in_words_still_score(completion, reference):
+    assert math_reward(completion, reference) == 1.0
+
+
+def test_the_reward_docstring_examples_run():
+    import doctest
+
+    from retrain import rewards
+
+    result = doctest.testmod(rewards)
+    assert result.failed == 0 and result.attempted >= 5
+
+
 @pytest.mark.parametrize("text", ["42 + ???", "42)", r"42\%\%", "1+__import__('os')", "", "  ", "4 2 )"])
 def test_parse_math_needs_the_whole_text(text):
     assert parse_math(text) is None

@@ -8,7 +8,8 @@ Model output is untrusted input. Built-in rewards, chosen by `[reward].type` (on
   value, so "52.0" matches "52"); 1.0 or 0.0.
 - `math`: the extracted answer, parsed whole as LaTeX, is symbolically equivalent to the reference
   (`math-verify`'s comparison: `\\frac{1}{2}` = `0.5`, `2x+1` = `1+2x`); 1.0 or 0.0. An answer that
-  does not parse whole scores 0.0: there is no first-number fallback (`42 + ???` is not 42).
+  does not parse whole scores 0.0: there is no first-number fallback (`42 + ???` is not 42); nor
+  does one that hedges (`7 = 42`, `42 \\approx 7`, `42 \\text{ (or 7)}`: see `hedge`).
 - `custom`: a user function `"module:function"` with the `RewardFn` signature.
 
 Model text is only ever parsed (regexes, brace scanning, math-verify's LaTeX grammar), never passed
@@ -70,7 +71,13 @@ def extract_boxed(text: str, max_chars: int | None = None) -> str | None:
     if last is None:
         return None
     start = last.end()
-    end = len(text) if max_chars is None else min(len(text), start + max_chars + 1)
+    close = _closing_brace(text, start, len(text) if max_chars is None else min(len(text), start + max_chars + 1))
+    return None if close is None else text[start:close]
+
+
+def _closing_brace(text: str, start: int, end: int) -> int | None:
+    """Index of the `}` that closes the group opened just before `start`, looking no further than
+    `end`; None if it is not closed by then. Escaped braces (`\\{`, `\\}`) are content, not structure."""
     depth = 1
     i = start
     while i < end:
@@ -83,7 +90,7 @@ def extract_boxed(text: str, max_chars: int | None = None) -> str | None:
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[start:i]
+                return i
         i += 1
     return None
 
@@ -307,7 +314,8 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed",
     r = 1[ verify(parse(reference), parse(extract(completion))) ]: symbolic (sympy) equivalence, so
     `\\frac{1}{2}` = `0.5`, `2x+1` = `1+2x`, `10\\%` = `0.1`; numbers agree when equal after rounding to
     6 decimals (math-verify's rule). An exact string match short-cuts to 1.0. No answer, an answer
-    longer than `max_answer_chars`, or one that does not parse whole (`parse_math`) scores 0.0.
+    longer than `max_answer_chars`, one that does not parse whole (`parse_math`), or one that hedges
+    against a reference that is a value (`hedge`: `7 = 42`, `42 \\approx 7`, `42 \\text{ (or 7)}`) scores 0.0.
     """
     answer = extract_answer(completion, answer_format, max_answer_chars)
     if answer is None:
@@ -315,10 +323,96 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed",
     if answer.strip() == reference.strip():
         return 1.0
     gold = _parse_reference(reference)
-    pred = parse_math(_number_as_latex(answer) if answer_format == "number" else answer)
+    if answer_format == "number":
+        answer = _number_as_latex(answer)
+    pred = parse_math(answer)
     if not gold or pred is None:
         return 0.0
+    if not _is_relation(reference, gold[0]) and hedge(answer, pred[0]) is not None:
+        return 0.0
     return 1.0 if _load_math_verify().verify(list(gold), pred, timeout_seconds=None) else 0.0
+
+
+# What an answer may say besides its value, for a reference that is a value (not an equation or an
+# inequality, which math-verify compares relation to relation). math-verify is lenient in ways a
+# policy learns to exploit: it compares `7 = 42` by its right-hand side, the grammar reads `42 \approx 7`
+# as 42 and `7 \equiv 42` as 7 = 42, and the normalisation drops a trailing `\text{...}` whole, meant
+# for units (`42 \text{ (or 7)}` was 42). docs/rewards.md, "Relations and words".
+
+# Relations the grammar reads as something else, or as `=`: any of them in an answer is a hedge.
+_HEDGING_RELATION_RE = re.compile(
+    r"\\(?:approx\w*|thickapprox|equiv|in|ni|notin|sim\w*|backsim\w*|eqsim|cong|doteq\w*|propto|asymp|"
+    r"coloneqq|eqqcolon|triangleq)(?![A-Za-z])|~\s*=|:=")
+# Text-mode commands: what they hold is words, not mathematics.
+_TEXT_COMMAND_RE = re.compile(r"\\(?:text(?:rm|bf|it|sf|tt|up|normal)?|mbox|hbox|math(?:rm|it|bf|sf|tt))\s*\{")
+# A unit: one to three words of letters (`cm`, `dollars`, `square units`, `km per hour`) ...
+_UNIT_RE = re.compile(r"[A-Za-z]{1,20}(?: +[A-Za-z]{1,20}){0,2}")
+# ... none of which qualifies the number instead of naming what it counts.
+QUALIFIERS = frozenset(
+    "about above almost and approx approximately around at below between but circa close either estimate "
+    "estimated guess if ish least less likely maybe minus more most nearly neither nor not or over perhaps "
+    "plus possibly probably roughly some than to under unless up".split())
+
+
+def hedge(answer: str, expr: Any) -> str | None:
+    """Why `answer` (parsed whole as `expr`, see `parse_math`) does not state one value, or None when it
+    does. The rule for a reference that is a value:
+
+    - a relation states a value only as `symbol = value` (`x = 42`, `\\theta = \\frac{1}{2}`): one `=`
+      whose left side is a single symbol. Any other relation (`7 = 42`, `42 = 42`, `x + 1 = 42`,
+      `a = 7 = 42`, `<`, `\\neq`, `\\approx`, `\\equiv`, `\\in`, ...) is a hedge;
+    - text (`\\text{...}`, `\\textbf`, `\\mbox`, `\\mathrm`, ...) is a unit (one to three words of letters,
+      none of them in `QUALIFIERS`: `42 \\text{ cm}`, `24 \\text{ square units}`) or the whole answer
+      (`\\text{42}`, read by the grammar); anything else in text (`42 \\text{ (or 7)}`,
+      `42 \\text{ or more}`) is a hedge.
+
+    >>> hedge("x = 42", parse_math("x = 42")[0]) is None
+    True
+    >>> hedge("7 = 42", parse_math("7 = 42")[0])
+    'a relation other than symbol = value'
+    >>> hedge(r"42 \\text{ (or 7)}", parse_math(r"42 \\text{ (or 7)}")[0])
+    "text that is not a unit: ' (or 7)'"
+    """
+    if _HEDGING_RELATION_RE.search(answer) or answer.count("=") > 1:
+        return "a relation other than symbol = value"
+    value = expr.rhs if _is_equation_of_symbol(expr) else expr
+    if _has_relation(value):
+        return "a relation other than symbol = value"
+    whole = answer.strip()
+    for command in _TEXT_COMMAND_RE.finditer(whole):
+        close = _closing_brace(whole, command.end(), len(whole))
+        if command.start() == 0 and close == len(whole) - 1:
+            continue  # the whole answer is text: the grammar reads it (`\\text{42}`)
+        content = None if close is None else whole[command.end():close]
+        if content is None or not _is_unit(content):
+            return f"text that is not a unit: {content!r}"
+    return None
+
+
+def _is_unit(text: str) -> bool:
+    words = text.split()
+    return not words or (_UNIT_RE.fullmatch(" ".join(words)) is not None
+                         and not any(w.lower() in QUALIFIERS for w in words))
+
+
+def _is_equation_of_symbol(expr: Any) -> bool:
+    import sympy
+
+    return isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol)
+
+
+def _has_relation(expr: Any) -> bool:
+    """A relation or a logical combination of them anywhere in `expr` (a set of equations included)."""
+    from sympy.core.relational import Relational
+    from sympy.logic.boolalg import BooleanFunction
+
+    atoms = getattr(expr, "atoms", None)
+    return isinstance(expr, Relational | BooleanFunction) or bool(atoms and atoms(Relational, BooleanFunction))
+
+
+def _is_relation(reference: str, gold: Any) -> bool:
+    """The reference is an equation, an inequality or another relation (`y = 2x + 1`, `x \\le 3`)."""
+    return "=" in reference or _HEDGING_RELATION_RE.search(reference) is not None or _has_relation(gold)
 
 
 # ---------------------------------------------------------------------------------------------
