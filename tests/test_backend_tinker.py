@@ -131,8 +131,18 @@ def test_config_rejects_what_the_service_cannot_honour(tmp_path):
 
 def test_a_tinker_config_loads_with_both_aggregations(tmp_path):
     cfg = _load(tmp_path, '[training]\nloss_agg = "seq_mean"\n[backend.options]\nmax_concurrent = 4\n')
-    assert tb.options_of(cfg) == {"max_concurrent": 4, "max_retries": 3, "retry_backoff_s": 2,
+    assert tb.ENTRY.with_defaults(cfg.backend.options) == {"max_concurrent": 4, "max_retries": 3, "retry_backoff_s": 2,
                                   "connect_timeout_s": 60, "checkpoint_ttl_s": 0}
+
+
+def test_retry_backoff_is_seconds_any_number_from_zero(tmp_path):
+    for value in ("0", "0.5", "2.25", "3"):
+        cfg = _load(tmp_path, f"[backend.options]\nretry_backoff_s = {value}\n")
+        assert tb.ENTRY.with_defaults(cfg.backend.options)["retry_backoff_s"] == float(value)
+    for value, shown in (("-0.5", "-0.5"), ('"2"', 'the string "2"'), ("true", "true"), ("nan", "nan")):
+        with pytest.raises(ConfigError) as e:
+            _load(tmp_path, f"[backend.options]\nretry_backoff_s = {value}\n")
+        assert e.value.problems == [f"[backend.options].retry_backoff_s: must be a number >= 0, got {shown}"]
 
 
 def test_explain_lists_what_each_setting_does_and_tokens_per_step(tmp_path, capsys):
@@ -192,6 +202,40 @@ def test_sampling_sends_every_prompt_before_waiting_with_the_runs_settings(servi
     greedy = backend.sample(["Say 7"], 2, SamplingParams(max_tokens=6, greedy=True))
     assert service.requests("sample")[-1]["params"].top_k == 1
     assert greedy[0][0].token_ids == greedy[0][1].token_ids
+
+
+def test_without_a_known_end_token_the_service_keeps_its_own_eos(service, monkeypatch):
+    """The SDK reads stop=[] as "no stop token, not even EOS" (every sample runs to max_tokens); with no
+    end-of-turn token known, the backend sends None, the service's own EOS stopping."""
+    monkeypatch.setattr(tb, "end_of_turn_ids", lambda tokenizer: set())
+    backend = make_backend(service)
+    backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
+    assert service.requests("sample")[-1]["params"].stop is None
+
+
+@pytest.mark.parametrize("error", ["connection", 500])
+def test_creating_the_training_client_is_never_resent(service, error):
+    """A second create request names a second model on the service: if the first was created and only its
+    answer was lost, that model would train nothing, billed, until the session ends."""
+    sleeps: list[float] = []
+    backend = make_backend(service, sleeps=sleeps, max_retries=3, resume_hint="retrain resume logs/r")
+    service.fail_next("create", error)
+    with pytest.raises(BackendUnavailable, match=r"creating a LoRA training client for tiny-random failed: .*"
+                                                 r"Not resent.*`retrain resume logs/r`") as e:
+        backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
+    assert e.value.exit_code == 1 and sleeps == []
+    assert [k for k, _ in service.log] == ["failed:create"]
+
+
+def test_restoring_a_checkpoint_is_never_resent(service, tmp_path):
+    backend = make_backend(service)
+    groups = backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
+    backend.train_step(_transformed_datums(groups, 0), lr=1e-2)
+    ref = backend.save(str(tmp_path / "checkpoint_step_1"))
+    service.fail_next("restore", "connection")
+    with pytest.raises(BackendUnavailable, match="restoring tinker://.*Not resent"):
+        make_backend(service).load(ref)
+    assert [k for k, _ in service.log if k.endswith("restore")] == ["failed:restore"]
 
 
 CLIP = 0.5  # below these steps' gradient norms (0.7-0.8), so clipping acts

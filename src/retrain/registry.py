@@ -63,9 +63,16 @@ def int_at_least(minimum: int) -> Callable[[Any], str | None]:
 POSITIVE_INT = int_at_least(1)
 
 
-def non_empty_string(value: Any) -> str | None:
-    """An option check: a non-empty string."""
-    return None if isinstance(value, str) and value else f"must be a non-empty string, got {show(value)}"
+def number_at_least(minimum: float) -> Callable[[Any], str | None]:
+    """An option check: a finite number, integer or not, >= minimum (seconds, rates)."""
+
+    def check(value: Any) -> str | None:
+        if (isinstance(value, bool) or not isinstance(value, int | float) or value != value
+                or value in (float("inf"), float("-inf")) or value < minimum):
+            return f"must be a number >= {minimum:g}, got {show(value)}"
+        return None
+
+    return check
 
 
 @dataclass(frozen=True)

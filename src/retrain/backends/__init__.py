@@ -63,15 +63,9 @@ BACKENDS.add(Variant(
 ))
 
 
-# The tinker module is light (the SDK is imported only when the backend is built), so its config
-# check and options table come from it directly.
-BACKENDS.add(Variant(
-    "tinker",
-    "retrain.backends.tinker:TinkerBackend.from_config",
-    "the hosted Tinker service through its SDK (pip install 'retrain[tinker]'); docs/tinker.md",
-    check=_tinker.config_problems,
-    options=_tinker.OPTIONS,
-))
+# The tinker module is light (the SDK is imported only when the backend is built), so its entry,
+# with its config check and options table, is declared there.
+BACKENDS.add(_tinker.ENTRY)
 
 
 def make_backend(cfg: Any) -> Backend:

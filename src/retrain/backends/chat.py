@@ -7,6 +7,7 @@ Example::
 
     ids = chat_prompt_ids(tokenizer, "What is 2 + 3?")   # <|im_start|>user ... <|im_start|>assistant\\n
     stops = end_of_turn_ids(tokenizer)                   # e.g. {<|im_end|>} for ChatML
+    ids = cached_prompt_ids(cache, tokenizer, prompt)    # what a backend calls: once per distinct prompt
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     )
     # The template already holds BOS etc.; adding special tokens again would double them.
     return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def cached_prompt_ids(cache: dict[str, list[int]], tokenizer, prompt: str) -> list[int]:
+    """`chat_prompt_ids`, computed once per distinct prompt into the backend's `cache`; a copy comes
+    back (callers extend it). Prompts come from a fixed dataset and eval re-sends the same ones, so the
+    chat template (Jinja) and the tokenizer run once per prompt, not once per step."""
+    ids = cache.get(prompt)
+    if ids is None:
+        ids = cache[prompt] = chat_prompt_ids(tokenizer, prompt)
+    return list(ids)
 
 
 def end_of_turn_ids(tokenizer) -> set[int]:

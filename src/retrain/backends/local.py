@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from retrain.backends.base import DEFAULT_TARGET_MODULES, Completion, Datum, SamplingParams, TrainResult, effective_lora_alpha
-from retrain.backends.chat import chat_prompt_ids
+from retrain.backends.chat import cached_prompt_ids
 from retrain.backends.models import load_model_and_tokenizer
 from retrain.backends.sampler import (
     decode_with_offsets,
@@ -216,10 +216,7 @@ class LocalBackend:
 
         Cached: prompts come from a fixed dataset and eval re-sends the same ones, so the chat
         template (Jinja) and the tokenizer run once per distinct prompt, not once per step."""
-        ids = self._prompt_ids_cache.get(prompt)
-        if ids is None:
-            ids = self._prompt_ids_cache[prompt] = chat_prompt_ids(self.tokenizer, prompt)
-        return list(ids)
+        return cached_prompt_ids(self._prompt_ids_cache, self.tokenizer, prompt)
 
     def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
         """`n` completions per prompt; see `sampler.sample_groups` (prefill once per prompt)."""

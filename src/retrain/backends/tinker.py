@@ -51,10 +51,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from retrain.backends.base import Completion, Datum, SamplingParams, TrainResult
-from retrain.backends.chat import chat_prompt_ids, end_of_turn_ids
+from retrain.backends.chat import cached_prompt_ids, end_of_turn_ids
 from retrain.errors import BackendUnavailable, RetrainError
 from retrain.jsonio import now_iso, read_json, write_json_atomic
-from retrain.registry import Option, int_at_least
+from retrain.registry import Option, Variant, int_at_least, number_at_least
 
 INSTALL = "pip install 'retrain[tinker]'"
 LOSS_FN = "importance_sampling"
@@ -78,7 +78,8 @@ OPTIONS: dict[str, Option] = {
     "max_concurrent": Option(32, "requests in flight at once, shared by every run of a campaign on this machine"),
     "max_retries": Option(3, "retries of a failed sampling, weight-publishing or checkpoint request; then the run "
                              "stops, resumable", int_at_least(0)),
-    "retry_backoff_s": Option(2, "seconds before the first retry; doubles with each retry"),
+    "retry_backoff_s": Option(2.0, "seconds before the first retry (0 = at once); doubles with each retry",
+                              number_at_least(0)),
     "connect_timeout_s": Option(60, "seconds the service has to answer before step 0"),
     "checkpoint_ttl_s": Option(0, f"seconds the service keeps each checkpoint (>= {MIN_TTL_S}); 0 = until deleted",
                                _ttl_problem),
@@ -106,11 +107,6 @@ def lora_switches(target_modules: Sequence[str]) -> dict[str, bool] | None:
     switches = {flag: wanted >= set(group) for flag, group in LORA_GROUPS.items()}
     covered = {m for flag, group in LORA_GROUPS.items() if switches[flag] for m in group}
     return switches if covered == wanted and any(switches.values()) else None
-
-
-def options_of(cfg) -> dict[str, int]:
-    """`[backend.options]` with every unset key at its default (the config checked the values)."""
-    return {key: cfg.backend.options.get(key, option.default) for key, option in OPTIONS.items()}
 
 
 def config_problems(cfg) -> list[str]:
@@ -143,10 +139,22 @@ def config_problems(cfg) -> list[str]:
     return problems
 
 
+# The entry in `retrain.backends.BACKENDS`, declared here with the check and options it reads (this
+# module is light: the SDK is imported only when a backend is built). `ENTRY.with_defaults(options)`
+# is `[backend.options]` with every unset key at its default.
+ENTRY: Variant[Any] = Variant(
+    "tinker",
+    "retrain.backends.tinker:TinkerBackend.from_config",
+    "the hosted Tinker service through its SDK (pip install 'retrain[tinker]'); docs/tinker.md",
+    check=config_problems,
+    options=OPTIONS,
+)
+
+
 def settings_used(cfg) -> list[tuple[str, str]]:
     """(settings, what the tinker backend does with them), for `retrain explain`."""
     m, t = cfg.model, cfg.training
-    o = options_of(cfg)
+    o = ENTRY.with_defaults(cfg.backend.options)
     switches = lora_switches(m.target_modules) or {}
     lora = ", ".join(f"{k}={v}" for k, v in switches.items())
     agg = ("x 1 / (completion tokens in the step)" if t.loss_agg == "token_mean"
@@ -277,7 +285,7 @@ def server_models(timeout_s: float) -> list[Any]:
 def preflight(cfg) -> None:
     """Before a run writes anything: the SDK is installed, a key is configured, the service answers
     within `connect_timeout_s`, and it trains `[model].name` with room for `max_tokens`."""
-    models = server_models(options_of(cfg)["connect_timeout_s"])
+    models = server_models(ENTRY.with_defaults(cfg.backend.options)["connect_timeout_s"])
     name = cfg.model.name
     trainable = [m for m in models if m.model_name and m.trainable is not False]
     found = next((m for m in trainable if m.model_name == name), None)
@@ -388,7 +396,6 @@ class TinkerBackend:
     """`Backend` on the Tinker service; the module docstring says what is sent and what comes back."""
 
     reports_sync_loss = True  # train_step waits for forward_backward: loss is the step's own objective
-    preserves_token_advantages = True  # each datum's advantages arrive per token, times one weight
 
     def __init__(
         self,
@@ -428,7 +435,7 @@ class TinkerBackend:
         """Build from a retrain Config (checked by `config_problems` at load; `preflight` has run)."""
         from retrain.backends.limiter import FileLimiter
 
-        o = options_of(cfg)
+        o = ENTRY.with_defaults(cfg.backend.options)
         t = cfg.training
         run_dir = Path(cfg.logging.log_dir) if cfg.logging.log_dir else None
         limiter = FileLimiter(limiter_dir(run_dir), o["max_concurrent"]) if run_dir else None
@@ -497,9 +504,26 @@ class TinkerBackend:
 
     # ------------------------------------------------------------ clients
 
+    def _created(self, what: str, submit: Callable[[], Any]):
+        """A training client from a create or restore request, sent once.
+
+        Not resent: the SDK already retries a dropped connection inside the request (with the same
+        idempotency key), and each new request names a new model on the service, so a resend after
+        an answer lost on the way back would leave the first model training nothing, billed, until
+        the session ends. The run stops resumably instead; `close` ends the session, and with it
+        any model it created."""
+        try:
+            return self._send(submit).result()
+        except Exception as e:
+            raise BackendUnavailable(
+                f"tinker: {what} failed: {describe_sdk_error(e)}. Not resent: the service may have created it "
+                f"already, and a second request would start a second model. The run stopped; its last "
+                f"checkpoint is intact: continue with `{self._resume_hint}`"
+            ) from e
+
     def _training_client(self):
         if self._training is None:
-            self._training = self._with_retries(
+            self._training = self._created(
                 f"creating a LoRA training client for {self.base_model}",
                 lambda: self._service.create_lora_training_client(
                     base_model=self.base_model, rank=self.lora_rank, seed=self.seed, **self.lora
@@ -527,10 +551,7 @@ class TinkerBackend:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """The chat-templated ids of `prompt` (the same ids the local backend feeds its model)."""
-        ids = self._prompt_ids_cache.get(prompt)
-        if ids is None:
-            ids = self._prompt_ids_cache[prompt] = chat_prompt_ids(self.tokenizer, prompt)
-        return list(ids)
+        return cached_prompt_ids(self._prompt_ids_cache, self.tokenizer, prompt)
 
     # ------------------------------------------------------------ sampling
 
@@ -553,7 +574,10 @@ class TinkerBackend:
                 top_p=params.top_p,
                 top_k=1 if params.greedy else -1,  # greedy decoding is top-1
                 seed=prompt_seed(params.seed, p),
-                stop=self.stop_ids(),
+                # The SDK reads `stop=[]` as "no stop token, not even EOS" (every sample would run to
+                # max_tokens) and None as the service's own EOS stopping: with no end-of-turn token
+                # known here (a tokenizer without EOS or chat template), the service decides.
+                stop=self.stop_ids() or None,
             )
             prompt = types.ModelInput.from_ints(ids_P[p])
             return lambda: sampler.sample(prompt=prompt, num_samples=n, sampling_params=sampling)
@@ -674,7 +698,7 @@ class TinkerBackend:
         if not ref:
             raise RetrainError(f"{path}: no {POINTER} here; this checkpoint was not written by the tinker backend")
         try:
-            self._training = self._with_retries(
+            self._training = self._created(
                 f"restoring {ref}", lambda: self._service.create_training_client_from_state_with_optimizer(ref))
         except BackendUnavailable as e:
             if isinstance(e.__cause__, self.sdk.NotFoundError):
