@@ -237,3 +237,46 @@ def test_a_campaign_without_a_key_creates_no_campaign_dir(tmp_path, monkeypatch,
     assert main([str(toml)]) == 2
     assert "export TINKER_API_KEY" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
+
+
+def _campaign(tmp_path: Path, conditions: str = "") -> Path:
+    toml = _config(tmp_path, "c")
+    toml.write_text(toml.read_text() + f'[campaign]\nseeds = [1, 2]\nlog_root = "{(tmp_path / "logs").as_posix()}"\n'
+                    + conditions)
+    return toml
+
+
+def test_a_condition_past_the_models_context_stops_the_campaign_before_anything_is_written(tmp_path, service, capsys):
+    """The campaign's check covers every distinct setting its runs' checks read, [training].max_tokens too:
+    a condition overriding it past the model's context fails at once, not mid-campaign."""
+    toml = _campaign(tmp_path, '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n'
+                               '[[campaign.conditions]]\nadvantage_mode = "maxrl"\ntransform_mode = "none"\n'
+                               '"training.max_tokens" = 40000\n')
+    assert main([str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "maxrl+none" in err and "[training].max_tokens = 40000" in err and "context of 32768" in err
+    assert not (tmp_path / "logs").exists()
+    assert len(service.requests("capabilities")) == 2  # grpo's max_tokens passed, then maxrl's failed
+
+
+def test_runs_the_campaign_checked_are_not_checked_again_on_their_first_start(tmp_path, service):
+    """One capabilities request for a campaign of ten runs (was 1 + 10): each run dir gets a preflight.json
+    from the campaign, which the run's first start takes in place of its own check; a later start checks."""
+    from retrain.backends import preflight
+    from retrain.campaign.executors import SequentialExecutor
+    from retrain.campaign.runner import resume_campaign, run_campaign
+
+    def start(run_dir: str) -> int:  # what retrain.run.resume does before it trains
+        preflight(load_config(Path(run_dir) / "config.toml"))
+        (Path(run_dir) / "run.json").write_text(json.dumps({"status": "completed" if "_s1" in run_dir else "failed"}))
+        return 0 if "_s1" in run_dir else 1
+
+    assert run_campaign(load_config(_campaign(tmp_path)), executor=SequentialExecutor(start)) == 1
+    assert len(service.requests("capabilities")) == 1
+    (campaign,) = (tmp_path / "logs").iterdir()
+    runs = sorted((campaign / "runs").iterdir())
+    assert len(runs) == 10 and not any((r / "preflight.json").exists() for r in runs)  # each taken once
+    preflight(load_config(runs[0] / "config.toml"))  # `retrain resume <run>` later: checked again
+    assert len(service.requests("capabilities")) == 2
+    assert resume_campaign(campaign, executor=SequentialExecutor(start)) == 1  # 5 failed runs, checked once
+    assert len(service.requests("capabilities")) == 3

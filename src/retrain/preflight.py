@@ -172,12 +172,15 @@ def check_memory(cfg, model_config) -> None:
         )
 
 
-def preflight(cfg, data_seed: int) -> Checked:
-    """Every check of the module docstring, in order of cost; returns what was loaded."""
+def preflight(cfg, data_seed: int, *, backend: bool = True) -> Checked:
+    """Every check of the module docstring, in order of cost; returns what was loaded. `backend`
+    False leaves out the backend's outside-world check (a campaign made it already for another run
+    with the same `retrain.backends.preflight_key`)."""
     from retrain.backends import preflight as backend_preflight
     from retrain.data import load_dataset
 
-    backend_preflight(cfg)  # the outside world a backend needs (tinker: SDK, key, service, model)
+    if backend:
+        backend_preflight(cfg)  # the outside world a backend needs (tinker: SDK, key, service, model)
     import_plugins(cfg)
     model_config = None
     if cfg.backend.backend == "local":

@@ -12,6 +12,7 @@ string.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from retrain.backends import tinker as _tinker
@@ -23,9 +24,11 @@ from retrain.backends.base import (
     TrainResult,
 )
 from retrain.errors import RetrainError
+from retrain.jsonio import now_iso, read_json, write_json_atomic
 from retrain.registry import Option, Registry, Variant
 
-__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend", "preflight"]
+__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend", "preflight",
+           "preflight_key", "record_preflight"]
 
 BackendFactory = Callable[[Any], Backend]  # the whole Config -> a ready backend
 
@@ -82,10 +85,47 @@ def make_backend(cfg: Any) -> Backend:
     return engine.load()(cfg, make_local)  # type: ignore[no-any-return]
 
 
+PREFLIGHT_RECORD = "preflight.json"  # in a run dir: a campaign checked this run's config (see `preflight`)
+
+
+def preflight_key(cfg: Any) -> dict[str, Any]:
+    """Every setting `preflight`'s checks read: configs with equal keys pass or fail together, so a
+    campaign checks each distinct key once (conditions differ in their algorithm, rarely in these)."""
+    inf = cfg.inference
+    return {"backend": cfg.backend.backend, "model": cfg.model.name, "revision": cfg.model.revision,
+            "engine": inf.engine, "url": inf.url, "served_model": inf.served_model, "launch": inf.launch,
+            "max_tokens": cfg.training.max_tokens}
+
+
+def record_preflight(run_dir: Path, cfg: Any, checked_by: str) -> None:
+    """Note in `run_dir` that `cfg`'s checks passed just now (`checked_by` says who checked): the run's
+    first start then skips them (`preflight`)."""
+    write_json_atomic(Path(run_dir) / PREFLIGHT_RECORD,
+                      {"checked": preflight_key(cfg), "checked_by": checked_by, "checked_at": now_iso()})
+
+
+def _take_preflight_record(cfg: Any) -> bool:
+    """Whether the run dir holds a record for exactly this config's checks; the record is removed, so it
+    answers one start only (a later `retrain resume` of the run checks again)."""
+    if not cfg.logging.log_dir:
+        return False
+    path = Path(cfg.logging.log_dir) / PREFLIGHT_RECORD
+    record = read_json(path)
+    if record:
+        path.unlink(missing_ok=True)
+    return record.get("checked") == preflight_key(cfg)
+
+
 def preflight(cfg: Any) -> None:
     """Checks that need the outside world, made before a run writes anything (RetrainError, exit 2):
     for tinker, the SDK, the API key, the service answering and training `[model].name`; for the
-    openai engine, the sampling server (`openai_engine.preflight`)."""
+    openai engine, the sampling server (`openai_engine.preflight`).
+
+    A campaign checks each distinct `preflight_key` of its runs once, before its dir exists, and leaves
+    a `preflight.json` (`record_preflight`) in each run dir: a run's first start takes that record in
+    place of the checks, so N runs cost one check, not N + 1."""
+    if _take_preflight_record(cfg):
+        return
     if cfg.backend.backend == "tinker":
         _tinker.preflight(cfg)
     if cfg.inference.engine == "openai":

@@ -16,13 +16,16 @@ Exit codes: 0 every run completed, 1 some run failed, 130 interrupted (resume wi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from retrain.campaign.executors import (
     STDERR_NAME,
@@ -52,12 +55,16 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
     if not specs:
         raise RetrainError("[campaign]: the grid is empty (no seeds?); set [campaign].seeds = [42, 101, 202]")
     check_run_names([spec.name for spec in specs])  # before the campaign dir exists: nothing half made
-    preflight_runs(specs)
+    # A backend, sampling server, model or data file that cannot serve the runs stops the campaign
+    # before its dir exists.
+    preflight_runs([(spec.name, spec.config) for spec in specs])
     campaign_dir = make_campaign_dir(Path(cfg.campaign.log_root))
     # Held from the first file on: a `retrain resume` of this dir started meanwhile stops at once.
     with dir_lock(campaign_dir, "campaign"):
         (campaign_dir / "campaign.toml").write_text(config_to_toml(cfg), encoding="utf-8")
         entries = [prepare_run_dir(campaign_dir, spec) for spec in specs]
+        mark_checked(campaign_dir, [(campaign_dir / entry["log_dir"], spec.config)
+                                    for entry, spec in zip(entries, specs, strict=True)])
         # The manifest is written last: a dir without one is a setup that never finished, not a campaign.
         manifest = Manifest.create(
             campaign_dir,
@@ -100,6 +107,15 @@ def _resume_locked(manifest: Manifest, executor: Executor | None) -> int:
     cfg = load_config(toml_path)
     done = sync_completed(manifest)
     todo = [e["name"] for e in manifest.runs if e["name"] not in done]
+    # The service is checked again, once (it may be gone since the campaign started), and each run's
+    # start takes the campaign's word for it. A run whose config.toml is missing or does not load is
+    # left to its own start, which says what is wrong with it.
+    run_cfgs = []
+    for run_dir in map(manifest.run_dir, todo):
+        with contextlib.suppress(RetrainError, OSError):
+            run_cfgs.append((run_dir, load_config(run_dir / "config.toml")))
+    preflight_backends([(run_dir.name, run_cfg) for run_dir, run_cfg in run_cfgs])
+    mark_checked(manifest.campaign_dir, run_cfgs)
     print(f"Resuming {manifest.campaign_dir}: {len(done)}/{len(done) + len(todo)} runs already completed, "
           f"{len(todo)} to run", flush=True)
     hook = SqueezeHook.from_config(cfg)
@@ -108,6 +124,75 @@ def _resume_locked(manifest: Manifest, executor: Executor | None) -> int:
                           if e["name"] in done)
         hook.maybe_run(manifest, finished[0][2])
     return execute(manifest, executor or executor_for(cfg), hook, only=todo)
+
+
+def preflight_runs(runs: list[tuple[str, Any]]) -> None:
+    """The checks a single run makes before writing (retrain/preflight.py), for each distinct config
+    among the (run name, config) pairs (every setting but [logging] and the seed): a bad data file,
+    model name or service stops the campaign before its dir exists. Their outside-world part
+    (`retrain.backends.preflight`: the Tinker service, a sampling server) runs once per distinct
+    `preflight_key`: conditions differ in their algorithm, rarely in what it reads. When the configs
+    differ, a failure names a run that has the failing settings."""
+    from retrain.backends import preflight_key
+    from retrain.preflight import preflight
+    from retrain.run import DATA_SEED
+    from retrain.secrets import expand_secrets
+
+    distinct = _distinct(runs, _config_key)
+    checked: set[str] = set()  # preflight_keys whose outside-world check passed
+    for name, run_cfg in distinct:
+        run_cfg = expand_secrets(run_cfg)
+        key = json.dumps(preflight_key(run_cfg), sort_keys=True)
+        try:
+            preflight(run_cfg, DATA_SEED, backend=key not in checked)
+        except RetrainError as e:
+            raise (e if len(distinct) == 1 else RetrainError(f"[campaign] {name}: {e}")) from None
+        checked.add(key)
+
+
+def preflight_backends(runs: list[tuple[str, Any]]) -> None:
+    """`retrain.backends.preflight` once per distinct `preflight_key` among the (run name, config)
+    pairs: what a resumed campaign checks again (the service may be gone since it started; the rest
+    was checked when it started)."""
+    from retrain.backends import preflight, preflight_key
+    from retrain.secrets import expand_secrets
+
+    distinct = _distinct([(name, expand_secrets(run_cfg)) for name, run_cfg in runs],
+                         lambda c: json.dumps(preflight_key(c), sort_keys=True))
+    for name, run_cfg in distinct:
+        try:
+            preflight(run_cfg)
+        except RetrainError as e:
+            raise (e if len(distinct) == 1 else RetrainError(f"[campaign] {name}: {e}")) from None
+
+
+def _config_key(cfg) -> str:
+    """The config without [logging] and the seed: runs with equal keys make equal checks."""
+    from retrain.config import config_to_dict
+
+    doc = config_to_dict(cfg)
+    doc.pop("logging", None)
+    doc.get("training", {}).pop("seed", None)
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def _distinct(runs: list[tuple[str, Any]], key: Callable[[Any], str]) -> list[tuple[str, Any]]:
+    """The first (name, config) of each distinct key(config), in order."""
+    first: dict[str, tuple[str, Any]] = {}
+    for name, run_cfg in runs:
+        first.setdefault(key(run_cfg), (name, run_cfg))
+    return list(first.values())
+
+
+def mark_checked(campaign_dir: Path, runs: list[tuple[Path, Any]]) -> None:
+    """Record in each (run dir, config) that the campaign checked the config's backend
+    (`preflight_runs`), so the run's first start does not check it again (`retrain.backends.preflight`
+    reads the record with the secrets filled in, as here)."""
+    from retrain.backends import record_preflight
+    from retrain.secrets import expand_secrets
+
+    for run_dir, run_cfg in runs:
+        record_preflight(run_dir, expand_secrets(run_cfg), checked_by=f"campaign {campaign_dir}")
 
 
 def executor_for(cfg) -> Executor:
@@ -148,27 +233,6 @@ def prepare_run_dir(campaign_dir: Path, spec) -> dict:
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     write_json_atomic(run_dir / "config.json", config_to_dict(config))
     return run_entry(spec.name, spec.label, spec.seed, rel)
-
-
-def preflight_runs(specs) -> None:
-    """The checks a single run makes before writing (retrain/preflight.py), once per distinct run
-    config: a bad data file or model name stops the campaign before its dir exists."""
-    import json
-
-    from retrain.config import config_to_dict
-    from retrain.preflight import preflight
-    from retrain.run import DATA_SEED
-    from retrain.secrets import expand_secrets
-
-    seen: set[str] = set()
-    for spec in specs:
-        doc = config_to_dict(spec.config)
-        doc.pop("logging", None)
-        doc.get("training", {}).pop("seed", None)
-        key = json.dumps(doc, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            preflight(expand_secrets(spec.config), DATA_SEED)
 
 
 NAME_MAX_BYTES = 255  # one directory name on Linux, macOS and Windows filesystems
