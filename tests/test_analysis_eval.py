@@ -138,7 +138,7 @@ def test_report_shows_held_out_accuracy(eval_campaign, tmp_path):  # noqa: F811 
         e = data["eval"][cond]
         assert e["before_mean"] == pytest.approx(np.mean([v[-1] for v in evs]))
         assert e["final_mean"] == pytest.approx(np.mean([v[19] for v in evs]))
-        assert e["change"] == pytest.approx(e["final_mean"] - e["before_mean"])
+        assert e["change"] == pytest.approx(np.mean([v[19] - v[-1] for v in evs])) and e["change_runs"] == 3
         assert e["final_after_steps"] == [19] and e["window_mean"] == pytest.approx(e["final_mean"])
     # compared like every other metric, in the per-condition table and SEPA vs HICRA
     sh = data["comparisons"][f"{HICRA} vs {SEPA}"]["seed_level"][EVAL]
@@ -149,6 +149,23 @@ def test_report_shows_held_out_accuracy(eval_campaign, tmp_path):  # noqa: F811 
     assert html.count("data:image/png;base64,") == 4 and "(figures/curves_eval_correct_rate.png)" in md
     assert f"| {SEPA} | 3 | {data['eval'][SEPA]['before_mean']:.4g} | {data['eval'][SEPA]['final_mean']:.4g} |" in md
     assert "eval_correct_rate is logged on some steps only" in md
+
+
+def test_report_change_pairs_each_runs_before_and_final(eval_campaign, tmp_path):  # noqa: F811 — pytest fixture
+    """A run whose before-training eval is missing (say its eval.jsonl row was lost) must not shift the
+    change: it is the mean over runs of (final - before), from the runs that have both points."""
+    camp = tmp_path / eval_campaign.name
+    shutil.copytree(eval_campaign, camp)
+    runs = sorted((camp / "runs").glob(f"{SEPA}_s*"))
+    lost = runs[0] / "eval.jsonl"
+    rows = [json.loads(line) for line in lost.read_text().splitlines()]
+    rows = [{**r, EVAL: 1.0} if r["after_step"] == 19 else r for r in rows if r["after_step"] != -1]
+    lost.write_text("".join(json.dumps(r) + "\n" for r in rows))  # and this run's final is the best
+    e = json.loads(build_report(camp, resamples=200, seed=1)["json"].read_text())["eval"][SEPA]
+    kept = [evals_of(r) for r in runs[1:]]
+    assert e["change_runs"] == 2
+    assert e["change"] == pytest.approx(np.mean([v[19] - v[-1] for v in kept]))
+    assert e["change"] != pytest.approx(e["final_mean"] - e["before_mean"])  # the unpaired difference
 
 
 def test_report_without_evals_says_how_to_get_them(small_campaign, tmp_path):  # noqa: F811 — pytest fixture

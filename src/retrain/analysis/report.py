@@ -375,6 +375,10 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
             continue
         before = [v for v in (_eval_point(r, "before") for r in with_evals) if v is not None]
         final = [v for v in (_eval_point(r, "final") for r in with_evals) if v is not None]
+        # Paired per run: a run missing one point (its before-training eval lost, no eval yet) would
+        # otherwise shift one mean and not the other, and seeds differ more than conditions do.
+        changes = [f - b for b, f in ((_eval_point(r, "before"), _eval_point(r, "final")) for r in with_evals)
+                   if b is not None and f is not None]
         last_steps = sorted({int(r.series(EVAL_METRIC)[0][-1]) for r in with_evals})
         window_means = [m for m in (window_mean(r, EVAL_METRIC, start, end) for r in with_evals) if math.isfinite(m)]
         entry = {
@@ -383,7 +387,8 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
             "final_mean": float(np.mean(final)) if final else None,
             "final_sd": float(np.std(final, ddof=1)) if len(final) > 1 else None,
             "final_after_steps": last_steps,
-            "change": float(np.mean(final) - np.mean(before)) if before and final else None,
+            "change": float(np.mean(changes)) if changes else None,  # mean over runs of (final − before)
+            "change_runs": len(changes),
             "window_mean": float(np.mean(window_means)) if window_means else None,
             "window_points": {r.name: r.window_steps(EVAL_METRIC, start, end) for r in with_evals},
         }
@@ -393,7 +398,8 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
     ctx.data["eval"] = data
     doc.p("Greedy accuracy on held-out prompts the runs never train on, mean over seeds. \"before\" is the base "
           "model (after_step = -1 in eval.jsonl); \"final\" is each run's last eval; the window mean averages "
-          f"each run's eval points in steps [{start}, {end}) (those are what the comparisons below use).")
+          f"each run's eval points in steps [{start}, {end}) (those are what the comparisons below use); \"change\" is "
+          "the mean over runs of (final − before), from the runs that have both.")
     doc.table(["condition", "runs", "before training", "final", "final sd", "final after step", "change",
                "window mean"], rows)
     df = runs_to_frame(ctx.runs, [EVAL_METRIC])
