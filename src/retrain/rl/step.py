@@ -147,6 +147,7 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
     train_time = time.perf_counter() - t_train
 
     completions = [completion for group_G in groups_P_G for completion in group_G]
+    n_tokens = sum(len(completion.token_ids) for completion in completions)  # completion tokens of the step
     correct = sum(r > CORRECT_THRESHOLD for r in flat_rewards)
     correct_rate = correct / len(flat_rewards) if flat_rewards else 0.0
     exec_h, plan_h, post_exec_h = _split_uncertainty(h_P_G_T, mask_P_G_T, lam)
@@ -157,7 +158,7 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
     metrics = {
         "correct_rate": correct_rate,
         "mean_reward": float(np.mean(flat_rewards)) if flat_rewards else 0.0,
-        **_token_metrics(completions, mask_P_G_T, exec_h, plan_h, post_exec_h),
+        **_token_metrics(completions, n_tokens, mask_P_G_T, exec_h, plan_h, post_exec_h),
         "num_datums": len(datums_D),
         **_train_metrics(train),
         **reward_tie_stats(rewards_P_G),
@@ -181,7 +182,6 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
         for completion, r in list(zip(group_G, rewards_G, strict=True))[:per_prompt]
     ]
     prompt_tokens = sum(len(completion.prompt_ids) for completion in completions)
-    n_tokens = sum(len(completion.token_ids) for completion in completions)
     return StepResult(
         metrics=metrics,
         generations=generations,
@@ -221,12 +221,12 @@ def _datums(
 
 def _token_metrics(
     completions: Sequence[Completion],
+    n_tokens: int,
     mask_P_G_T: Sequence[Sequence[list[int]]],
     exec_h: list[float],
     plan_h: list[float],
     post_exec_h: list[float],
 ) -> dict[str, Any]:
-    n_tokens = sum(len(completion.token_ids) for completion in completions)
     n_plan = sum(sum(m) for ms in mask_P_G_T for m in ms)
     n_completions = max(len(completions), 1)
     return {
