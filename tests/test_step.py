@@ -66,17 +66,11 @@ class ScriptedBackend:
 
 
 class WordScorer:
-    """1.0 when the reference is one of the completion's words."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def score(self, completion: str, example: Example) -> float:
-        self.calls += 1
-        return float(example.answer in completion.split())
+    """1.0 when the reference is one of the completion's words. Only the `Scorer` protocol's two
+    methods: a step must not need more."""
 
     def score_batch(self, completions, examples) -> list[float]:
-        return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+        return [float(e.answer in c.split()) for c, e in zip(completions, examples, strict=True)]
 
     def pop_counts(self) -> dict[str, int]:
         return {"reward_failures": 0, "reward_timeouts": 7}
@@ -178,3 +172,10 @@ def test_a_step_with_only_tied_groups_trains_nothing():
     out = rl_step(ctx, [Example("3+4", "7")], step=0, seed=0)
     assert ctx.backend.datums == []
     assert (out.metrics["num_datums"], out.metrics["loss"], out.metrics["loss_is_placeholder"]) == (0, None, False)
+
+
+def test_the_scorer_protocol_is_what_the_step_and_evals_call():
+    """A scorer needs score_batch and pop_counts only (WordScorer above has nothing else)."""
+    from retrain.rl.step import Scorer
+
+    assert sorted(n for n in vars(Scorer) if not n.startswith("_")) == ["pop_counts", "score_batch"]

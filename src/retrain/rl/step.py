@@ -40,23 +40,20 @@ CORRECT_THRESHOLD = 0.5  # a completion is correct iff its reward > 0.5 (docs/me
 
 class Scorer(Protocol):
     """Scores completions against their examples, never raising (`retrain.rewards.Scorer`, which runs
-    the reward in worker processes: the step hands it the whole batch at once).
+    the reward in worker processes: the step and the evals hand it a whole batch at once). Only what
+    they call is here; `retrain.rewards.Scorer` also scores one completion (`score`).
 
     Example::
 
         class ExactScorer:
-            def score(self, completion: str, example: Example) -> float:
-                return float(completion.strip() == example.answer)
             def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-                return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+                return [float(c.strip() == e.answer) for c, e in zip(completions, examples, strict=True)]
             def pop_counts(self) -> dict[str, int]:
                 return {"reward_failures": 0, "reward_timeouts": 0}
     """
 
-    def score(self, completion: str, example: Example) -> float: ...
-
     def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-        """`score` of each pair, in order (one round trip to the reward workers)."""
+        """Each (completion, example) pair's reward, in order (one round trip to the reward workers)."""
         ...
 
     def pop_counts(self) -> dict[str, int]:
