@@ -280,3 +280,39 @@ def test_runs_the_campaign_checked_are_not_checked_again_on_their_first_start(tm
     assert len(service.requests("capabilities")) == 2
     assert resume_campaign(campaign, executor=SequentialExecutor(start)) == 1  # 5 failed runs, checked once
     assert len(service.requests("capabilities")) == 3
+
+
+def test_the_preflight_key_holds_every_setting_the_checks_read(tmp_path):
+    """Two runs share a check only when nothing the check reads differs between them."""
+    from retrain.backends import preflight_key
+
+    toml = _config(tmp_path, "k")
+    key = preflight_key(load_config(toml))
+    for same in (["--algorithm.advantage_mode", "grpo"], ["--training.seed", "7"], ["--training.lr", "1e-4"]):
+        assert preflight_key(load_config(toml, same)) == key, same
+    for differs in (["--training.max_tokens", "64"], ["--model.name", "Qwen/Qwen3-4B"], ["--backend.backend", "local"],
+                    ["--backend.options.connect_timeout_s", "5"]):
+        assert preflight_key(load_config(toml, differs)) != key, differs
+    local = ["--backend.backend", "local", "--model.target_modules", '["q_proj", "v_proj"]']
+    served = [*local, "--inference.engine", "openai", "--inference.url", "http://127.0.0.1:9/v1"]
+    assert preflight_key(load_config(toml, served)) != preflight_key(load_config(toml, local))
+    assert preflight_key(load_config(toml, [*served, "--inference.served_model", "m"])) != preflight_key(
+        load_config(toml, served))
+
+
+def test_the_preflight_record_answers_one_start_with_the_same_key(tmp_path, service):
+    """The record holds a hash of the key (no settings: a resolved secret could be among them), and only a start with the
+    same key may skip its check; the record is gone after that start either way."""
+    from retrain.backends import preflight, record_preflight
+
+    cfg = load_config(_config(tmp_path, "r"))
+    run_dir = Path(cfg.logging.log_dir)
+    run_dir.mkdir(parents=True)
+    record_preflight(run_dir, load_config(_config(tmp_path, "r"), ["--training.max_tokens", "64"]), "test")
+    record = json.loads((run_dir / "preflight.json").read_text())
+    assert sorted(record) == ["checked_at", "checked_by", "checked_sha256"] and len(record["checked_sha256"]) == 64
+    preflight(cfg)  # another config was checked: this start checks
+    assert len(service.requests("capabilities")) == 1 and not (run_dir / "preflight.json").exists()
+    record_preflight(run_dir, cfg, "test")
+    preflight(cfg)  # the same key: taken in place of the check
+    assert len(service.requests("capabilities")) == 1 and not (run_dir / "preflight.json").exists()

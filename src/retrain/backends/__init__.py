@@ -11,6 +11,8 @@ string.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,20 +90,31 @@ def make_backend(cfg: Any) -> Backend:
 PREFLIGHT_RECORD = "preflight.json"  # in a run dir: a campaign checked this run's config (see `preflight`)
 
 
-def preflight_key(cfg: Any) -> dict[str, Any]:
-    """Every setting `preflight`'s checks read: configs with equal keys pass or fail together, so a
-    campaign checks each distinct key once (conditions differ in their algorithm, rarely in these)."""
+def preflight_key(cfg: Any) -> str:
+    """Every setting `preflight`'s checks read, as one string: configs with equal keys pass or fail
+    together, so a campaign checks each distinct key once (conditions differ in their algorithm,
+    rarely in these). The backend options are all in it (tinker's connect_timeout_s decides whether a
+    slow service passes); so are the sampling server's url, name and timeout, and max_tokens, which
+    both the service and the server check against the model's context."""
     inf = cfg.inference
-    return {"backend": cfg.backend.backend, "model": cfg.model.name, "revision": cfg.model.revision,
-            "engine": inf.engine, "url": inf.url, "served_model": inf.served_model, "launch": inf.launch,
-            "max_tokens": cfg.training.max_tokens}
+    key = {"backend": cfg.backend.backend, "options": dict(cfg.backend.options), "model": cfg.model.name,
+           "revision": cfg.model.revision, "max_tokens": cfg.training.max_tokens, "engine": inf.engine,
+           "url": inf.url, "served_model": inf.served_model, "launch": inf.launch,
+           "request_timeout_s": inf.request_timeout_s}
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _digest(key: str) -> str:
+    # The record keeps only a hash: the key is built from the config a check ran on, whose ${VAR}
+    # secret references may be resolved in memory, and nothing retrain writes may hold one.
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def record_preflight(run_dir: Path, cfg: Any, checked_by: str) -> None:
     """Note in `run_dir` that `cfg`'s checks passed just now (`checked_by` says who checked): the run's
     first start then skips them (`preflight`)."""
-    write_json_atomic(Path(run_dir) / PREFLIGHT_RECORD,
-                      {"checked": preflight_key(cfg), "checked_by": checked_by, "checked_at": now_iso()})
+    write_json_atomic(Path(run_dir) / PREFLIGHT_RECORD, {"checked_sha256": _digest(preflight_key(cfg)),
+                                                          "checked_by": checked_by, "checked_at": now_iso()})
 
 
 def _take_preflight_record(cfg: Any) -> bool:
@@ -113,7 +126,7 @@ def _take_preflight_record(cfg: Any) -> bool:
     record = read_json(path)
     if record:
         path.unlink(missing_ok=True)
-    return record.get("checked") == preflight_key(cfg)
+    return bool(record) and record.get("checked_sha256") == _digest(preflight_key(cfg))
 
 
 def preflight(cfg: Any) -> None:

@@ -269,7 +269,12 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
 
 def server_models(timeout_s: float) -> list[Any]:
     """The service's `SupportedModel`s (the SDK's `RestClient.get_server_capabilities`), or
-    RetrainError saying why not (no SDK, no key, key rejected, unreachable)."""
+    RetrainError saying why not (no SDK, no key, key rejected, unreachable).
+
+    Nothing to close afterwards: a `RestClient` built from credentials opens no session (nothing is
+    billed or listed) and runs over the SDK's process-wide connection pool for that key, which the
+    SDK keeps open by design and gives no close (closing it would break the next check in this
+    process). Only the backend's `ServiceClient` opens a session, and `TinkerBackend.close` ends it."""
     tinker = import_sdk()
     clients = sdk_clients()
     try:

@@ -142,7 +142,7 @@ def preflight_runs(runs: list[tuple[str, Any]]) -> None:
     checked: set[str] = set()  # preflight_keys whose outside-world check passed
     for name, run_cfg in distinct:
         run_cfg = expand_secrets(run_cfg)
-        key = json.dumps(preflight_key(run_cfg), sort_keys=True)
+        key = preflight_key(run_cfg)
         try:
             preflight(run_cfg, DATA_SEED, backend=key not in checked)
         except RetrainError as e:
@@ -157,8 +157,7 @@ def preflight_backends(runs: list[tuple[str, Any]]) -> None:
     from retrain.backends import preflight, preflight_key
     from retrain.secrets import expand_secrets
 
-    distinct = _distinct([(name, expand_secrets(run_cfg)) for name, run_cfg in runs],
-                         lambda c: json.dumps(preflight_key(c), sort_keys=True))
+    distinct = _distinct([(name, expand_secrets(run_cfg)) for name, run_cfg in runs], preflight_key)
     for name, run_cfg in distinct:
         try:
             preflight(run_cfg)
