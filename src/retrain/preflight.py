@@ -147,12 +147,13 @@ def check_memory(cfg, model_config) -> None:
     import psutil
     import torch
 
+    from retrain.backends import BACKENDS
     from retrain.backends.local import resolve_device, resolve_dtype
 
     t = cfg.training
     device = resolve_device(cfg.backend.device)
     dtype_bytes = torch.finfo(resolve_dtype(cfg.backend.dtype, device)).bits // 8
-    max_rows = cfg.backend.options.get("max_sample_rows", 256)
+    max_rows = BACKENDS.entry("local").with_defaults(cfg.backend.options)["max_sample_rows"]
     rows = min(t.batch_size, max(1, max_rows // t.group_size)) * t.group_size  # see LocalBackend.sample
     need = sampling_memory(model_config, rows=rows, tokens=t.max_tokens, dtype_bytes=dtype_bytes)
     have, where = _device_memory(device)
