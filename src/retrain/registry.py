@@ -67,8 +67,8 @@ def number_at_least(minimum: float) -> Callable[[Any], str | None]:
     """An option check: a finite number, integer or not, >= minimum (seconds, rates)."""
 
     def check(value: Any) -> str | None:
-        if (isinstance(value, bool) or not isinstance(value, int | float) or value != value
-                or value in (float("inf"), float("-inf")) or value < minimum):
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value)) or value < minimum):
             return f"must be a number >= {minimum:g}, got {show(value)}"
         return None
 
