@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -448,7 +448,8 @@ class _KeyScan:
         at = at[at >= size]  # room for the key and the byte before it
         for j, byte in enumerate(self.needle[:-1]):
             at = at[buf[at - size + 1 + j] == byte]
-        return at[buf[at - size] != ord("\\")]
+        found: np.ndarray = at[buf[at - size] != ord("\\")]
+        return found
 
 
 def _value_tokens(block: memoryview, buf: np.ndarray, at: np.ndarray,
@@ -470,7 +471,9 @@ def _value_tokens(block: memoryview, buf: np.ndarray, at: np.ndarray,
     length = np.where(stop.any(axis=1), stop.argmax(axis=1), width)
     u8[np.arange(width) >= length[:, None]] = 0
     odd = (length == width) | _BLANK[buf[start]] | (start > len(buf) - width)
-    whole = {i: scan.regex.match(block, at[i] - len(scan.needle) + 1)[1] for i in np.flatnonzero(odd).tolist()}
+    # Each position is a key the scan found, so the key's regex matches there.
+    whole = {i: cast("re.Match[bytes]", scan.regex.match(block, at[i] - len(scan.needle) + 1))[1]
+             for i in np.flatnonzero(odd).tolist()}
     return tokens, whole
 
 

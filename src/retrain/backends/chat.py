@@ -12,10 +12,12 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 PROBE = "retrain-probe"  # an assistant message whose end the template marks
 
 
-def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+def chat_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of `prompt` as one user message with the assistant turn opened (raw text for a
     tokenizer without a chat template, i.e. a base model)."""
     if not getattr(tokenizer, "chat_template", None):
@@ -30,7 +32,7 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def cached_prompt_ids(cache: dict[str, list[int]], tokenizer, prompt: str) -> list[int]:
+def cached_prompt_ids(cache: dict[str, list[int]], tokenizer: Any, prompt: str) -> list[int]:
     """`chat_prompt_ids`, computed once per distinct prompt into the backend's `cache`; a copy comes
     back (callers extend it). Prompts come from a fixed dataset and eval re-sends the same ones, so the
     chat template (Jinja) and the tokenizer run once per prompt, not once per step."""
@@ -40,7 +42,7 @@ def cached_prompt_ids(cache: dict[str, list[int]], tokenizer, prompt: str) -> li
     return list(ids)
 
 
-def end_of_turn_ids(tokenizer) -> set[int]:
+def end_of_turn_ids(tokenizer: Any) -> set[int]:
     """The EOS token plus the token the chat template writes right after an assistant message.
 
     Instruct models end a turn with a template token (`<|im_end|>`, `<|eot_id|>`) that is not always

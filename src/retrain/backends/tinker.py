@@ -509,7 +509,7 @@ class TinkerBackend:
 
     # ------------------------------------------------------------ clients
 
-    def _created(self, what: str, submit: Callable[[], Any]):
+    def _created(self, what: str, submit: Callable[[], Any]) -> Any:
         """A training client from a create or restore request, sent once.
 
         Not resent: the SDK already retries a dropped connection inside the request (with the same
