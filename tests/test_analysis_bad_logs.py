@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_analysis import run_cli, write_campaign
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from fixtures_analysis import run_cli, write_campaign
 
 from retrain.analysis.load import load_run
 
