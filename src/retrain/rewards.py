@@ -396,15 +396,15 @@ def _is_unit(text: str) -> bool:
 
 
 def _is_equation_of_symbol(expr: Any) -> bool:
-    import sympy  # type: ignore[import-untyped]  # no stubs; math-verify's parse gives sympy objects
+    import sympy
 
     return isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol)
 
 
 def _has_relation(expr: Any) -> bool:
     """A relation or a logical combination of them anywhere in `expr` (a set of equations included)."""
-    from sympy.core.relational import Relational  # type: ignore[import-untyped]
-    from sympy.logic.boolalg import BooleanFunction  # type: ignore[import-untyped]
+    from sympy.core.relational import Relational
+    from sympy.logic.boolalg import BooleanFunction
 
     atoms = getattr(expr, "atoms", None)
     return isinstance(expr, Relational | BooleanFunction) or bool(atoms and atoms(Relational, BooleanFunction))
