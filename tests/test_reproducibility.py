@@ -16,9 +16,12 @@ from runutil import read_jsonl, without_timing
 
 TESTS_DIR = Path(__file__).parent
 SRC = TESTS_DIR.parent / "src"
-BURN = "import time\nend = time.time() + 1800\nwhile time.time() < end:\n    pass\n"  # stops on its own too
+# Niced: they still count in the load average (what a dynamic OpenMP runtime reads) and take the CPU
+# whenever the run waits, without stretching a pinned-thread run ~5x.
+BURN = "import os, time\nos.nice(19)\nend = time.time() + 1800\nwhile time.time() < end:\n    pass\n"  # stops on its own too
 
-# The quickstart, shortened: same model, task, sampling and learning rate; every completion logged. The
+# The quickstart, shortened (two steps: the loaded run is ~5x slower, as pinned threads wait on each
+# other beside the burners): same model, task, sampling and learning rate; every completion logged. The
 # 8 decode rows of a step shrink through 7, 6, 5 as completions finish: products of those sizes are the
 # ones 1 and 2 threads compute differently (docs/reproducibility.md), so a thread count that followed the
 # load or the environment would show.
@@ -34,16 +37,16 @@ transform_mode = "gtpo_sepa"
 
 [training]
 seed = 42
-max_steps = 3
+max_steps = 2
 batch_size = 2
 group_size = 4
-max_tokens = 24
+max_tokens = 16
 temperature = 0.7
 lr = 1e-4
 save_every = 0
 
 [sepa]
-steps = 3
+steps = 2
 delay_steps = 0
 correct_rate_gate = 0.0
 
@@ -52,8 +55,8 @@ source = "arithmetic"
 max_operand = 50
 
 [eval]
-every = 3
-num_examples = 4
+every = 2
+num_examples = 2
 
 [backend]
 device = "cpu"
@@ -115,8 +118,8 @@ def test_same_seed_same_run_with_two_cpu_burners_beside_it(user_model_cache, tmp
             b.wait()
 
     quiet, loaded = _fingerprint(tmp_path / "quiet"), _fingerprint(tmp_path / "loaded")
-    assert [r["step"] for r in quiet["metrics"]] == [0, 1, 2]
-    assert len(quiet["generations"]) == 3 * 2 * 4 and quiet["eval"]
+    assert [r["step"] for r in quiet["metrics"]] == [0, 1]
+    assert len(quiet["generations"]) == 2 * 2 * 4 and quiet["eval"]
     for key in ("metrics", "generations", "eval", "adapter"):
         assert loaded[key] == quiet[key], key
     for run in ("quiet", "loaded"):
