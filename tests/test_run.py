@@ -18,7 +18,7 @@ from runutil import read_jsonl, without_timing, write_tiny_config
 
 TESTS_DIR = Path(__file__).parent
 
-# Every key SPEC §4 promises in every metrics.jsonl row (plus eval_correct_rate, issue #3).
+# Every key docs/metrics.md promises in every metrics.jsonl row (plus eval_correct_rate, issue #3).
 SPEC_METRIC_KEYS = {
     "step", "condition", "seed", "correct_rate", "running_correct_rate", "mean_reward",
     "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",

@@ -48,7 +48,7 @@ DEFAULT_BASELINE = "grpo+none"
 # The metrics.jsonl keys the report parses (the runs table, curves, mechanism panel, comparisons,
 # litmus); eval_correct_rate comes from eval.jsonl.
 REPORT_COLUMNS = (*DEFAULT_COLUMNS, "exec_entropy_var", "plan_entropy_mean", "sepa_lambda", "sepa_gate_open")
-GUIDE_LIFT = 0.0126  # the guide's "+1.3% absolute lift"
+GUIDE_LIFT = 0.0126  # docs/research-guide.md: "+1.3 point lift"
 TEST_LABELS = {"paired_sign_flip": "sign-flip (paired)", "permutation": "permutation"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;

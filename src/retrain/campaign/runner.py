@@ -3,7 +3,7 @@
     run_campaign(cfg)              → logs/campaign_<YYYYmmdd_HHMMSS>/ with every run, exit code
     resume_campaign(campaign_dir)  → finish exactly what is missing, exit code
 
-Layout (SPEC §5)::
+Layout (docs/campaigns.md)::
 
     <log_root>/campaign_20250215_143022/
       campaign.toml        # the resolved campaign config
@@ -361,7 +361,7 @@ def summarize(manifest: Manifest) -> int:
 
 @dataclass
 class SqueezeHook:
-    """Auto-squeeze (SPEC §5): analyse the first completed run's `adapter/final` once per campaign."""
+    """Auto-squeeze (docs/squeeze.md): analyse the first completed run's `adapter/final` once per campaign."""
 
     threshold: float
     target_ranks: list[int]

@@ -49,7 +49,7 @@ from retrain.rl.planning import GRAM_SEPARATOR
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 _JOINABLE = re.compile(GRAM_SEPARATOR)
-CORRECT_THRESHOLD = 0.5  # rows without a `correct` field: reward > 0.5, as the trainer decides (SPEC §4)
+CORRECT_THRESHOLD = 0.5  # rows without a `correct` field: reward > 0.5, as the trainer decides (docs/metrics.md)
 MIN_COMPLETIONS = 20  # below this, any ranking is noise; the CLI refuses with advice
 MIN_INFORMATIVE_GROUPS = 5  # groups with both outcomes needed for the within-prompt score
 PROMPT_ECHO_LIMIT = 0.5  # share of a gram's completions whose own prompt has it: task content

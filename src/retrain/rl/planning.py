@@ -1,4 +1,4 @@
-"""Planning tokens: tokens inside a "strategic gram" such as "let me check" (SPEC §3.4).
+"""Planning tokens: tokens inside a "strategic gram" such as "let me check" (docs/algorithms.md).
 
 Grams are matched in the decoded completion text, case-insensitively and on word boundaries; a
 token is a planning token when its character span (from the tokenizer's offsets) overlaps a match.
