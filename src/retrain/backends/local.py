@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -31,13 +32,14 @@ import torch
 
 from retrain.backends.base import DEFAULT_TARGET_MODULES, Completion, Datum, SamplingParams, TrainResult, effective_lora_alpha
 from retrain.backends.chat import cached_prompt_ids
-from retrain.backends.models import load_model_and_tokenizer
+from retrain.backends.models import load_model_and_tokenizer, model_shape
+from retrain.backends.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
 from retrain.backends.sampler import (
     decode_with_offsets,
     decoder_and_head,
     logit_softcap,
-    run_decoder,
     sample_groups,
+    shared_prefix_hidden,
     token_logprobs_from_hidden,
 )
 from retrain.errors import ConfigError, RetrainError
@@ -61,14 +63,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)  # "cpu"; the form of `device` is checked at config load
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto → bfloat16 on CUDA, float32 on CPU."""
+def resolve_dtype(dtype: str, device: torch.device, hidden_size: int | None = None,
+                  intermediate_size: int | None = None) -> tuple[torch.dtype, dict]:
+    """(torch dtype, why): auto → bfloat16 on CUDA and on CPUs where bf16 pays
+    (retrain.backends.precision), float32 otherwise; an explicit dtype is taken as given."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return auto_dtype(device, hidden_size, intermediate_size)
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # [backend].dtype, checked at config load
-    if table[dtype] is torch.bfloat16 and device.type == "cpu":
-        warnings.warn("bfloat16 on CPU is very slow without AVX512-BF16/AMX; float32 is the CPU default", stacklevel=2)
-    return table[dtype]
+    if table[dtype] is torch.bfloat16 and device.type == "cpu" and not (cpu_flags() & set(NATIVE_BF16_FLAGS)):
+        warnings.warn("bfloat16 on a CPU without avx512_bf16/amx_bf16 is very slow (a software fallback); "
+                      "use dtype = \"auto\" or \"float32\"", stacklevel=2)
+    return table[dtype], {"dtype": dtype, "reason": "[backend].dtype"}
 
 
 def resolve_target_modules(model: torch.nn.Module, requested) -> list[str] | str:
@@ -136,7 +141,10 @@ class LocalBackend:
         if problems:
             raise ConfigError(problems, source="LocalBackend")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype, self.dtype_choice = resolve_dtype(dtype, self.device, *model_shape(model_name, revision))
+        if dtype == "auto" and self.device.type == "cpu" and self.dtype is torch.bfloat16:
+            print(f"retrain: running the model in bf16 on this CPU ({self.dtype_choice['reason']}); "
+                  '[backend] dtype = "float32" keeps fp32', file=sys.stderr, flush=True)
         self.micro_batch_size = micro_batch_size
         self.max_sample_rows = max_sample_rows
         self.clip_eps, self.clip_eps_high, self.kl_beta = clip_eps, clip_eps_high, kl_beta
@@ -249,6 +257,10 @@ class LocalBackend:
                 stop_ids=self.stop_ids,
                 pad_id=self.pad_id,
                 device=self.device,
+                # Preallocated KV cache + CUDA graph on CUDA (launch-bound there); on CPU the
+                # growing cache measured as fast or faster (retrain.backends.decode).
+                static_cache=self.device.type == "cuda",
+                cuda_graph=True,
             )
             for prompt_ids, raw_G in zip(chunk_P, raw_P_G, strict=True):
                 group = []
@@ -273,34 +285,19 @@ class LocalBackend:
     def completion_logprobs(self, datums: list[Datum]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logprobs_B_T, mask_B_T) of each datum's completion tokens under the current policy.
 
-        Right-padded prompt+completion; the lm_head runs only on the N real completion positions
-        (hidden state at position p predicts token p+1), never over the prompt or the padding.
+        The forward runs the way the sampler produced the tokens (see `shared_prefix_hidden`): each
+        distinct prompt once, then every completion on top of its prompt's KV cache. The lm_head
+        runs only on the N real completion positions, never over the prompt or the padding.
         """
-        lengths = [(len(d.prompt_ids), len(d.completion_ids)) for d in datums]
-        width = max(lp + lc for lp, lc in lengths)
-        t_max = max(lc for _, lc in lengths)
-        input_ids = torch.full((len(datums), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(datums), width), dtype=torch.long)
-        pos_B_T = torch.zeros((len(datums), t_max), dtype=torch.long)
-        mask_B_T = torch.zeros((len(datums), t_max), dtype=torch.bool)
-        for b, (d, (lp, lc)) in enumerate(zip(datums, lengths, strict=True)):
-            input_ids[b, : lp + lc] = torch.tensor(list(d.prompt_ids) + list(d.completion_ids))
-            attn[b, : lp + lc] = 1
-            pos_B_T[b, :lc] = torch.arange(lp - 1, lp - 1 + lc)
-            mask_B_T[b, :lc] = True
-        input_ids, attn = input_ids.to(self.device), attn.to(self.device)
-        pos_B_T, mask_B_T = pos_B_T.to(self.device), mask_B_T.to(self.device)
-        positions = torch.arange(width, device=self.device).expand(len(datums), width)
-
         decoder, head = decoder_and_head(self.model)
-        hidden_B_L_d = run_decoder(decoder, input_ids, attn, positions)
-        rows_B_T = torch.arange(len(datums), device=self.device)[:, None].expand_as(pos_B_T)
-        hidden_N_d = hidden_B_L_d[rows_B_T[mask_B_T], pos_B_T[mask_B_T]]
-        targets_N = input_ids[rows_B_T[mask_B_T], pos_B_T[mask_B_T] + 1]
-        logprobs_N = token_logprobs_from_hidden(head, hidden_N_d, targets_N, self.temperature, self._softcap)
+        hidden_B_T_d, targets_B_T, mask_B_T = shared_prefix_hidden(
+            decoder, [d.prompt_ids for d in datums], [d.completion_ids for d in datums], self.pad_id, self.device
+        )
+        logprobs_N = token_logprobs_from_hidden(
+            head, hidden_B_T_d[mask_B_T], targets_B_T[mask_B_T], self.temperature, self._softcap
+        )
         logprobs_B_T = torch.zeros(mask_B_T.shape, dtype=logprobs_N.dtype, device=self.device)
-        logprobs_B_T = logprobs_B_T.masked_scatter(mask_B_T, logprobs_N)
-        return logprobs_B_T, mask_B_T
+        return logprobs_B_T.masked_scatter(mask_B_T, logprobs_N), mask_B_T
 
     def _padded(self, rows: list[list[float]], t_max: int) -> torch.Tensor:
         out = torch.zeros((len(rows), t_max), dtype=torch.float32)
@@ -322,6 +319,9 @@ class LocalBackend:
             if not d.prompt_ids:
                 raise ValueError("Datum: prompt_ids must not be empty")
         datums = [d for d in datums if d.completion_ids]  # no tokens: no loss, no gradient
+        # A group's datums share a prompt: keep them in one micro-batch so it is run once.
+        first_seen: dict[tuple[int, ...], int] = {}
+        datums = sorted(datums, key=lambda d: first_seen.setdefault(tuple(d.prompt_ids), len(first_seen)))
         if not datums:
             return TrainResult(loss=None)
         self.model.train()

@@ -208,6 +208,21 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     return name
 
 
+def model_shape(name: str, revision: str | None = None) -> tuple[int | None, int | None]:
+    """(hidden_size, intermediate_size) from the model's config, or (None, None) when it cannot be
+    read (the model load that follows reports why)."""
+    from transformers import AutoConfig
+
+    try:
+        source = resolve_model(name, revision)
+        kwargs = {} if os.path.isdir(source) else {"revision": revision}
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, RetrainError):
+        return None, None
+    config = getattr(config, "text_config", config)
+    return getattr(config, "hidden_size", None), getattr(config, "intermediate_size", None)
+
+
 def load_model_and_tokenizer(name: str, revision: str | None, dtype):
     """Resolve `name` and load (model, tokenizer); hub/offline failures become a RetrainError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

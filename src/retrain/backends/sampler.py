@@ -3,8 +3,9 @@
 Why a hand-written decode loop rather than `generate` (perf-anchor.md): `generate` with
 `num_return_sequences` prefills every prompt once per completion (24% of sampling time at G = 8 on
 SmolLM2, more with longer prompts) and keeps decoding finished rows until the last one stops. Here each
-prompt is prefilled once, its cache is copied to its G rows (`batch_repeat_interleave`), and finished
-rows leave the decode batch (`batch_select_indices`).
+prompt is prefilled once, its cache is copied to its G rows, and finished rows leave the decode batch.
+The decode step itself (a preallocated KV cache, and a CUDA graph on CUDA) is in
+`retrain.backends.decode`.
 
 Both the sampler and `LocalBackend.train_step` turn hidden states into logprobs through
 `token_logprobs_from_hidden`, so on-policy the trainer's logprob of a sampled token equals the
@@ -19,12 +20,12 @@ the one above, i.e. what the loss computes; the difference shows up in `sampler_
 from __future__ import annotations
 
 import codecs
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
+from retrain.backends.decode import make_decode_state, run_decoder  # noqa: F401 (run_decoder re-exported)
 from retrain.errors import RetrainError
 
 
@@ -51,33 +52,16 @@ def decoder_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
-@lru_cache(maxsize=32)
-def _cache_kwarg(forward_fn) -> str:
-    # transformers 5.2x renamed `past_key_values` to `cache`; accept both.
-    return "cache" if "cache" in inspect.signature(forward_fn).parameters else "past_key_values"
-
-
-def run_decoder(decoder, input_ids_B_L, attention_mask_B_L, position_ids_B_L, cache=None) -> torch.Tensor:
-    """Hidden states [B, L, d] of the transformer stack; `cache` (a DynamicCache) is updated in place."""
-    kwargs = {"input_ids": input_ids_B_L, "attention_mask": attention_mask_B_L, "position_ids": position_ids_B_L}
-    if cache is not None:
-        kwargs[_cache_kwarg(type(decoder).forward)] = cache
-        kwargs["use_cache"] = True
-    else:
-        kwargs["use_cache"] = False
-    return decoder(**kwargs).last_hidden_state
-
-
 def scaled_logits(head, hidden_N_d: torch.Tensor, temperature: float, softcap: float | None) -> torch.Tensor:
     """fp32 logits / T for the given hidden states only (never for the whole sequence).
 
     `softcap`: Gemma-style `cap · tanh(logits / cap)`, applied before the temperature as the model's
-    own forward would.
+    own forward would. T = 1 skips the division (x / 1 == x, and it saves an N × V copy).
     """
     logits_N_V = head(hidden_N_d).float()
     if softcap:
         logits_N_V = softcap * torch.tanh(logits_N_V / softcap)
-    return logits_N_V / temperature
+    return logits_N_V if temperature == 1.0 else logits_N_V / temperature
 
 
 def logit_softcap(model) -> float | None:
@@ -89,9 +73,95 @@ def logit_softcap(model) -> float | None:
 def token_logprobs_from_hidden(
     head, hidden_N_d: torch.Tensor, targets_N: torch.Tensor, temperature: float, softcap: float | None
 ) -> torch.Tensor:
-    """log_softmax(head(h) / T)[target] for each of N positions (differentiable)."""
-    logp_N_V = torch.log_softmax(scaled_logits(head, hidden_N_d, temperature, softcap), dim=-1)
-    return logp_N_V.gather(-1, targets_N[:, None]).squeeze(-1)
+    """log_softmax(head(h) / T)[target] for each of N positions (differentiable); see
+    `target_logprobs` for how it avoids materialising the N × V log-probabilities."""
+    return target_logprobs(scaled_logits(head, hidden_N_d, temperature, softcap), targets_N)
+
+
+def target_logprobs(logits_N_V: torch.Tensor, targets_N: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """z[target] − logsumexp(z) per row (= log_softmax(z)[target]), with the gradient
+
+        ∂/∂z = g · (onehot(target) − softmax(z))
+
+    computed into ONE N × V tensor. `log_softmax` + `gather` keep the N × V log-probabilities for
+    the backward and build two more N × V tensors there (the gather's scattered zeros and the
+    softmax); at 49k vocabulary entries those passes are ~5% of a SmolLM2 training step on CPU
+    (torch.profiler, benchmarks/results/perf_profile.txt). Rows go in chunks of `chunk` so each
+    chunk's temporaries stay in cache."""
+    if logits_N_V.requires_grad and torch.is_grad_enabled():
+        return _TargetLogprob.apply(logits_N_V, targets_N, chunk)
+    return _target_logprobs_forward(logits_N_V, targets_N, chunk)[0]
+
+
+def _target_logprobs_forward(logits_N_V, targets_N, chunk):
+    lse_N = torch.empty(logits_N_V.shape[0], dtype=logits_N_V.dtype, device=logits_N_V.device)
+    for start in range(0, logits_N_V.shape[0], chunk):
+        lse_N[start : start + chunk] = torch.logsumexp(logits_N_V[start : start + chunk], dim=-1)
+    return logits_N_V.gather(-1, targets_N[:, None]).squeeze(-1) - lse_N, lse_N
+
+
+class _TargetLogprob(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits_N_V, targets_N, chunk):
+        out_N, lse_N = _target_logprobs_forward(logits_N_V, targets_N, chunk)
+        ctx.save_for_backward(logits_N_V, targets_N, lse_N)
+        ctx.chunk = chunk
+        return out_N
+
+    @staticmethod
+    def backward(ctx, grad_N):
+        logits_N_V, targets_N, lse_N = ctx.saved_tensors
+        grad_N_V = torch.empty_like(logits_N_V)
+        for start in range(0, logits_N_V.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            torch.sub(logits_N_V[rows], lse_N[rows, None], out=grad_N_V[rows])
+            grad_N_V[rows].exp_().mul_(-grad_N[rows, None])
+        grad_N_V.scatter_add_(-1, targets_N[:, None], grad_N[:, None].to(grad_N_V.dtype))
+        return grad_N_V, None, None
+
+
+def shared_prefix_hidden(
+    decoder, prompt_ids_B: list[list[int]], completion_ids_B: list[list[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states that predict each completion token, with every distinct prompt run ONCE.
+
+    Returns (hidden_B_T_d, targets_B_T, mask_B_T): hidden_B_T_d[b, t] predicts completion token
+    t of row b (targets_B_T[b, t]); mask_B_T marks the real tokens (completions are right-padded).
+
+    The way the sampler produced the tokens: the distinct prompts are prefilled together
+    (left-padded) into a KV cache, whose last position predicts token 0; the cache is then gathered
+    to the B rows and every completion but its last token runs on top of it. A group of G
+    completions thus costs one prompt forward instead of G (the prompt is ~2/3 of the tokens at
+    49-token prompts and ~27-token completions). Differentiable: the gradient of the shared prompt
+    activations is the sum over the rows that attend to them, as with G separate copies. (LoRA
+    dropout, when on, draws one mask for the shared prompt instead of one per copy.)
+    """
+    from transformers import DynamicCache
+
+    index_of: dict[tuple[int, ...], int] = {}
+    prompt_of_B = [index_of.setdefault(tuple(ids), len(index_of)) for ids in prompt_ids_B]
+    input_P_L, mask_P_L, pos_P_L = left_pad([list(k) for k in index_of], pad_id, device)
+    rows_B = torch.tensor(prompt_of_B, dtype=torch.long, device=device)
+
+    t_max = max((len(c) for c in completion_ids_B), default=0)
+    targets_B_T = torch.zeros((len(completion_ids_B), t_max), dtype=torch.long)
+    mask_B_T = torch.zeros((len(completion_ids_B), t_max), dtype=torch.bool)
+    for b, ids in enumerate(completion_ids_B):
+        targets_B_T[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask_B_T[b, : len(ids)] = True
+    targets_B_T, mask_B_T = targets_B_T.to(device), mask_B_T.to(device)
+
+    cache = DynamicCache(config=decoder.config)
+    hidden_P_L_d = run_decoder(decoder, input_P_L, mask_P_L, pos_P_L, cache)
+    first_B_1_d = hidden_P_L_d[:, -1][rows_B][:, None]
+    if t_max <= 1:
+        return first_B_1_d[:, :t_max], targets_B_T, mask_B_T
+    cache.batch_select_indices(rows_B)
+    inputs_B_C = torch.where(mask_B_T[:, :-1], targets_B_T[:, :-1], pad_id)
+    attn_B_L = torch.cat([mask_P_L[rows_B], mask_B_T[:, :-1].to(mask_P_L.dtype)], dim=1)
+    pos_B_C = mask_P_L.sum(-1)[rows_B][:, None] + torch.arange(t_max - 1, device=device)
+    hidden_B_C_d = run_decoder(decoder, inputs_B_C, attn_B_L, pos_B_C, cache)
+    return torch.cat([first_B_1_d, hidden_B_C_d], dim=1), targets_B_T, mask_B_T
 
 
 # ---------------------------------------------------------------- token choice
@@ -170,12 +240,16 @@ def sample_groups(
     stop_ids: set[int],
     pad_id: int,
     device,
+    static_cache: bool = True,
+    cuda_graph: bool = True,
 ) -> list[list[RawSample]]:
     """`n` completions for each prompt; each prompt is prefilled ONCE and its cache shared by its group.
 
     Rows leave the decode batch as soon as they emit a stop token (kept in `token_ids`) so finished
-    completions cost nothing more. Deterministic given `generator`'s seed and the weights.
-    The caller puts the model in eval mode (no dropout while sampling).
+    completions cost nothing more (except under a CUDA graph, whose rows are fixed: there finished
+    rows run on and are ignored). Deterministic given `generator`'s seed and the weights.
+    `static_cache` / `cuda_graph` choose the decode state (retrain.backends.decode); they change
+    the speed, not the completions. The caller puts the model in eval mode (no dropout while sampling).
     """
     from transformers import DynamicCache
 
@@ -184,23 +258,24 @@ def sample_groups(
     decoder, head = decoder_and_head(model)
     softcap = logit_softcap(model)
     T = temperature if temperature > 0 else 1.0
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def to_logits(hidden_B_d: torch.Tensor) -> torch.Tensor:
+        return scaled_logits(head, hidden_B_d, T, softcap)
 
     input_ids_P_L, mask_P_L, pos_P_L = left_pad(prompt_ids_P, pad_id, device)
-    cache = DynamicCache(config=base.config)
+    cache = DynamicCache(config=decoder.config)
     hidden_P_L_d = run_decoder(decoder, input_ids_P_L, mask_P_L, pos_P_L, cache)
     # Only the last position's logits are needed; the group shares them, then its cache.
-    logits_B_V = scaled_logits(head, hidden_P_L_d[:, -1], T, softcap).repeat_interleave(n, dim=0)
-    cache.batch_repeat_interleave(n)
-    mask_B_L = mask_P_L.repeat_interleave(n, dim=0)
-    next_pos_B = mask_P_L.sum(-1).repeat_interleave(n, dim=0)
+    logits_B_V = to_logits(hidden_P_L_d[:, -1]).repeat_interleave(n, dim=0)
+    state = make_decode_state(decoder, to_logits, cache, mask_P_L, n=n, max_new_tokens=max_tokens,
+                              static=static_cache, cuda_graph=cuda_graph)
 
     rows = len(prompt_ids_P) * n
     tokens_R: list[list[int]] = [[] for _ in range(rows)]
     logprobs_R: list[list[float]] = [[] for _ in range(rows)]
     entropies_R: list[list[float]] | None = [[] for _ in range(rows)] if want_entropy else None
     hit_max_R = [False] * rows
-    active = list(range(rows))  # original row index of each decode-batch row
+    row_of_B: list[int | None] = list(range(rows))  # original row of each batch row; None once finished
     stop_t = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
 
     for step in range(max_tokens):
@@ -214,12 +289,15 @@ def sample_groups(
         tok_list = tok_B.tolist()
         last = step == max_tokens - 1
         keep = []
-        for i, row in enumerate(active):
+        for i, row in enumerate(row_of_B):
+            if row is None:
+                continue
             tokens_R[row].append(tok_list[i])
             logprobs_R[row].append(stats_B[i][0])
             if entropies_R is not None:
                 entropies_R[row].append(stats_B[i][1])
             if stats_B[i][-1] > 0:
+                row_of_B[i] = None
                 continue
             if last:
                 hit_max_R[row] = True
@@ -227,15 +305,12 @@ def sample_groups(
                 keep.append(i)
         if last or not keep:
             break
-        if len(keep) < len(active):
+        if len(keep) < len(row_of_B) and state.can_drop_rows:
             keep_t = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(keep_t)
-            mask_B_L, next_pos_B, tok_B = mask_B_L[keep_t], next_pos_B[keep_t], tok_B[keep_t]
-            active = [active[i] for i in keep]
-        mask_B_L = torch.cat([mask_B_L, mask_B_L.new_ones(len(active), 1)], dim=-1)
-        hidden_B_1_d = run_decoder(decoder, tok_B[:, None], mask_B_L, next_pos_B[:, None], cache)
-        next_pos_B = next_pos_B + 1
-        logits_B_V = scaled_logits(head, hidden_B_1_d[:, -1], T, softcap)
+            state.keep(keep_t)
+            tok_B = tok_B[keep_t]
+            row_of_B = [row_of_B[i] for i in keep]
+        logits_B_V = state.step(tok_B)
 
     groups: list[list[RawSample]] = []
     for p in range(len(prompt_ids_P)):
