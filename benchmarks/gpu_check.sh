@@ -34,3 +34,12 @@ m.save_pretrained("/tmp/smol-rand"); AutoTokenizer.from_pretrained(".devcarry/sm
 PY
 python3 benchmarks/bench_step.py --model /tmp/smol-rand --device cuda --steps 6 --out "$OUT/step_cuda_quickstart.txt" 2>&1 | tail -12
 python3 benchmarks/bench_step.py --model /tmp/smol-rand --device cuda --steps 4 --batch-size 8 --group-size 16 --max-tokens 256 --out "$OUT/step_cuda_8x16x256.txt" 2>&1 | tail -12
+echo "== decode fast path: tok/s, growing cache vs preallocated cache vs CUDA graph vs HF generate (random weights)"
+# 8 prompts × 16 completions × 256 and × 1024 new tokens, SmolLM2-135M and Qwen3-0.6B shapes, bf16.
+for arch in smollm2 qwen3-0.6b; do
+  for tokens in 256 1024; do
+    repeats=$([ "$tokens" -gt 256 ] && echo 1 || echo 3)
+    python3 benchmarks/bench_decode.py --arch "$arch" --prompts 8 --group 16 --tokens "$tokens" \
+      --repeats "$repeats" --out "$OUT/decode_${arch}_8x16x${tokens}.json" 2>&1 | tail -8 | tee "$OUT/decode_${arch}_8x16x${tokens}.txt"
+  done
+done

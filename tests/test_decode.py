@@ -207,3 +207,61 @@ def test_auto_dtype_probes_once_per_host_and_keeps_its_decision(tmp_path, monkey
 def test_tiny_models_stay_float32_under_auto(backend_qwen2):
     assert backend_qwen2.dtype is torch.float32
     assert {p.dtype for p in backend_qwen2.model.parameters()} == {torch.float32}
+
+
+def test_completions_in_chunks_share_one_prompt_forward_and_change_nothing(tiny_model_dir):
+    """Groups larger than micro_batch_size: the prompt still runs once per group, and the step's
+    loss and new weights equal those of one micro-batch holding everything."""
+    def make(mbs):
+        return LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"],
+                            device="cpu", temperature=1.0, seed=0, micro_batch_size=mbs)
+
+    small, whole = make(2), make(16)
+    rng = random.Random(1)
+    datums = []
+    for prompt in PROMPTS[:2]:
+        ids = small.prompt_ids(prompt)
+        for _ in range(5):
+            comp = [rng.randrange(3, 320) for _ in range(rng.randint(1, 7))]
+            with torch.no_grad():
+                old = small.completion_logprobs([Datum(ids, comp, [0.0] * len(comp), [0.0] * len(comp))])[0]
+            datums.append(Datum(ids, comp, old[0, : len(comp)].tolist(), [rng.uniform(-1, 1) for _ in comp]))
+    decoder, _ = decoder_and_head(small.model)
+    widths = []
+    hook = decoder.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    try:
+        r_small = small.train_step(datums, lr=1e-2)
+    finally:
+        hook.remove()
+    prompt_lens = [len(small.prompt_ids(p)) for p in PROMPTS[:2]]
+    assert min(prompt_lens) > 7  # longer than any completion: widths tell the two kinds of call apart
+    assert [w for w in widths if w[1] in prompt_lens] == [(1, n) for n in prompt_lens]  # one prompt forward per group
+    assert [rows for rows, width in widths if width < 7] == [2, 2, 1, 2, 2, 1]  # the completion chunks
+    r_whole = whole.train_step(datums, lr=1e-2)
+    assert r_small.loss == pytest.approx(r_whole.loss, abs=1e-6)
+    assert r_small.grad_norm == pytest.approx(r_whole.grad_norm, rel=1e-5)
+    w_small = dict(small.model.named_parameters())
+    for name, p in whole.model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p, w_small[name], atol=1e-6), name
+
+
+def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(tiny_model_dir):
+    from retrain.backends.local import FastDropout
+
+    drop = FastDropout(0.25)
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
+    assert torch.all(y[kept] == 1 / 0.75) and y.mean().item() == pytest.approx(1.0, abs=0.01)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x·keep/(1−p))/dx = keep/(1−p)
+    drop.eval()
+    assert drop(x) is x
+    backend = LocalBackend(tiny_model_dir, lora_rank=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
+                           device="cpu", seed=0)
+    drops = [m for m in backend.model.modules() if isinstance(m, (FastDropout, torch.nn.Dropout))]
+    assert len(drops) == 4 and all(isinstance(m, FastDropout) and m.p == 0.1 for m in drops)

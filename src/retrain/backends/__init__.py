@@ -62,7 +62,8 @@ BACKENDS.add(Variant(
     "transformers + peft on CPU or one CUDA device",
     provides=frozenset({"entropies"}),
     options={
-        "micro_batch_size": Option(8, "datums per forward/backward in train_step; does not change the result"),
+        "micro_batch_size": Option(4, "completions per forward/backward in train_step (each prompt still runs once); "
+                                   "bounds activation memory, does not change the result"),
         "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),
     },
 ))

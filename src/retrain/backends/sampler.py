@@ -25,7 +25,8 @@ from functools import lru_cache
 
 import torch
 
-from retrain.backends.decode import make_decode_state, run_decoder  # noqa: F401 (run_decoder re-exported)
+from retrain.backends.decode import make_decode_state, run_decoder  # noqa: F401 (re-exported)
+from retrain.backends.prefix import left_pad  # noqa: F401 (re-exported)
 from retrain.errors import RetrainError
 
 
@@ -120,50 +121,6 @@ class _TargetLogprob(torch.autograd.Function):
         return grad_N_V, None, None
 
 
-def shared_prefix_hidden(
-    decoder, prompt_ids_B: list[list[int]], completion_ids_B: list[list[int]], pad_id: int, device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hidden states that predict each completion token, with every distinct prompt run ONCE.
-
-    Returns (hidden_B_T_d, targets_B_T, mask_B_T): hidden_B_T_d[b, t] predicts completion token
-    t of row b (targets_B_T[b, t]); mask_B_T marks the real tokens (completions are right-padded).
-
-    The way the sampler produced the tokens: the distinct prompts are prefilled together
-    (left-padded) into a KV cache, whose last position predicts token 0; the cache is then gathered
-    to the B rows and every completion but its last token runs on top of it. A group of G
-    completions thus costs one prompt forward instead of G (the prompt is ~2/3 of the tokens at
-    49-token prompts and ~27-token completions). Differentiable: the gradient of the shared prompt
-    activations is the sum over the rows that attend to them, as with G separate copies. (LoRA
-    dropout, when on, draws one mask for the shared prompt instead of one per copy.)
-    """
-    from transformers import DynamicCache
-
-    index_of: dict[tuple[int, ...], int] = {}
-    prompt_of_B = [index_of.setdefault(tuple(ids), len(index_of)) for ids in prompt_ids_B]
-    input_P_L, mask_P_L, pos_P_L = left_pad([list(k) for k in index_of], pad_id, device)
-    rows_B = torch.tensor(prompt_of_B, dtype=torch.long, device=device)
-
-    t_max = max((len(c) for c in completion_ids_B), default=0)
-    targets_B_T = torch.zeros((len(completion_ids_B), t_max), dtype=torch.long)
-    mask_B_T = torch.zeros((len(completion_ids_B), t_max), dtype=torch.bool)
-    for b, ids in enumerate(completion_ids_B):
-        targets_B_T[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask_B_T[b, : len(ids)] = True
-    targets_B_T, mask_B_T = targets_B_T.to(device), mask_B_T.to(device)
-
-    cache = DynamicCache(config=decoder.config)
-    hidden_P_L_d = run_decoder(decoder, input_P_L, mask_P_L, pos_P_L, cache)
-    first_B_1_d = hidden_P_L_d[:, -1][rows_B][:, None]
-    if t_max <= 1:
-        return first_B_1_d[:, :t_max], targets_B_T, mask_B_T
-    cache.batch_select_indices(rows_B)
-    inputs_B_C = torch.where(mask_B_T[:, :-1], targets_B_T[:, :-1], pad_id)
-    attn_B_L = torch.cat([mask_P_L[rows_B], mask_B_T[:, :-1].to(mask_P_L.dtype)], dim=1)
-    pos_B_C = mask_P_L.sum(-1)[rows_B][:, None] + torch.arange(t_max - 1, device=device)
-    hidden_B_C_d = run_decoder(decoder, inputs_B_C, attn_B_L, pos_B_C, cache)
-    return torch.cat([first_B_1_d, hidden_B_C_d], dim=1), targets_B_T, mask_B_T
-
-
 # ---------------------------------------------------------------- token choice
 
 
@@ -211,18 +168,6 @@ def choose_tokens(
 
 
 # ---------------------------------------------------------------- the decode loop
-
-
-def left_pad(ids_P: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids), each [P, L], left-padded so every row ends at L−1."""
-    width = max(len(ids) for ids in ids_P)
-    input_ids = torch.full((len(ids_P), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids_P), width), dtype=torch.long)
-    for row, ids in enumerate(ids_P):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        mask[row, width - len(ids) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids.to(device), mask.to(device), positions.to(device)
 
 
 @torch.inference_mode()

@@ -257,7 +257,7 @@ class BackendConfig(_Table):
     device: Annotated[str, _matching(_DEVICE_RE, "must be auto, cpu, cuda or cuda:N")] = Field(
         "auto", description="where the local backend runs: auto | cpu | cuda | cuda:N"
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA and on CPUs with native bf16 that measure it faster, float32 elsewhere")
     num_threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0 = torch's choice at start-up (OMP_NUM_THREADS, else the CPUs available), recorded in run.json and reused on resume. The thread count changes a CPU run's floats (docs/reproducibility.md)"
     )
