@@ -68,7 +68,7 @@ def main() -> int:
         seed=0, dataloader_num_workers=0, disable_tqdm=True,
     )
     steps: list[dict] = []
-    logs: list[dict] = []
+    log_rows: list[dict] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
@@ -90,9 +90,8 @@ def main() -> int:
 
     class Logs(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
-            logs_ = dict(logs or {})
-            if "completions/mean_length" in logs_:
-                logs.append(logs_)
+            if logs and "completions/mean_length" in logs:
+                log_rows.append(dict(logs))
 
     trainer = GRPOTrainer(
         model=model, reward_funcs=W.trl_reward, args=cfg, train_dataset=ds, processing_class=tok,
@@ -105,7 +104,7 @@ def main() -> int:
     prompt_lens = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
     t0 = time.time()
     trainer.train()
-    for row, log in zip(steps, logs, strict=False):
+    for row, log in zip(steps, log_rows, strict=False):
         row["mean_completion_tokens"] = log.get("completions/mean_length")
     out = {
         "who": "trl", "versions": {"trl": trl.__version__, "torch": torch.__version__,
