@@ -28,24 +28,31 @@ import torch
 
 ARCHS = {
     # SmolLM2-135M-Instruct's config (Llama), random weights.
-    "smollm2": ("llama", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                              num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                              rope_theta=100000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)),
+    "smollm2": ("llama", {
+        "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+        "rope_theta": 100000.0, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}),
     # Qwen3-0.6B's config, random weights.
-    "qwen3-0.6b": ("qwen3", dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                                 num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-                                 max_position_embeddings=40960, rope_theta=1000000.0, tie_word_embeddings=True,
-                                 rms_norm_eps=1e-6)),
-    "tiny": ("llama", dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                           tie_word_embeddings=True)),
+    "qwen3-0.6b": ("qwen3", {
+        "vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0, "tie_word_embeddings": True, "rms_norm_eps": 1e-6}),
+    "tiny": ("llama", {
+        "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+        "tie_word_embeddings": True}),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def build(arch: str, device, dtype):
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     kind, kw = ARCHS[arch]
     config = (LlamaConfig if kind == "llama" else Qwen3Config)(**kw, eos_token_id=0, pad_token_id=0)

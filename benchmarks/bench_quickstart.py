@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import quiet  # noqa: E402
+import quiet
 
 
 def main(argv=None) -> int:
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         wait = quiet.wait_quiet("quickstart")
         with quiet.Window() as w:
             proc = subprocess.run([sys.executable, "-m", "retrain", *overrides], cwd=tmp, env=env,
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
             return 1

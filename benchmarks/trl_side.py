@@ -31,8 +31,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import quiet  # noqa: E402
-import side_workload as W  # noqa: E402
+import quiet
+import side_workload as W
 
 
 def main() -> int:
@@ -47,11 +47,11 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     import trl
-    import trl.extras.profiling as profiling
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+    from trl.extras import profiling
 
     blocks: list[tuple[str, float]] = []  # TRL's own profiling blocks (normally sent to wandb/mlflow)
     profiling.ProfilingContext._log_metrics = lambda self, duration: blocks.append((self.name, duration))

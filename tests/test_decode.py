@@ -20,11 +20,17 @@ PROMPTS = ["What is 2 + 3?", "Say something longer than the others, please", "Co
 
 def tiny_arch(tmp_path, tiny_model_dir, arch: str) -> str:
     """A tiny random model of another architecture, with the tiny model's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
-    common = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  tie_word_embeddings=True, eos_token_id=2, pad_token_id=0)
+    common = {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+              "tie_word_embeddings": True, "eos_token_id": 2, "pad_token_id": 0}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         if arch == "llama":  # SmolLM2's architecture

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer

@@ -36,11 +36,18 @@ from pathlib import Path
 
 import torch
 
-from retrain.backends.base import DEFAULT_TARGET_MODULES, Completion, Datum, SamplingParams, TrainResult, effective_lora_alpha
+from retrain.backends.base import (
+    DEFAULT_TARGET_MODULES,
+    Completion,
+    Datum,
+    SamplingParams,
+    TrainResult,
+    effective_lora_alpha,
+)
 from retrain.backends.chat import cached_prompt_ids
 from retrain.backends.models import load_model_and_tokenizer, model_shape
-from retrain.backends.prefix import PromptPrefix, prefix_batches, shared_prefix_hidden
 from retrain.backends.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
+from retrain.backends.prefix import PromptPrefix, prefix_batches, shared_prefix_hidden
 from retrain.backends.sampler import (
     decode_with_offsets,
     decoder_and_head,
@@ -49,6 +56,7 @@ from retrain.backends.sampler import (
     token_logprobs_from_hidden,
 )
 from retrain.errors import ConfigError, RetrainError
+
 
 def resolve_device(device: str) -> torch.device:
     """auto → cuda when available, else cpu; `cuda[:N]` must exist."""

@@ -25,8 +25,8 @@ from functools import lru_cache
 
 import torch
 
-from retrain.backends.decode import make_decode_state, run_decoder  # noqa: F401 (re-exported)
-from retrain.backends.prefix import left_pad  # noqa: F401 (re-exported)
+from retrain.backends.decode import make_decode_state, run_decoder
+from retrain.backends.prefix import left_pad
 from retrain.errors import RetrainError
 
 
