@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED=1 RETRAIN_CACHE=/tmp/retrain-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
 echo "== CUDA tests"
-python3 -m pytest -q -p no:cacheprovider tests/test_backend_local.py tests/test_run.py -m "cuda or not slow" -k "cuda or every_file or consistent" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
+python3 -m pytest -q -p no:cacheprovider tests/test_backend_local.py tests/test_decode.py tests/test_run.py -m "cuda or not slow" -k "cuda or every_file or consistent" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
 echo "== a tiny-random run on CUDA through the CLI"
 mkdir -p /tmp/cudarun && python3 - <<'PY'
 import sys; sys.path.insert(0, "tests")

@@ -51,12 +51,13 @@ def arch_backend(request, tiny_model_dir, tmp_path_factory) -> LocalBackend:
                         temperature=0.7, seed=0)
 
 
-def sample(backend, *, static, greedy, seed=3, n=4, max_tokens=12):
+def sample(backend, *, static, greedy, seed=3, n=4, max_tokens=12, cuda_graph=False):
     ids_P = [backend.prompt_ids(p) for p in PROMPTS]
+    generator = torch.Generator(device=backend.device).manual_seed(seed)
     return sample_groups(backend.model, ids_P, n, max_tokens=max_tokens, temperature=0.7, top_p=1.0,
-                         greedy=greedy, want_entropy=True, generator=torch.Generator().manual_seed(seed),
+                         greedy=greedy, want_entropy=True, generator=generator,
                          stop_ids=backend.stop_ids, pad_id=backend.pad_id, device=backend.device,
-                         static_cache=static, cuda_graph=False)
+                         static_cache=static, cuda_graph=cuda_graph)
 
 
 @pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "seeded"])
@@ -98,6 +99,61 @@ def test_the_static_path_is_taken_for_plain_attention_caches(backend_qwen2):
         assert logits.shape == (2, 320)
         with pytest.raises(RuntimeError, match="all are written"):
             state.step(torch.tensor([5, 6]))
+
+
+# ---------------------------------------------------------------- the CUDA fast path (skipped without a GPU)
+
+
+@pytest.fixture(scope="module")
+def cuda_backend(tiny_model_dir) -> LocalBackend:
+    # fp32 so that graph and eager agree to float noise, not bf16 noise
+    return LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cuda",
+                        dtype="float32", temperature=0.7, seed=0)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_replay_gives_the_eager_steps_logits(cuda_backend):
+    """The captured decode step (decoder + lm_head) replays what the same step computes eagerly,
+    step after step (the cursor and the attention bias advance under the graph too)."""
+    from transformers import DynamicCache
+
+    decoder, head = decoder_and_head(cuda_backend.model)
+    ids_P_L = torch.tensor([cuda_backend.prompt_ids(PROMPTS[0])], device="cuda")
+    states = []
+    with torch.no_grad():
+        for graph in (True, False):
+            cache = DynamicCache(config=decoder.config)
+            decoder(input_ids=ids_P_L, cache=cache, use_cache=True)
+            states.append(StaticDecode(decoder, lambda h: head(h).float(), cache, torch.ones_like(ids_P_L), n=3,
+                                       max_new_tokens=6, cuda_graph=graph))
+        with_graph, eager = states
+        assert with_graph.graph is not None and not with_graph.can_drop_rows  # captured, rows fixed
+        assert eager.graph is None
+        for tokens in ([5, 6, 7], [8, 9, 10], [11, 12, 13], [3, 3, 3]):
+            t_B = torch.tensor(tokens, device="cuda")
+            assert torch.allclose(with_graph.step(t_B), eager.step(t_B), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "seeded"])
+def test_cuda_graph_sampling_equals_the_dynamic_cache(cuda_backend, greedy, recwarn):
+    """The sampler on CUDA (preallocated cache + CUDA graph, finished rows kept in the fixed batch
+    and ignored) gives the tokens of the growing-cache path, and captures without a fallback."""
+    backend = cuda_backend
+    stops = backend.stop_ids
+    if not greedy:  # rows that stop at different steps, as in the CPU test above
+        probe = sample(backend, static=False, greedy=greedy)
+        backend.stop_ids = {probe[0][0].token_ids[3], probe[2][-1].token_ids[6]}
+    try:
+        graph = sample(backend, static=True, greedy=greedy, cuda_graph=True)
+        dynamic = sample(backend, static=False, greedy=greedy)
+    finally:
+        backend.stop_ids = stops
+    assert not [w for w in recwarn if "CUDA graph capture" in str(w.message)]
+    for gg, gd in zip(graph, dynamic, strict=True):
+        for a, b in zip(gg, gd, strict=True):
+            assert a.token_ids == b.token_ids and a.hit_max_tokens == b.hit_max_tokens
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 @pytest.fixture(scope="module")

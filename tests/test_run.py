@@ -79,6 +79,8 @@ def test_run_dir_holds_every_file_and_metric(three_step_run: Path):
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "completed" and info["step"] == 2
     assert info["versions"]["torch"] and info["versions"]["retrain"]
+    # dtype = "auto" records what it resolved to and why (the tiny model is too narrow for bf16)
+    assert info["dtype"]["dtype"] == "float32" and "too small" in info["dtype"]["reason"]
     state = json.loads((d / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["checkpoint"] == "adapter/final"
     # the resolved config round-trips and names this run dir

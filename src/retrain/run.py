@@ -273,6 +273,7 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
         pin_numerics(cfg, info)
         parts = build_components(cfg, data)
         backend = parts.ctx.backend
+        info.record_dtype(getattr(backend, "dtype_choice", None))
         if state:
             restore_components(parts, run_dir, state)
         info.start(start_step - 1)
@@ -730,6 +731,19 @@ class RunInfo:
             "resumes": old.get("resumes", -1) + 1,
             "versions": versions(),
         }
+
+    def record_dtype(self, choice: dict | None) -> None:
+        """What `[backend] dtype` resolved to and why (`dtype = "auto"` probes the CPU:
+        retrain.backends.precision). A resumed run that resolves differently is warned about: its
+        later steps then run at another precision than the earlier ones."""
+        if not choice:
+            return
+        before = (read_json(self.path) or {}).get("dtype")
+        if before and before.get("dtype") != choice.get("dtype"):
+            print(f"retrain: warning: this run started in {before.get('dtype')} and continues in "
+                  f"{choice.get('dtype')} ({choice.get('reason')}); set [backend] dtype explicitly to keep one",
+                  file=sys.stderr, flush=True)
+        self.data["dtype"] = dict(choice)
 
     def start(self, step: int) -> None:
         self.data.update(status="running", step=step, pid=os.getpid(), hostname=socket.gethostname(),
