@@ -13,6 +13,7 @@ from retrain.backends import precision
 from retrain.backends.base import Datum
 from retrain.backends.decode import StaticDecode, supports_static
 from retrain.backends.local import LocalBackend
+from retrain.backends.prefix import length_chunks
 from retrain.backends.sampler import decoder_and_head, sample_groups, target_logprobs
 
 PROMPTS = ["What is 2 + 3?", "Say something longer than the others, please", "Count: 1, 2, 3"]
@@ -300,6 +301,10 @@ def test_completions_in_chunks_share_one_prompt_forward_and_change_nothing(tiny_
     assert min(prompt_lens) > 7  # longer than any completion: widths tell the two kinds of call apart
     assert [w for w in widths if w[1] in prompt_lens] == [(1, n) for n in prompt_lens]  # one prompt forward per group
     assert [rows for rows, width in widths if width < 7] == [2, 2, 1, 2, 2, 1]  # the completion chunks
+    # each group's chunks are cut by completion length: their padded widths never decrease
+    chunk_widths = [width for _, width in widths if width < 7]
+    for group in (chunk_widths[:3], chunk_widths[3:]):
+        assert group == sorted(group)
     r_whole = whole.train_step(datums, lr=1e-2)
     assert r_small.loss == pytest.approx(r_whole.loss, abs=1e-6)
     assert r_small.grad_norm == pytest.approx(r_whole.grad_norm, rel=1e-5)
@@ -307,6 +312,19 @@ def test_completions_in_chunks_share_one_prompt_forward_and_change_nothing(tiny_
     for name, p in whole.model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(p, w_small[name], atol=1e-6), name
+
+
+def test_length_chunks_cut_by_length_and_keep_small_batches_as_they_are():
+    assert length_chunks([5, 1, 9, 2], 4) == [[0, 1, 2, 3]]  # fits: unchanged
+    assert length_chunks([30, 4, 31, 5, 32, 6, 29, 7], 4) == [[1, 3, 5, 7], [0, 2, 4, 6]]
+    assert length_chunks([3, 3, 1, 3, 2], 2) == [[2, 4], [0, 1], [3]]  # ties keep their order
+    # padding: data order pads every chunk of the alternating batch to ~32; cut by length 6 + 6
+    lengths = [30, 4, 31, 5, 32, 6, 29, 7]
+
+    def padding(chunks):
+        return sum(len(c) * max(lengths[b] for b in c) - sum(lengths[b] for b in c) for c in chunks)
+
+    assert padding(length_chunks(lengths, 4)) == 12 < padding([[0, 1, 2, 3], [4, 5, 6, 7]])
 
 
 def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(tiny_model_dir):

@@ -172,7 +172,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path):
     whole = _run(tmp_path, "whole", steps=steps, save_every=2)
     killed = tmp_path / "killed"
     cfg_path = write_tiny_config(tmp_path / "killed.toml", killed, steps=steps, save_every=2)
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
+    # keep the caller's PYTHONPATH: the killed run must run the same retrain as the in-process ones
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "retrain", str(cfg_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"

@@ -47,7 +47,7 @@ from retrain.backends.base import (
 from retrain.backends.chat import cached_prompt_ids
 from retrain.backends.models import load_model_and_tokenizer, model_shape
 from retrain.backends.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
-from retrain.backends.prefix import PromptPrefix, prefix_batches, shared_prefix_hidden
+from retrain.backends.prefix import PromptPrefix, length_chunks, prefix_batches, shared_prefix_hidden
 from retrain.backends.sampler import (
     decode_with_offsets,
     decoder_and_head,
@@ -393,8 +393,8 @@ class LocalBackend:
         for batch_D in prefix_batches([d.prompt_ids for d in datums], self.micro_batch_size):
             prefix = PromptPrefix(decoder, [datums[i].prompt_ids for i in batch_D], self.pad_id, self.device,
                                   detach=True)
-            for start in range(0, len(batch_D), self.micro_batch_size):
-                rows = list(range(start, min(start + self.micro_batch_size, len(batch_D))))
+            # Chunks cut by completion length: less right-padding (retrain.backends.prefix.length_chunks).
+            for rows in length_chunks([len(datums[i].completion_ids) for i in batch_D], self.micro_batch_size):
                 mb = [datums[batch_D[r]] for r in rows]
                 ref_B_T = None
                 if self.kl_beta > 0:

@@ -123,3 +123,20 @@ def prefix_batches(prompt_ids_D: list[list[int]], rows: int) -> list[list[int]]:
         else:
             batches.append(list(members))
     return batches
+
+
+def length_chunks(lengths_B: list[int], rows: int) -> list[list[int]]:
+    """Row indices of one prefix batch in chunks of at most `rows`, cut so that padding is least.
+
+    A chunk is right-padded to its longest completion, so it computes |chunk| · max(len) token
+    positions. Cutting the rows in order of length (shortest first) minimises
+
+        padding = Σ_chunks ( |chunk| · max_{b∈chunk} len_b − Σ_{b∈chunk} len_b )
+
+    over cuts into chunks of `rows` (data order pads each chunk to whichever long completion falls
+    in it). Within a chunk the rows keep their original order. A batch that fits in one chunk is returned
+    as is, so runs whose groups fit in a micro-batch compute exactly what they did before."""
+    if len(lengths_B) <= rows:
+        return [list(range(len(lengths_B)))]
+    by_length = sorted(range(len(lengths_B)), key=lambda b: lengths_B[b])  # stable: ties keep their order
+    return [sorted(by_length[start : start + rows]) for start in range(0, len(by_length), rows)]
