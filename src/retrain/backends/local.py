@@ -47,7 +47,12 @@ from retrain.backends.base import (
 from retrain.backends.chat import cached_prompt_ids
 from retrain.backends.models import load_model_and_tokenizer, model_shape
 from retrain.backends.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
-from retrain.backends.prefix import PromptPrefix, length_chunks, prefix_batches, shared_prefix_hidden
+from retrain.backends.prefix import (
+    PromptPrefix,
+    length_chunks,
+    prefix_batches,
+    shared_prefix_hidden,
+)
 from retrain.backends.sampler import (
     decode_with_offsets,
     decoder_and_head,
