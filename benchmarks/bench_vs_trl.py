@@ -311,13 +311,22 @@ def main(argv=None) -> int:
              f"{ours['flops_executed'] / 1e9:.0f} GFLOP since it runs each prompt once in training too).")
     if ratio:
         text += f"\nTRL / retrain (fp32) step time: **{ratio}×**."
+    auto = next((r for r in rows if r["who"] == "retrain (auto)"), None)
+    ratio_auto = round(trl["wall_s"] / auto["wall_s"], 2) if trl and auto else None
+    if ratio_auto:
+        text += (f"\nTRL / retrain (`dtype = \"auto\"`: {auto['dtype']}, what retrain runs by default on this host) "
+                 f"step time: **{ratio_auto}×**.")
+    contended = sum(r["contended_steps"] for r in rows)
+    if contended:
+        text += (f"\n\n**{contended} of {sum(r['steps_timed'] for r in rows)} timed steps ran while other processes "
+                 "used the CPU (see `contended steps`): these times are not the machine's; re-run on a quiet machine.**")
     header = (f"# retrain vs TRL, {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
               f"({floor['threads']} threads, {args.steps} steps each, the first a warm-up; "
               f"total {time.time() - t_start:.0f} s)\n\n")
     print("\n" + header + text)
     out.with_suffix(".md").write_text(header + text + "\n")
     out.with_suffix(".json").write_text(json.dumps({"floor": floor, "summary": rows, "trl_over_retrain": ratio,
-                                                    "runs": runs}, indent=1))
+                                                    "trl_over_retrain_auto": ratio_auto, "runs": runs}, indent=1))
     print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 
