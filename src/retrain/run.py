@@ -738,8 +738,8 @@ class RunInfo:
         later steps then run at another precision than the earlier ones."""
         if not choice:
             return
-        before = (read_json(self.path) or {}).get("dtype")
-        if before and before.get("dtype") != choice.get("dtype"):
+        before = self.previous.get("dtype")
+        if isinstance(before, dict) and before.get("dtype") != choice.get("dtype"):
             print(f"retrain: warning: this run started in {before.get('dtype')} and continues in "
                   f"{choice.get('dtype')} ({choice.get('reason')}); set [backend] dtype explicitly to keep one",
                   file=sys.stderr, flush=True)
