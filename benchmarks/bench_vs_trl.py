@@ -316,6 +316,9 @@ def main(argv=None) -> int:
     if ratio_auto:
         text += (f"\nTRL / retrain (`dtype = \"auto\"`: {auto['dtype']}, what retrain runs by default on this host) "
                  f"step time: **{ratio_auto}×**.")
+    if any(m["contended_windows"] for m in floor["matmul"]):
+        text += ("\n\n**The floor's matmuls ran while other processes used the CPU: the GFLOP/s above are too low "
+                 "and every `× floor` too small; re-run on a quiet machine.**")
     contended = sum(r["contended_steps"] for r in rows)
     if contended:
         text += (f"\n\n**{contended} of {sum(r['steps_timed'] for r in rows)} timed steps ran while other processes "
