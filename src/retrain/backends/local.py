@@ -295,7 +295,7 @@ class LocalBackend:
                 "importance ratios will not be 1 on-policy",
                 stacklevel=2,
             )
-        self.model.eval()  # LoRA dropout off while sampling (perf-anchor.md item 2)
+        self.model.eval()  # LoRA dropout off while sampling (docs/performance.md)
         ids_P = [self.prompt_ids(p) for p in prompts]
         generator = torch.Generator(device=self.device)
         generator.manual_seed(params.seed)

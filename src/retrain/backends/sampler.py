@@ -1,6 +1,6 @@
 """Group sampling with a shared-prefix KV cache, and the logits path the trainer shares with it.
 
-Why a hand-written decode loop rather than `generate` (perf-anchor.md): `generate` with
+Why a hand-written decode loop rather than `generate` (docs/performance.md): `generate` with
 `num_return_sequences` prefills every prompt once per completion (24% of sampling time at G = 8 on
 SmolLM2, more with longer prompts) and keeps decoding finished rows until the last one stops. Here each
 prompt is prefilled once, its cache is copied to its G rows, and finished rows leave the decode batch.
@@ -139,7 +139,7 @@ def choose_tokens(
 
     Sampling is by inverse CDF with one uniform per row (`searchsorted` on the cumulative sum), which
     avoids `torch.multinomial`'s per-vocab-entry exponentials (39 ms per step at 32 × 49k on CPU,
-    perf-anchor.md). Returns (tokens_B, logprobs_B, entropies_B or None), all on the logits' device.
+    measured). Returns (tokens_B, logprobs_B, entropies_B or None), all on the logits' device.
     """
     logp_B_V = torch.log_softmax(logits_B_V, dim=-1)
     probs_B_V = logp_B_V.exp() if (want_entropy or not greedy) else None
