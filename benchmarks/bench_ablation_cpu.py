@@ -50,23 +50,35 @@ def load_campaign(campaign: Path) -> dict[str, list[dict]]:
             continue
         info = json.loads((run_dir / "run.json").read_text())
         start, end = info.get("started_at"), info.get("finished_at")
-        wall = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() if start and end else None
-        runs.setdefault(info["condition"], []).append({
-            "seed": info["seed"], "wall": wall,
-            "metrics": _rows(run_dir / "metrics.jsonl"), "eval": _rows(run_dir / "eval.jsonl"),
-        })
+        wall = (
+            (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+            if start and end
+            else None
+        )
+        runs.setdefault(info["condition"], []).append(
+            {
+                "seed": info["seed"],
+                "wall": wall,
+                "metrics": _rows(run_dir / "metrics.jsonl"),
+                "eval": _rows(run_dir / "eval.jsonl"),
+            }
+        )
     return runs
 
 
 def summary_table(runs: dict[str, list[dict]]) -> str:
     lines = [
-        ("| condition | wall s/run | train correct_rate, first → last step | held-out before → after "
-         "| planning_token_fraction | plan_entropy_mean | exec_entropy_mean | sepa_lambda (last step) |"),
+        (
+            "| condition | wall s/run | train correct_rate, first → last step | held-out before → after "
+            "| planning_token_fraction | plan_entropy_mean | exec_entropy_mean | sepa_lambda (last step) |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for condition, rs in runs.items():
+
         def over_steps(key: str, rs=rs) -> float | None:
             return _mean(_mean(m.get(key) for m in r["metrics"]) for r in rs)
+
         first = _mean(r["metrics"][0]["correct_rate"] for r in rs if r["metrics"])
         last = _mean(r["metrics"][-1]["correct_rate"] for r in rs if r["metrics"])
         before = _mean(r["eval"][0]["eval_correct_rate"] for r in rs if r["eval"])
@@ -82,8 +94,10 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
 
 def identical_steps(runs: dict[str, list[dict]]) -> str:
     """Per pair of conditions and seed: steps whose non-timing metrics are all equal."""
+
     def strip(row: dict) -> dict:
         return {k: v for k, v in row.items() if k != "condition" and not any(t in k for t in TIMING_KEYS)}
+
     out = []
     for (a, ra), (b, rb) in itertools.combinations(runs.items(), 2):
         for x in ra:
@@ -92,7 +106,9 @@ def identical_steps(runs: dict[str, list[dict]]) -> str:
                     continue
                 pairs = list(zip(x["metrics"], y["metrics"], strict=False))  # a run may have stopped early
                 same = sum(strip(p) == strip(q) for p, q in pairs)
-                out.append(f"{a} vs {b} (seed {x['seed']}): {same}/{len(pairs)} steps with identical non-timing metrics")
+                out.append(
+                    f"{a} vs {b} (seed {x['seed']}): {same}/{len(pairs)} steps with identical non-timing metrics"
+                )
     return "\n".join(out)
 
 

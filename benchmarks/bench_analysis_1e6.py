@@ -35,18 +35,28 @@ def make_campaign(root: Path, rows: int, seeds: int) -> Path:
     from fixtures_analysis import write_campaign
 
     steps = rows // (len(CONDITIONS) * seeds)
-    return write_campaign(root, conditions=CONDITIONS, seeds=tuple(range(1, seeds + 1)), num_steps=steps,
-                          gate_open_step=steps // 10, eval_every=1000)
+    return write_campaign(
+        root,
+        conditions=CONDITIONS,
+        seeds=tuple(range(1, seeds + 1)),
+        num_steps=steps,
+        gate_open_step=steps // 10,
+        eval_every=1000,
+    )
 
 
 def run_verb(argv: list[str], src: Path, timeout: float) -> tuple[float, float, float, int, str]:
     """(wall seconds, CPU seconds, peak RSS in MiB, exit code, stderr tail) of `python -m retrain *argv`
     in a fresh process. CPU time (user + system) moves less with machine load than wall time."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-           "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+        "MPLBACKEND": "Agg",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     deadline = t0 + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -81,16 +91,27 @@ def main() -> int:
         made = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in camp.rglob("*.jsonl"))
         runs = sorted(p.name for p in (camp / "runs").iterdir())
-        lines = [f"bench_analysis_1e6: {time.strftime('%Y-%m-%d %H:%M:%S')}, python {platform.python_version()}, "
-                 f"{platform.machine()}, {os.cpu_count()} CPUs, src {a.src}",
-                 f"campaign: {len(runs)} runs, {a.rows} metrics rows, {size / 2**20:.0f} MiB of JSONL "
-                 f"(written in {made:.0f} s)", "",
-                 f"{'verb':<8}{'wall s':>8}{'CPU s':>8}{'peak RSS MiB':>14}{'exit':>6}  load avg before"]
+        lines = [
+            f"bench_analysis_1e6: {time.strftime('%Y-%m-%d %H:%M:%S')}, python {platform.python_version()}, "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, src {a.src}",
+            f"campaign: {len(runs)} runs, {a.rows} metrics rows, {size / 2**20:.0f} MiB of JSONL "
+            f"(written in {made:.0f} s)",
+            "",
+            f"{'verb':<8}{'wall s':>8}{'CPU s':>8}{'peak RSS MiB':>14}{'exit':>6}  load avg before",
+        ]
         verbs = {
             "report": ["report", str(camp), "--out", str(tmp / "report")],
             "plot": ["plot", str(camp), "--out", str(tmp / "plot" / "correct_rate.png")],
-            "compare": ["compare", str(camp), "--baseline", "maxrl+gtpo_hicra", "--candidate", "maxrl+gtpo_sepa",
-                        "--output", str(tmp / "compare.json")],
+            "compare": [
+                "compare",
+                str(camp),
+                "--baseline",
+                "maxrl+gtpo_hicra",
+                "--candidate",
+                "maxrl+gtpo_sepa",
+                "--output",
+                str(tmp / "compare.json"),
+            ],
             "litmus": ["litmus", str(camp), "--baseline", "maxrl+gtpo_hicra", "--candidate", "maxrl+gtpo_sepa"],
             "status": ["status", str(camp), "--json"],
         }
@@ -101,8 +122,11 @@ def main() -> int:
             lines.append(f"{verb:<8}{wall:>8.1f}{cpu:>8.1f}{rss:>14.0f}{code:>6}  {load:.1f}")
             if code not in (0, 1, 2) or (verb != "litmus" and code != 0):
                 lines.append(f"    stderr: {err.strip()[-300:]}")
-        lines += ["", "Noisy: measured on a shared 2-core machine (see the load averages; above 2 every process waits"
-                  " for a core, so wall time exceeds CPU time); re-run on a quiet one."]
+        lines += [
+            "",
+            "Noisy: measured on a shared 2-core machine (see the load averages; above 2 every process waits"
+            " for a core, so wall time exceeds CPU time); re-run on a quiet one.",
+        ]
         text = "\n".join(lines) + "\n"
         print(text, end="")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,14 @@ def make_campaign(root: Path, seeds_per_arm: int, steps: int, paired: bool) -> t
     for i in range(seeds_per_arm):
         write_run(root / f"maxrl+gtpo_hicra_s{i}", condition="maxrl+gtpo_hicra", seed=i, num_steps=steps, rng_seed=i)
         cand_seed = i if paired else 1000 + i
-        write_run(root / f"maxrl+gtpo_sepa_s{cand_seed}", condition="maxrl+gtpo_sepa", seed=cand_seed,
-                  num_steps=steps, lift=0.01, rng_seed=10_000 + i)
+        write_run(
+            root / f"maxrl+gtpo_sepa_s{cand_seed}",
+            condition="maxrl+gtpo_sepa",
+            seed=cand_seed,
+            num_steps=steps,
+            lift=0.01,
+            rng_seed=10_000 + i,
+        )
     return str(root / "maxrl+gtpo_hicra_s*"), str(root / "maxrl+gtpo_sepa_s*")
 
 
@@ -56,8 +62,20 @@ def bench(paired: bool, tmp: Path, repeats: int, resamples: int) -> list[str]:
     t_stats, res = timed(lambda: compare_arms(base, cand, resamples=resamples, seed=0), repeats)
     parser = argparse.ArgumentParser()
     add_compare_arguments(parser)
-    args = parser.parse_args(["--baseline", base_glob, "--candidate", cand_glob, "--resamples", str(resamples),
-                              "--output", str(tmp / "out.json"), "--markdown", str(tmp / "out.md")])
+    args = parser.parse_args(
+        [
+            "--baseline",
+            base_glob,
+            "--candidate",
+            cand_glob,
+            "--resamples",
+            str(resamples),
+            "--output",
+            str(tmp / "out.json"),
+            "--markdown",
+            str(tmp / "out.md"),
+        ]
+    )
     devnull = open(os.devnull, "w")  # noqa: SIM115
     stdout, sys.stdout = sys.stdout, devnull
     try:
@@ -67,10 +85,12 @@ def bench(paired: bool, tmp: Path, repeats: int, resamples: int) -> list[str]:
         devnull.close()
     cr = res["seed_level"]["correct_rate"]
     label = "paired (40 shared seeds)" if paired else "unpaired (40 + 40 seeds)"
-    return [f"{label}: {len(base) + len(cand)} runs x {base[0].num_steps} steps, resamples {resamples}",
-            f"  load  {t_load:6.3f} s   stats {t_stats:6.3f} s   cli end-to-end {t_cli:6.3f} s   (median of {repeats})",
-            f"  correct_rate: {cr['test']} ({cr['method']}), p={cr['p_value']:.4g}, "
-            f"CI [{cr['ci_low']:+.4f}, {cr['ci_high']:+.4f}], verdict {cr['recommendation']}"]
+    return [
+        f"{label}: {len(base) + len(cand)} runs x {base[0].num_steps} steps, resamples {resamples}",
+        f"  load  {t_load:6.3f} s   stats {t_stats:6.3f} s   cli end-to-end {t_cli:6.3f} s   (median of {repeats})",
+        f"  correct_rate: {cr['test']} ({cr['method']}), p={cr['p_value']:.4g}, "
+        f"CI [{cr['ci_low']:+.4f}, {cr['ci_high']:+.4f}], verdict {cr['recommendation']}",
+    ]
 
 
 def main() -> int:
@@ -79,8 +99,10 @@ def main() -> int:
     ap.add_argument("--resamples", type=int, default=20000)
     ap.add_argument("--out", default=str(HERE / "results" / "compare.txt"))
     a = ap.parse_args()
-    lines = [f"bench_compare: {time.strftime('%Y-%m-%d %H:%M:%S')}, python {platform.python_version()}, "
-             f"{platform.machine()}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})"]
+    lines = [
+        f"bench_compare: {time.strftime('%Y-%m-%d %H:%M:%S')}, python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})"
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for paired in (True, False):
             lines += bench(paired, Path(tmp), a.repeats, a.resamples)

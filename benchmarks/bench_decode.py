@@ -28,19 +28,51 @@ import torch
 
 ARCHS = {
     # SmolLM2-135M-Instruct's config (Llama), random weights.
-    "smollm2": ("llama", {
-        "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-        "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
-        "rope_theta": 100000.0, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}),
+    "smollm2": (
+        "llama",
+        {
+            "vocab_size": 49152,
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "max_position_embeddings": 8192,
+            "rope_theta": 100000.0,
+            "tie_word_embeddings": True,
+            "rms_norm_eps": 1e-5,
+        },
+    ),
     # Qwen3-0.6B's config, random weights.
-    "qwen3-0.6b": ("qwen3", {
-        "vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
-        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,
-        "rope_theta": 1000000.0, "tie_word_embeddings": True, "rms_norm_eps": 1e-6}),
-    "tiny": ("llama", {
-        "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-        "tie_word_embeddings": True}),
+    "qwen3-0.6b": (
+        "qwen3",
+        {
+            "vocab_size": 151936,
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "max_position_embeddings": 40960,
+            "rope_theta": 1000000.0,
+            "tie_word_embeddings": True,
+            "rms_norm_eps": 1e-6,
+        },
+    ),
+    "tiny": (
+        "llama",
+        {
+            "vocab_size": 512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -86,20 +118,40 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def loop(static: bool, graph: bool, greedy: bool = False, seed: int = 0, tokens: int | None = None):
-        return sample_groups(model, prompts, args.group, max_tokens=tokens or args.tokens, temperature=1.0, top_p=1.0,
-                             greedy=greedy, want_entropy=False,
-                             generator=torch.Generator(device=device).manual_seed(seed), stop_ids={-1}, pad_id=0,
-                             device=device, static_cache=static, cuda_graph=graph)
+        return sample_groups(
+            model,
+            prompts,
+            args.group,
+            max_tokens=tokens or args.tokens,
+            temperature=1.0,
+            top_p=1.0,
+            greedy=greedy,
+            want_entropy=False,
+            generator=torch.Generator(device=device).manual_seed(seed),
+            stop_ids={-1},
+            pad_id=0,
+            device=device,
+            static_cache=static,
+            cuda_graph=graph,
+        )
 
     def generate(tokens: int | None = None):
         ids = torch.tensor(prompts, device=device).repeat_interleave(args.group, dim=0)
         with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                           max_new_tokens=tokens or args.tokens, min_new_tokens=tokens or args.tokens,
-                           pad_token_id=0)
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=tokens or args.tokens,
+                min_new_tokens=tokens or args.tokens,
+                pad_token_id=0,
+            )
 
-    variants = {"dynamic": lambda tokens=None: loop(False, False, tokens=tokens),
-                "static": lambda tokens=None: loop(True, False, tokens=tokens)}
+    variants = {
+        "dynamic": lambda tokens=None: loop(False, False, tokens=tokens),
+        "static": lambda tokens=None: loop(True, False, tokens=tokens),
+    }
     if device.type == "cuda":
         variants["static+graph"] = lambda tokens=None: loop(True, True, tokens=tokens)
     if not args.skip_generate:
@@ -122,16 +174,33 @@ def main(argv=None) -> int:
     a = loop(False, False, greedy=True)
     b = loop(True, fast == "static+graph", greedy=True)
     pairs = [(x.token_ids, y.token_ids) for ga, gb in zip(a, b, strict=True) for x, y in zip(ga, gb, strict=True)]
-    check = {"greedy_rows_identical": sum(x == y for x, y in pairs), "rows": len(pairs),
-             "first_divergence_mean": sum(next((i for i, (u, v) in enumerate(zip(x, y, strict=True)) if u != v),
-                                              len(x)) for x, y in pairs) / len(pairs)}
-    print(f"greedy {fast} vs dynamic: {check['greedy_rows_identical']}/{check['rows']} rows identical "
-          f"(mean first divergence at token {check['first_divergence_mean']:.0f} of {args.tokens})")
+    check = {
+        "greedy_rows_identical": sum(x == y for x, y in pairs),
+        "rows": len(pairs),
+        "first_divergence_mean": sum(
+            next((i for i, (u, v) in enumerate(zip(x, y, strict=True)) if u != v), len(x)) for x, y in pairs
+        )
+        / len(pairs),
+    }
+    print(
+        f"greedy {fast} vs dynamic: {check['greedy_rows_identical']}/{check['rows']} rows identical "
+        f"(mean first divergence at token {check['first_divergence_mean']:.0f} of {args.tokens})"
+    )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    result = {"arch": args.arch, "device": name, "dtype": str(dtype), "prompts": args.prompts, "group": args.group,
-              "tokens": args.tokens, "prompt_len": args.prompt_len, "torch": torch.__version__,
-              "seconds": times, "tok_per_s": {k: rows_total * args.tokens / v for k, v in times.items()},
-              "speedup_vs_dynamic": {k: times["dynamic"] / v for k, v in times.items()}, "greedy_check": check}
+    result = {
+        "arch": args.arch,
+        "device": name,
+        "dtype": str(dtype),
+        "prompts": args.prompts,
+        "group": args.group,
+        "tokens": args.tokens,
+        "prompt_len": args.prompt_len,
+        "torch": torch.__version__,
+        "seconds": times,
+        "tok_per_s": {k: rows_total * args.tokens / v for k, v in times.items()},
+        "speedup_vs_dynamic": {k: times["dynamic"] / v for k, v in times.items()},
+        "greedy_check": check,
+    }
     print(json.dumps(result["speedup_vs_dynamic"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,11 @@ def summarize(rows: list[dict], batch: int, group: int) -> dict:
         "train_s": med("train_time_s"),
         "step_s": med("step_time_s"),
         "sync_s": med("weight_sync_time_s") if "weight_sync_time_s" in timed[0] else None,
-        "sampler_train_kl": statistics.median(abs(r["sampler_train_kl"]) for r in timed if r["sampler_train_kl"] is not None)
-        if any(r["sampler_train_kl"] is not None for r in timed) else None,
+        "sampler_train_kl": statistics.median(
+            abs(r["sampler_train_kl"]) for r in timed if r["sampler_train_kl"] is not None
+        )
+        if any(r["sampler_train_kl"] is not None for r in timed)
+        else None,
     }
 
 
@@ -98,8 +101,13 @@ def main(argv=None) -> int:
     if args.url:
         openai.update({"inference.url": args.url, "inference.served_model": args.served_model})
     else:
-        openai.update({"inference.launch": True, "inference.python": args.python,
-                       "inference.server_args": ["--max-model-len", str(args.max_tokens + 1024)]})
+        openai.update(
+            {
+                "inference.launch": True,
+                "inference.python": args.python,
+                "inference.server_args": ["--max-model-len", str(args.max_tokens + 1024)],
+            }
+        )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         rows, _ = run_engine(base, {"inference.engine": "hf"}, Path(tmp) / "hf")
@@ -123,8 +131,10 @@ def main(argv=None) -> int:
     for name, r in results.items():
         sync = f"{r['sync_s']:.2f}" if r["sync_s"] is not None else "-"
         kl = f"{r['sampler_train_kl']:.1e}" if r["sampler_train_kl"] is not None else "-"
-        lines.append(f"{name:<18} {r['tok_per_s']:>8.1f} {r['sample_s']:>9.2f} {sync:>7} {r['train_s']:>8.2f} "
-                     f"{r['step_s']:>7.2f} {r['completion_tokens']:>11.0f} {kl:>19}")
+        lines.append(
+            f"{name:<18} {r['tok_per_s']:>8.1f} {r['sample_s']:>9.2f} {sync:>7} {r['train_s']:>8.2f} "
+            f"{r['step_s']:>7.2f} {r['completion_tokens']:>11.0f} {kl:>19}"
+        )
     if startup is not None:
         lines.append(f"# launched server: {startup:.0f} s outside the timed steps (start, health, checks, stop)")
     text = "\n".join(lines)

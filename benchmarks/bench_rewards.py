@@ -41,8 +41,10 @@ _MATH_FORMS = [
     (lambda k: f"{k}\\%", lambda k: f"{k / 100:g}"),
 ]
 
-_FILLER = ("First, let us restate the problem and list what we know. Then we simplify step by step, "
-           "checking each intermediate result against the constraints. ")
+_FILLER = (
+    "First, let us restate the problem and list what we know. Then we simplify step by step, "
+    "checking each intermediate result against the constraints. "
+)
 
 
 def make_step(kind: str, step: int, rng: random.Random) -> tuple[list[str], list[Example]]:
@@ -90,10 +92,17 @@ def run(kind: str, steps: int, mode: str, workers: int) -> dict:
     if close:
         close()
     med = statistics.median(per_step)
-    return {"kind": kind, "mode": mode, "workers": workers, "make_s": made, "first_step_s": first,
-            "step_s": med, "per_s": PROMPTS * GROUP / med,
-            "start_s": pool.start_s if pool is not None else None,
-            "base_mb": pool.base_mb if pool is not None else None}
+    return {
+        "kind": kind,
+        "mode": mode,
+        "workers": workers,
+        "make_s": made,
+        "first_step_s": first,
+        "step_s": med,
+        "per_s": PROMPTS * GROUP / med,
+        "start_s": pool.start_s if pool is not None else None,
+        "base_mb": pool.base_mb if pool is not None else None,
+    }
 
 
 def _score(scorer, texts, examples, mode):
@@ -111,16 +120,25 @@ def main(argv=None) -> int:
     from retrain.rewards import Scorer
 
     worker = hasattr(Scorer, "score_batch")  # the worker-process scorer; before it, rewards ran in-process
-    runs = ([("batch", 1), ("single", 1), ("batch", 2)] if worker else [("single", 1)])
-    lines = [(f"bench_rewards: {PROMPTS} prompts x {GROUP} completions per step, {args.steps} timed steps "
-              f"(median), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")]
+    runs = [("batch", 1), ("single", 1), ("batch", 2)] if worker else [("single", 1)]
+    lines = [
+        (
+            f"bench_rewards: {PROMPTS} prompts x {GROUP} completions per step, {args.steps} timed steps "
+            f"(median), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
+    ]
     for kind in ("match", "math"):
         for mode, workers in runs:
             r = run(kind, args.steps, mode, workers)
-            extra = (f"   worker start {r['start_s']:5.2f} s, rests at {r['base_mb']:4.0f} MB"
-                     if r["start_s"] is not None else "")
-            lines.append(f"  {kind:<5} {mode:<6} workers={workers} {r['per_s']:8.0f} completions/s   "
-                         f"step {r['step_s'] * 1e3:7.1f} ms   first step {r['first_step_s']:5.2f} s{extra}")
+            extra = (
+                f"   worker start {r['start_s']:5.2f} s, rests at {r['base_mb']:4.0f} MB"
+                if r["start_s"] is not None
+                else ""
+            )
+            lines.append(
+                f"  {kind:<5} {mode:<6} workers={workers} {r['per_s']:8.0f} completions/s   "
+                f"step {r['step_s'] * 1e3:7.1f} ms   first step {r['first_step_s']:5.2f} s{extra}"
+            )
     text = "\n".join(lines)
     print(text)
     if args.out:

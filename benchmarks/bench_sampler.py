@@ -61,9 +61,18 @@ def medium_random_model_dir(path: Path) -> str:
     from retrain.backends.models import build_tiny_random
 
     build_tiny_random(path)  # the byte-level tokenizer; the model is replaced below
-    config = Qwen2Config(vocab_size=32768, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
-                         num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,
-                         tie_word_embeddings=True, eos_token_id=2, pad_token_id=0)
+    config = Qwen2Config(
+        vocab_size=32768,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=12,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(path)
     return str(path)
@@ -99,9 +108,20 @@ def main(argv=None) -> int:
 
     def loop(prompt_ids, n, stop_ids):
         gen = torch.Generator(device=device).manual_seed(0)
-        return sample_groups(backend.model, prompt_ids, n, max_tokens=args.tokens, temperature=0.7, top_p=1.0,
-                             greedy=False, want_entropy=False, generator=gen, stop_ids=stop_ids,
-                             pad_id=backend.pad_id, device=device)
+        return sample_groups(
+            backend.model,
+            prompt_ids,
+            n,
+            max_tokens=args.tokens,
+            temperature=0.7,
+            top_p=1.0,
+            greedy=False,
+            want_entropy=False,
+            generator=gen,
+            stop_ids=stop_ids,
+            pad_id=backend.pad_id,
+            device=device,
+        )
 
     naive_ids = [ids for ids in ids_P for _ in range(args.group)]
     decoder, _ = decoder_and_head(backend.model)
@@ -114,9 +134,18 @@ def main(argv=None) -> int:
     @torch.inference_mode()
     def hf_generate():
         x, mask, _ = left_pad(ids_P, backend.pad_id, device)
-        backend.model.generate(input_ids=x, attention_mask=mask, do_sample=True, temperature=0.7, top_k=0,
-                               top_p=1.0, max_new_tokens=args.tokens, num_return_sequences=args.group,
-                               eos_token_id=sorted(stops), pad_token_id=backend.pad_id)
+        backend.model.generate(
+            input_ids=x,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=0.7,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=args.tokens,
+            num_return_sequences=args.group,
+            eos_token_id=sorted(stops),
+            pad_token_id=backend.pad_id,
+        )
 
     backend.model.eval()
     rows = {

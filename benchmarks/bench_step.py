@@ -42,17 +42,19 @@ def main(argv=None) -> int:
     log_times = _time_sinks(logs)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = quickstart_config().with_overrides({
-            "model.name": args.model,
-            "training.max_steps": args.steps,
-            "training.batch_size": args.batch_size,
-            "training.group_size": args.group_size,
-            "training.max_tokens": args.max_tokens,
-            "training.save_every": 0,
-            "eval.every": 0,
-            "backend.device": args.device,
-            "logging.log_dir": str(Path(tmp) / "run"),
-        })
+        cfg = quickstart_config().with_overrides(
+            {
+                "model.name": args.model,
+                "training.max_steps": args.steps,
+                "training.batch_size": args.batch_size,
+                "training.group_size": args.group_size,
+                "training.max_tokens": args.max_tokens,
+                "training.save_every": 0,
+                "eval.every": 0,
+                "backend.device": args.device,
+                "logging.log_dir": str(Path(tmp) / "run"),
+            }
+        )
         t0 = time.perf_counter()
         assert train(cfg) == 0
         wall = time.perf_counter() - t0

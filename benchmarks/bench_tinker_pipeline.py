@@ -53,8 +53,13 @@ def main(argv=None) -> int:
     )
 
     service = StandInService({"tiny-random": "tiny-random"}, latency_s=args.latency)
-    backend = TinkerBackend(service.sdk_clients().service(), base_model="tiny-random", lora_rank=4,
-                            lora={"train_attn": True, "train_mlp": False, "train_unembed": True}, seed=0)
+    backend = TinkerBackend(
+        service.sdk_clients().service(),
+        base_model="tiny-random",
+        lora_rank=4,
+        lora={"train_attn": True, "train_mlp": False, "train_unembed": True},
+        seed=0,
+    )
     prompts = [f"What is {i} + {i}?" for i in range(args.batch_size)]
     params = SamplingParams(max_tokens=8, temperature=1.0)
     backend.sample(prompts[:1], 1, params)  # warm up: the training client, tokenizer, first export
@@ -64,8 +69,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         groups = backend.sample(prompts, args.group_size, SamplingParams(max_tokens=8, temperature=1.0, seed=step))
         times["sample"].append(time.perf_counter() - t0)
-        datums = [Datum(c.prompt_ids, c.token_ids, c.logprobs, [(-1.0) ** i] * len(c.token_ids))
-                  for g in groups for i, c in enumerate(g)]
+        datums = [
+            Datum(c.prompt_ids, c.token_ids, c.logprobs, [(-1.0) ** i] * len(c.token_ids))
+            for g in groups
+            for i, c in enumerate(g)
+        ]
         t0 = time.perf_counter()
         backend.train_step(datums, lr=1e-3)
         times["train_pipelined"].append(time.perf_counter() - t0)
@@ -78,8 +86,12 @@ def main(argv=None) -> int:
         training.save_weights_and_get_sampling_client().result()
         times["train_sequential"].append(time.perf_counter() - t0)
 
-    lines = [(f"tinker backend on the stand-in service, simulated round trip {args.latency:.3f} s, "
-              f"{args.batch_size} prompts x {args.group_size} samples, median of {args.steps} steps (s):")]
+    lines = [
+        (
+            f"tinker backend on the stand-in service, simulated round trip {args.latency:.3f} s, "
+            f"{args.batch_size} prompts x {args.group_size} samples, median of {args.steps} steps (s):"
+        )
+    ]
     for name, values in times.items():
         lines.append(f"  {name:<17} {statistics.median(values):.3f}")
     saved = statistics.median(times["train_sequential"]) - statistics.median(times["train_pipelined"])

@@ -60,8 +60,15 @@ DEFAULT_TRL_PYTHON = "/work/venvs/trl/bin/python"
 # ------------------------------------------------------------------------------------ FLOPs
 
 
-def step_flops(n_params: int, head_params: int, prompts: int, group: int, prompt_tokens: float,
-               completion_tokens: float, shared_prefix_training: bool = False) -> dict:
+def step_flops(
+    n_params: int,
+    head_params: int,
+    prompts: int,
+    group: int,
+    prompt_tokens: float,
+    completion_tokens: float,
+    shared_prefix_training: bool = False,
+) -> dict:
     """FLOPs of one step (formula in the module docstring); `completion_tokens` is the step's total."""
     body = n_params - head_params
     sampling = 2 * body * prompts * prompt_tokens + 2 * head_params * prompts + 2 * n_params * completion_tokens
@@ -90,13 +97,22 @@ def child_floor(out: Path, threads: int) -> None:
                 for _ in range(reps):
                     torch.nn.functional.linear(a, b)
             best, contended = min(best, w.wall), contended + w.contended
-        return {"shape": [m, k, n], "dtype": str(dtype).removeprefix("torch."),
-                "gflops": round(2 * m * k * n * reps / best / 1e9, 1), "contended_windows": contended,
-                "quiet_before": wait["quiet"]}
+        return {
+            "shape": [m, k, n],
+            "dtype": str(dtype).removeprefix("torch."),
+            "gflops": round(2 * m * k * n * reps / best / 1e9, 1),
+            "contended_windows": contended,
+            "quiet_before": wait["quiet"],
+        }
 
-    res: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model_name(),
-                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                 "bf16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}), "matmul": []}
+    res: dict = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": cpu_model_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}),
+        "matmul": [],
+    }
     for m, k, n, reps in [(4096, 4096, 4096, 4), (2048, 2048, 2048, 20)]:
         res["matmul"].append(gflops(m, k, n, torch.float32, reps))
     res["fp32_peak_gflops"] = max(r["gflops"] for r in res["matmul"])
@@ -172,10 +188,22 @@ def child_retrain(out: Path, threads: int, steps: int, dtype: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         toml = Path(tmp) / "side.toml"
-        toml.write_text(RETRAIN_TOML.format(
-            rank=W.LORA_RANK, alpha=W.LORA_ALPHA, dropout=W.LORA_DROPOUT, steps=steps, prompts=W.N_PROMPTS,
-            group=W.GROUP, max_tokens=W.MAX_TOKENS, temperature=W.TEMPERATURE, lr=W.LR,
-            data=W.write_problems(Path(tmp) / "problems.jsonl"), dtype=dtype, log_dir=Path(tmp) / "run"))
+        toml.write_text(
+            RETRAIN_TOML.format(
+                rank=W.LORA_RANK,
+                alpha=W.LORA_ALPHA,
+                dropout=W.LORA_DROPOUT,
+                steps=steps,
+                prompts=W.N_PROMPTS,
+                group=W.GROUP,
+                max_tokens=W.MAX_TOKENS,
+                temperature=W.TEMPERATURE,
+                lr=W.LR,
+                data=W.write_problems(Path(tmp) / "problems.jsonl"),
+                dtype=dtype,
+                log_dir=Path(tmp) / "run",
+            )
+        )
         cfg = load_config(toml)
         t0 = time.time()
         c = build_components(cfg)
@@ -190,17 +218,33 @@ def child_retrain(out: Path, threads: int, steps: int, dtype: str) -> None:
             wait = quiet.wait_quiet(f"retrain step {step}")
             with quiet.Window() as w:
                 row, _ = run_one_step(cfg, c, step)
-            rows.append({"step": step, **w.record(), "wait": wait, "sample_s": round(row["sample_time_s"], 3),
-                         "train_s": round(row["train_time_s"], 3),
-                         "mean_completion_tokens": row["mean_completion_tokens"],
-                         "num_datums": row["num_datums"], "sampler_train_kl": row["sampler_train_kl"],
-                         "loss": row["loss"]})
+            rows.append(
+                {
+                    "step": step,
+                    **w.record(),
+                    "wait": wait,
+                    "sample_s": round(row["sample_time_s"], 3),
+                    "train_s": round(row["train_time_s"], 3),
+                    "mean_completion_tokens": row["mean_completion_tokens"],
+                    "num_datums": row["num_datums"],
+                    "sampler_train_kl": row["sampler_train_kl"],
+                    "loss": row["loss"],
+                }
+            )
             print("retrain", json.dumps(rows[-1]), flush=True)
-    res = {"who": f"retrain ({dtype})", "versions": versions(), "threads": torch.get_num_threads(),
-           "dtype": str(backend.dtype).removeprefix("torch."), "dtype_choice": backend.dtype_choice,
-           "n_params": n_params, "head_params": mcfg.vocab_size * mcfg.hidden_size,
-           "mean_prompt_tokens": prompt_tokens, "load_s": round(load_s, 1), "steps": rows,
-           "peak_rss_mb": round(quiet.peak_rss_mb(), 1)}
+    res = {
+        "who": f"retrain ({dtype})",
+        "versions": versions(),
+        "threads": torch.get_num_threads(),
+        "dtype": str(backend.dtype).removeprefix("torch."),
+        "dtype_choice": backend.dtype_choice,
+        "n_params": n_params,
+        "head_params": mcfg.vocab_size * mcfg.hidden_size,
+        "mean_prompt_tokens": prompt_tokens,
+        "load_s": round(load_s, 1),
+        "steps": rows,
+        "peak_rss_mb": round(quiet.peak_rss_mb(), 1),
+    }
     out.write_text(json.dumps(res, indent=1))
 
 
@@ -221,30 +265,52 @@ def summarize(run: dict, floor: dict, n_params: int, head_params: int) -> dict:
     comp = statistics.mean(s["mean_completion_tokens"] for s in timed if s.get("mean_completion_tokens"))
     c_total = comp * W.N_PROMPTS * W.GROUP
     flops = step_flops(n_params, head_params, W.N_PROMPTS, W.GROUP, run["mean_prompt_tokens"], c_total)
-    executed = step_flops(n_params, head_params, W.N_PROMPTS, W.GROUP, run["mean_prompt_tokens"], c_total,
-                          shared_prefix_training=run["who"].startswith("retrain"))
+    executed = step_flops(
+        n_params,
+        head_params,
+        W.N_PROMPTS,
+        W.GROUP,
+        run["mean_prompt_tokens"],
+        c_total,
+        shared_prefix_training=run["who"].startswith("retrain"),
+    )
     peak = floor["fp32_peak_gflops"] * 1e9
-    return {"who": run["who"], "dtype": run["dtype"], "steps_timed": len(timed),
-            "contended_steps": sum(bool(s["contended"]) for s in timed), **{k: round(v, 2) for k, v in med.items()},
-            "step_s_all": [s["wall_s"] for s in timed], "completion_tokens": round(comp, 1),
-            "peak_rss_mb": run["peak_rss_mb"], "flops_step": flops["step"], "flops_executed": executed["step"],
-            "floor_s": round(flops["step"] / peak, 2), "x_floor": round(med["wall_s"] / (flops["step"] / peak), 2),
-            "sampling_x_floor": round(med["sample_s"] / (flops["sampling"] / peak), 2),
-            "training_x_floor": round(med["train_s"] / (flops["training"] / peak), 2)}
+    return {
+        "who": run["who"],
+        "dtype": run["dtype"],
+        "steps_timed": len(timed),
+        "contended_steps": sum(bool(s["contended"]) for s in timed),
+        **{k: round(v, 2) for k, v in med.items()},
+        "step_s_all": [s["wall_s"] for s in timed],
+        "completion_tokens": round(comp, 1),
+        "peak_rss_mb": run["peak_rss_mb"],
+        "flops_step": flops["step"],
+        "flops_executed": executed["step"],
+        "floor_s": round(flops["step"] / peak, 2),
+        "x_floor": round(med["wall_s"] / (flops["step"] / peak), 2),
+        "sampling_x_floor": round(med["sample_s"] / (flops["sampling"] / peak), 2),
+        "training_x_floor": round(med["train_s"] / (flops["training"] / peak), 2),
+    }
 
 
 def table(rows: list[dict], floor: dict) -> str:
-    lines = ["| | s/step | sample | train | × floor | peak RSS | tokens/completion | contended steps |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| | s/step | sample | train | × floor | peak RSS | tokens/completion | contended steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['who']} | {r['wall_s']:.2f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | "
-                     f"{r['x_floor']:.2f} | {r['peak_rss_mb'] / 1024:.2f} GB | {r['completion_tokens']:.1f} | "
-                     f"{r['contended_steps']}/{r['steps_timed']} |")
+        lines.append(
+            f"| {r['who']} | {r['wall_s']:.2f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | "
+            f"{r['x_floor']:.2f} | {r['peak_rss_mb'] / 1024:.2f} GB | {r['completion_tokens']:.1f} | "
+            f"{r['contended_steps']}/{r['steps_timed']} |"
+        )
     lines.append("")
-    lines.append(f"Floor: fp32 matmul {floor['fp32_peak_gflops']} GFLOP/s, bf16 {floor['bf16_peak_gflops']} GFLOP/s "
-                 f"at {floor['threads']} threads ({floor['cpu']}, {floor['cpu_capability']}); copy "
-                 f"{floor['copy_gbps']} GB/s. `dtype = \"auto\"` here: {floor['auto_dtype']['dtype']} "
-                 f"({floor['auto_dtype']['reason']}).")
+    lines.append(
+        f"Floor: fp32 matmul {floor['fp32_peak_gflops']} GFLOP/s, bf16 {floor['bf16_peak_gflops']} GFLOP/s "
+        f"at {floor['threads']} threads ({floor['cpu']}, {floor['cpu_capability']}); copy "
+        f'{floor["copy_gbps"]} GB/s. `dtype = "auto"` here: {floor["auto_dtype"]["dtype"]} '
+        f"({floor['auto_dtype']['reason']})."
+    )
     return "\n".join(lines)
 
 
@@ -267,8 +333,13 @@ def main(argv=None) -> int:
         child_retrain(Path(args.child_out), args.threads, args.steps, args.dtype)
         return 0
 
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     me = [sys.executable, str(Path(__file__).resolve())]
     common = ["--threads", str(args.threads), "--steps", str(args.steps)]
     out = Path(args.out)
@@ -283,8 +354,11 @@ def main(argv=None) -> int:
         dtypes = ["float32"] + (["auto"] if floor["auto_dtype"]["dtype"] == "bfloat16" and not args.skip_bf16 else [])
         for dtype in dtypes:
             f = parts / f"retrain_{dtype}.json"
-            if run_child(me + ["--child", "retrain", "--child-out", str(f), "--dtype", dtype] + common,
-                         f"retrain dtype={dtype}", env):
+            if run_child(
+                me + ["--child", "retrain", "--child-out", str(f), "--dtype", dtype] + common,
+                f"retrain dtype={dtype}",
+                env,
+            ):
                 runs.append(json.loads(f.read_text()))
         trl_python = Path(args.trl_python)
         if not args.skip_trl and trl_python.exists():
@@ -306,30 +380,50 @@ def main(argv=None) -> int:
     trl = next((r for r in rows if r["who"] == "trl"), None)
     ratio = round(trl["wall_s"] / ours["wall_s"], 2) if trl else None
     text = table(rows, floor)
-    text += (f"\n\nretrain fp32 step: {ours['x_floor']}× the floor ({ours['floor_s']} s = "
-             f"{ours['flops_step'] / 1e9:.0f} GFLOP at the fp32 peak; retrain executes "
-             f"{ours['flops_executed'] / 1e9:.0f} GFLOP since it runs each prompt once in training too).")
+    text += (
+        f"\n\nretrain fp32 step: {ours['x_floor']}× the floor ({ours['floor_s']} s = "
+        f"{ours['flops_step'] / 1e9:.0f} GFLOP at the fp32 peak; retrain executes "
+        f"{ours['flops_executed'] / 1e9:.0f} GFLOP since it runs each prompt once in training too)."
+    )
     if ratio:
         text += f"\nTRL / retrain (fp32) step time: **{ratio}×**."
     auto = next((r for r in rows if r["who"] == "retrain (auto)"), None)
     ratio_auto = round(trl["wall_s"] / auto["wall_s"], 2) if trl and auto else None
     if ratio_auto:
-        text += (f"\nTRL / retrain (`dtype = \"auto\"`: {auto['dtype']}, what retrain runs by default on this host) "
-                 f"step time: **{ratio_auto}×**.")
+        text += (
+            f'\nTRL / retrain (`dtype = "auto"`: {auto["dtype"]}, what retrain runs by default on this host) '
+            f"step time: **{ratio_auto}×**."
+        )
     if any(m["contended_windows"] for m in floor["matmul"]):
-        text += ("\n\n**The floor's matmuls ran while other processes used the CPU: the GFLOP/s above are too low "
-                 "and every `× floor` too small; re-run on a quiet machine.**")
+        text += (
+            "\n\n**The floor's matmuls ran while other processes used the CPU: the GFLOP/s above are too low "
+            "and every `× floor` too small; re-run on a quiet machine.**"
+        )
     contended = sum(r["contended_steps"] for r in rows)
     if contended:
-        text += (f"\n\n**{contended} of {sum(r['steps_timed'] for r in rows)} timed steps ran while other processes "
-                 "used the CPU (see `contended steps`): these times are not the machine's; re-run on a quiet machine.**")
-    header = (f"# retrain vs TRL, {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
-              f"({floor['threads']} threads, {args.steps} steps each, the first a warm-up; "
-              f"total {time.time() - t_start:.0f} s)\n\n")
+        text += (
+            f"\n\n**{contended} of {sum(r['steps_timed'] for r in rows)} timed steps ran while other processes "
+            "used the CPU (see `contended steps`): these times are not the machine's; re-run on a quiet machine.**"
+        )
+    header = (
+        f"# retrain vs TRL, {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
+        f"({floor['threads']} threads, {args.steps} steps each, the first a warm-up; "
+        f"total {time.time() - t_start:.0f} s)\n\n"
+    )
     print("\n" + header + text)
     out.with_suffix(".md").write_text(header + text + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"floor": floor, "summary": rows, "trl_over_retrain": ratio,
-                                                    "trl_over_retrain_auto": ratio_auto, "runs": runs}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "floor": floor,
+                "summary": rows,
+                "trl_over_retrain": ratio,
+                "trl_over_retrain_auto": ratio_auto,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 

@@ -44,10 +44,22 @@ def main(argv=None) -> int:
     out = HERE / "results" / f"perf_profile{suffix}.txt"
     with tempfile.TemporaryDirectory() as tmp:
         toml = Path(tmp) / "side.toml"
-        toml.write_text(B.RETRAIN_TOML.format(
-            rank=W.LORA_RANK, alpha=W.LORA_ALPHA, dropout=W.LORA_DROPOUT, steps=args.steps + 1, prompts=W.N_PROMPTS,
-            group=W.GROUP, max_tokens=W.MAX_TOKENS, temperature=W.TEMPERATURE, lr=W.LR,
-            data=W.write_problems(Path(tmp) / "problems.jsonl"), dtype=args.dtype, log_dir=Path(tmp) / "run"))
+        toml.write_text(
+            B.RETRAIN_TOML.format(
+                rank=W.LORA_RANK,
+                alpha=W.LORA_ALPHA,
+                dropout=W.LORA_DROPOUT,
+                steps=args.steps + 1,
+                prompts=W.N_PROMPTS,
+                group=W.GROUP,
+                max_tokens=W.MAX_TOKENS,
+                temperature=W.TEMPERATURE,
+                lr=W.LR,
+                data=W.write_problems(Path(tmp) / "problems.jsonl"),
+                dtype=args.dtype,
+                log_dir=Path(tmp) / "run",
+            )
+        )
         cfg = load_config(toml)
         c = build_components(cfg)
         run_one_step(cfg, c, 0)  # warm-up
@@ -58,13 +70,17 @@ def main(argv=None) -> int:
                 row, _ = run_one_step(cfg, c, step)
                 rows.append(row)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
-    head = (f"# torch.profiler, side-by-side workload ({W.N_PROMPTS}x{W.GROUP}x{W.MAX_TOKENS}), dtype {args.dtype}, "
-            f"{args.threads} threads, {args.steps} steps, {time.strftime('%Y-%m-%d %H:%M')}\n"
-            f"# other processes used {w.others_cpu_s / w.wall:.2f} cores during the profile "
-            f"({'contended' if w.contended else 'quiet'}); load average {os.getloadavg()[0]:.1f}\n")
+    head = (
+        f"# torch.profiler, side-by-side workload ({W.N_PROMPTS}x{W.GROUP}x{W.MAX_TOKENS}), dtype {args.dtype}, "
+        f"{args.threads} threads, {args.steps} steps, {time.strftime('%Y-%m-%d %H:%M')}\n"
+        f"# other processes used {w.others_cpu_s / w.wall:.2f} cores during the profile "
+        f"({'contended' if w.contended else 'quiet'}); load average {os.getloadavg()[0]:.1f}\n"
+    )
     for r in rows:
-        head += (f"# step {r['step']}: {r['step_time_s']:.2f} s (sample {r['sample_time_s']:.2f} s, "
-                 f"train {r['train_time_s']:.2f} s), {r['mean_completion_tokens']:.1f} tokens/completion\n")
+        head += (
+            f"# step {r['step']}: {r['step_time_s']:.2f} s (sample {r['sample_time_s']:.2f} s, "
+            f"train {r['train_time_s']:.2f} s), {r['mean_completion_tokens']:.1f} tokens/completion\n"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(head + "\n" + table + "\n")
     print(head + "\n" + table)

@@ -48,8 +48,12 @@ def wait_quiet(label: str = "", timeout: float = QUIET_TIMEOUT_S, cores: float =
         seen = others_cores()
     quiet = seen < cores
     if not quiet:
-        print(f"WARNING {label}: machine not quiet after {timeout:.0f} s (other processes use {seen:.2f} "
-              "cores); timing anyway, flagged as contended", file=sys.stderr, flush=True)
+        print(
+            f"WARNING {label}: machine not quiet after {timeout:.0f} s (other processes use {seen:.2f} "
+            "cores); timing anyway, flagged as contended",
+            file=sys.stderr,
+            flush=True,
+        )
     return {"waited_s": round(time.time() - t0, 1), "quiet": quiet, "others_cores": round(seen, 3)}
 
 
@@ -71,8 +75,12 @@ class Window:
         return False
 
     def record(self) -> dict:
-        return {"wall_s": round(self.wall, 3), "others_cpu_s": round(self.others_cpu_s, 2),
-                "steal_s": round(self.steal_s, 2), "contended": self.contended}
+        return {
+            "wall_s": round(self.wall, 3),
+            "others_cpu_s": round(self.others_cpu_s, 2),
+            "steal_s": round(self.steal_s, 2),
+            "contended": self.contended,
+        }
 
 
 def peak_rss_mb() -> float:

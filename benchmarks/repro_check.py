@@ -49,8 +49,9 @@ BURN = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pas
 
 
 def gemm_hashes(mode: str, env: dict, repeats: int = 1) -> dict:
-    out = subprocess.run([sys.executable, "-c", GEMMS, mode, str(repeats)], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", GEMMS, mode, str(repeats)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -60,28 +61,51 @@ def part1(lines: list[str], repeats: int) -> None:
     env.pop("OMP_NUM_THREADS", None)
     load = os.getloadavg()
     one, two = gemm_hashes("1", env), gemm_hashes("2", env, repeats)
-    lines.append(f"2 threads, each product {repeats} times in one process: {two.pop('varied')} shapes gave more "
-                 f"than one result (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} for 1/5/15 min, "
-                 f"{os.cpu_count()} CPUs)")
+    lines.append(
+        f"2 threads, each product {repeats} times in one process: {two.pop('varied')} shapes gave more "
+        f"than one result (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} for 1/5/15 min, "
+        f"{os.cpu_count()} CPUs)"
+    )
     one.pop("varied")
     differ = sorted({k.split("x")[0] for k in one if one[k] != two[k]}, key=int)
-    lines.append(f"1 vs 2 threads: products with these row counts differ: {', '.join(differ) or 'none'} "
-                 f"({sum(one[k] != two[k] for k in one)} of {len(one)} shapes)")
+    lines.append(
+        f"1 vs 2 threads: products with these row counts differ: {', '.join(differ) or 'none'} "
+        f"({sum(one[k] != two[k] for k in one)} of {len(one)} shapes)"
+    )
     dyn = {**env, "OMP_DYNAMIC": "TRUE"}
     load = os.getloadavg()
     plain_dyn, fixed_dyn = gemm_hashes("default", dyn), gemm_hashes("configured", dyn)
     plain_dyn.pop("varied"), fixed_dyn.pop("varied")
     lines.append(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min), {os.cpu_count()} CPUs")
-    lines.append(f"OMP_DYNAMIC=TRUE, as is: {sum(plain_dyn[k] != two[k] for k in two)} shapes differ from 2 threads, "
-                 f"{sum(plain_dyn[k] != one[k] for k in one)} from 1 thread")
-    lines.append(f"OMP_DYNAMIC=TRUE, configure_threads(2): {sum(fixed_dyn[k] != two[k] for k in two)} shapes differ "
-                 "from 2 threads")
+    lines.append(
+        f"OMP_DYNAMIC=TRUE, as is: {sum(plain_dyn[k] != two[k] for k in two)} shapes differ from 2 threads, "
+        f"{sum(plain_dyn[k] != one[k] for k in one)} from 1 thread"
+    )
+    lines.append(
+        f"OMP_DYNAMIC=TRUE, configure_threads(2): {sum(fixed_dyn[k] != two[k] for k in two)} shapes differ "
+        "from 2 threads"
+    )
 
 
 def quickstart(log_dir: Path, steps: int, env: dict, extra: list[str]) -> list[dict]:
-    subprocess.run([sys.executable, "-m", "retrain", "--max-steps", str(steps), "--eval.every", "0",
-                    "--logging.log_dir", str(log_dir), *extra], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrain",
+            "--max-steps",
+            str(steps),
+            "--eval.every",
+            "0",
+            "--logging.log_dir",
+            str(log_dir),
+            *extra,
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -105,10 +129,16 @@ def part2(lines: list[str], steps: int) -> None:
         burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(2)]
         try:
             t0 = time.time()
-            loaded = quickstart(Path(tmp) / "b", steps, {**env, "OMP_DYNAMIC": "TRUE", "MKL_DYNAMIC": "TRUE"},
-                                ["--backend.num_threads", "2"])
-            lines.append(f"  + 2 CPU burners, OMP_DYNAMIC=TRUE, MKL_DYNAMIC=TRUE ({time.time() - t0:.0f} s): "
-                         + first_difference(base, loaded))
+            loaded = quickstart(
+                Path(tmp) / "b",
+                steps,
+                {**env, "OMP_DYNAMIC": "TRUE", "MKL_DYNAMIC": "TRUE"},
+                ["--backend.num_threads", "2"],
+            )
+            lines.append(
+                f"  + 2 CPU burners, OMP_DYNAMIC=TRUE, MKL_DYNAMIC=TRUE ({time.time() - t0:.0f} s): "
+                + first_difference(base, loaded)
+            )
         finally:
             for b in burners:
                 b.kill()

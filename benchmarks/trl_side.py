@@ -58,14 +58,27 @@ def main() -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
-    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]}
-                            for r in W.problems()])
+    ds = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in W.problems()]
+    )
     cfg = GRPOConfig(
-        output_dir=str(Path(args.out).parent / "trl_out"), use_cpu=True, bf16=False, fp16=False,
-        per_device_train_batch_size=W.N_PROMPTS * W.GROUP, gradient_accumulation_steps=1,
-        num_generations=W.GROUP, max_completion_length=W.MAX_TOKENS, temperature=W.TEMPERATURE,
-        learning_rate=W.LR, max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
-        seed=0, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(Path(args.out).parent / "trl_out"),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        per_device_train_batch_size=W.N_PROMPTS * W.GROUP,
+        gradient_accumulation_steps=1,
+        num_generations=W.GROUP,
+        max_completion_length=W.MAX_TOKENS,
+        temperature=W.TEMPERATURE,
+        learning_rate=W.LR,
+        max_steps=args.steps,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     steps: list[dict] = []
     log_rows: list[dict] = []
@@ -79,13 +92,20 @@ def main() -> int:
         def on_step_end(self, a, state, control, **kw):
             self.window.__exit__(None, None, None)
             mine: dict[str, float] = {}
-            for name, s in blocks[self.b0:]:
+            for name, s in blocks[self.b0 :]:
                 mine[name] = mine.get(name, 0.0) + s
             gen = sum(s for name, s in mine.items() if name.endswith("generate"))
             prep = mine.get("GRPOTrainer._prepare_inputs", gen)
-            steps.append({"step": len(steps), **self.window.record(), "wait": self.quiet,
-                          "sample_s": round(gen, 3), "train_s": round(self.window.wall - prep, 3),
-                          "blocks": {k: round(v, 3) for k, v in mine.items()}})
+            steps.append(
+                {
+                    "step": len(steps),
+                    **self.window.record(),
+                    "wait": self.quiet,
+                    "sample_s": round(gen, 3),
+                    "train_s": round(self.window.wall - prep, 3),
+                    "blocks": {k: round(v, 3) for k, v in mine.items()},
+                }
+            )
             print("trl", json.dumps(steps[-1]), flush=True)
 
     class Logs(TrainerCallback):
@@ -94,26 +114,46 @@ def main() -> int:
                 log_rows.append(dict(logs))
 
     trainer = GRPOTrainer(
-        model=model, reward_funcs=W.trl_reward, args=cfg, train_dataset=ds, processing_class=tok,
-        peft_config=LoraConfig(r=W.LORA_RANK, lora_alpha=W.LORA_ALPHA, lora_dropout=W.LORA_DROPOUT,
-                               target_modules=W.TARGETS, task_type="CAUSAL_LM"),
+        model=model,
+        reward_funcs=W.trl_reward,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=LoraConfig(
+            r=W.LORA_RANK,
+            lora_alpha=W.LORA_ALPHA,
+            lora_dropout=W.LORA_DROPOUT,
+            target_modules=W.TARGETS,
+            task_type="CAUSAL_LM",
+        ),
         callbacks=[Timer(), Logs()],
     )
-    texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                     tokenize=False) for r in W.problems()]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True, tokenize=False)
+        for r in W.problems()
+    ]
     prompt_lens = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
     t0 = time.time()
     trainer.train()
     for row, log in zip(steps, log_rows, strict=False):
         row["mean_completion_tokens"] = log.get("completions/mean_length")
     out = {
-        "who": "trl", "versions": {"trl": trl.__version__, "torch": torch.__version__,
-                                   "transformers": __import__("transformers").__version__,
-                                   "peft": __import__("peft").__version__},
-        "threads": torch.get_num_threads(), "dtype": "float32",
-        "gradient_checkpointing": cfg.gradient_checkpointing, "loss_type": cfg.loss_type, "beta": cfg.beta,
-        "mean_prompt_tokens": sum(prompt_lens) / len(prompt_lens), "steps": steps,
-        "train_wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(quiet.peak_rss_mb(), 1),
+        "who": "trl",
+        "versions": {
+            "trl": trl.__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "peft": __import__("peft").__version__,
+        },
+        "threads": torch.get_num_threads(),
+        "dtype": "float32",
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "loss_type": cfg.loss_type,
+        "beta": cfg.beta,
+        "mean_prompt_tokens": sum(prompt_lens) / len(prompt_lens),
+        "steps": steps,
+        "train_wall_s": round(time.time() - t0, 1),
+        "peak_rss_mb": round(quiet.peak_rss_mb(), 1),
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -20,8 +20,12 @@ class ScriptedBackend:
 
     reports_sync_loss = True
     preserves_token_advantages = True
-    TEXTS = ("Let me check: 2 + 3 = 5. \\boxed{5}", "The answer is \\boxed{6}",
-             "Wait, let me think again. \\boxed{5}", "5")
+    TEXTS = (
+        "Let me check: 2 + 3 = 5. \\boxed{5}",
+        "The answer is \\boxed{6}",
+        "Wait, let me think again. \\boxed{5}",
+        "5",
+    )
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -33,8 +37,14 @@ class ScriptedBackend:
         from retrain.backends.base import Completion
 
         offsets = [m.span() for m in re.finditer(r"\S+\s*", text)]
-        return Completion(prompt_ids=[1, 2], token_ids=list(range(3, 3 + len(offsets))),
-                          logprobs=[-1.0] * len(offsets), text=text, offsets=offsets, hit_max_tokens=False)
+        return Completion(
+            prompt_ids=[1, 2],
+            token_ids=list(range(3, 3 + len(offsets))),
+            logprobs=[-1.0] * len(offsets),
+            text=text,
+            offsets=offsets,
+            hit_max_tokens=False,
+        )
 
     def sample(self, prompts, n, params):
         return [[self.completion(self.TEXTS[i % len(self.TEXTS)]) for i in range(n)] for _ in prompts]

@@ -82,8 +82,32 @@ def _int_refs(rng: random.Random, n: int) -> list[str]:
 def trailing_junk(rng: random.Random) -> list[Case]:
     """`<reference><junk>` inside the box: the old fallback read the leading number and scored it."""
     # Not junk: `$` (math delimiters, currency), `'` and `"` (feet/inches, minutes/seconds: units).
-    junk = [" + ???", ")", "]", r"\%\%", " +", "*", "/", "^", " =", "&", "#", ",,", "@", "?",
-            " + __import__('os')", r"\\", "~~", ";;", " + )", " (", "||", r"\)", "-", "__"]
+    junk = [
+        " + ???",
+        ")",
+        "]",
+        r"\%\%",
+        " +",
+        "*",
+        "/",
+        "^",
+        " =",
+        "&",
+        "#",
+        ",,",
+        "@",
+        "?",
+        " + __import__('os')",
+        r"\\",
+        "~~",
+        ";;",
+        " + )",
+        " (",
+        "||",
+        r"\)",
+        "-",
+        "__",
+    ]
     out = []
     for ref in _int_refs(rng, 110):
         j = rng.choice(junk)
@@ -96,8 +120,9 @@ def trailing_junk(rng: random.Random) -> list[Case]:
 
 def leading_junk(rng: random.Random) -> list[Case]:
     junk = ["???", ")", "(", "[", "#", "&", "@", "??? ", "; ", "==", ",,", "^", "_"]
-    return [Case("leading_junk", boxed(f"{rng.choice(junk)}{ref}"), ref, "boxed", "wrong")
-            for ref in _int_refs(rng, 100)]
+    return [
+        Case("leading_junk", boxed(f"{rng.choice(junk)}{ref}"), ref, "boxed", "wrong") for ref in _int_refs(rng, 100)
+    ]
 
 
 def injections(rng: random.Random) -> list[Case]:
@@ -108,12 +133,28 @@ def injections(rng: random.Random) -> list[Case]:
         "__import__('os').system('touch PWNED') + {r}",
         "{r} + __import__('os').system('touch PWNED')",
         "(lambda: __import__('os').system('touch PWNED'))()",
-        "eval('{r}')", "exec('x={r}')", "{r}.__class__", "globals()['{r}']",
-        "$(touch PWNED){r}", "`touch PWNED`{r}", "{r}; DROP TABLE answers",
-        r"\input{{/etc/passwd}}{r}", r"\write18{{touch PWNED}}{r}", r"\immediate\write18{{touch PWNED}}",
-        r"\def\x{{{r}}}\x", r"\newcommand{{\a}}{{{r}}}\a", r"\catcode`\{{=12 {r}",
-        "<script>{r}</script>", "{r}<!-- -->", "{{{{ {r} }}}}.format()", "os.system('{r}')",
-        "import os; {r}", "{r} if True else 0", "[{r}][0]", "{{'a': {r}}}['a']", "int('{r}')",
+        "eval('{r}')",
+        "exec('x={r}')",
+        "{r}.__class__",
+        "globals()['{r}']",
+        "$(touch PWNED){r}",
+        "`touch PWNED`{r}",
+        "{r}; DROP TABLE answers",
+        r"\input{{/etc/passwd}}{r}",
+        r"\write18{{touch PWNED}}{r}",
+        r"\immediate\write18{{touch PWNED}}",
+        r"\def\x{{{r}}}\x",
+        r"\newcommand{{\a}}{{{r}}}\a",
+        r"\catcode`\{{=12 {r}",
+        "<script>{r}</script>",
+        "{r}<!-- -->",
+        "{{{{ {r} }}}}.format()",
+        "os.system('{r}')",
+        "import os; {r}",
+        "{r} if True else 0",
+        "[{r}][0]",
+        "{{'a': {r}}}['a']",
+        "int('{r}')",
     ]
     out = []
     for ref in _int_refs(rng, 4):
@@ -151,7 +192,9 @@ def braces(rng: random.Random) -> list[Case]:
         ]
     for depth in [2, 5, 50, 1000, 5000]:
         deep = depth > 2  # the LaTeX grammar's time grows fast with bare-brace depth
-        out.append(Case("braces", boxed("{" * depth + "42" + "}" * depth), "42", "boxed", "any" if deep else "right", deep))
+        out.append(
+            Case("braces", boxed("{" * depth + "42" + "}" * depth), "42", "boxed", "any" if deep else "right", deep)
+        )
         out.append(Case("braces", boxed("{" * depth + "41" + "}" * depth), "42", "boxed", "wrong", deep))
         out.append(Case("braces", boxed("{" * depth + "42"), "42", "boxed", "wrong"))
     for _ in range(30):  # random brace soup around a wrong number
@@ -163,11 +206,26 @@ def braces(rng: random.Random) -> list[Case]:
 def huge_exponents(rng: random.Random) -> list[Case]:
     """Time and memory bombs for sympy: towers, huge powers, factorials of huge numbers."""
     bombs = [
-        "10^{10^{10}}", "9^{9^{9}}", "2^{2^{2^{2^{2^{2}}}}}", "(10^{10})!", "10^{10}!", r"\sin(x)^{10^{9}}",
-        r"(1+\frac{1}{10^9})^{10^9}", r"x^{10^{10}} + 1", "(x+1)^{10^{6}}", r"\frac{10^{10^{8}}}{3}",
-        r"\sqrt{10^{10^{9}}}", "99999999^{99999999}", r"(x+y+z)^{1000}", r"\binom{10^{9}}{10^{5}}",
-        r"\sum_{i=1}^{10^{12}} i^{i}", r"\prod_{k=1}^{10^{9}} k", r"e^{10^{10}}", r"\pi^{10^{9}}",
-        r"10^{-10^{10}}", r"\tan(10^{10^{5}})",
+        "10^{10^{10}}",
+        "9^{9^{9}}",
+        "2^{2^{2^{2^{2^{2}}}}}",
+        "(10^{10})!",
+        "10^{10}!",
+        r"\sin(x)^{10^{9}}",
+        r"(1+\frac{1}{10^9})^{10^9}",
+        r"x^{10^{10}} + 1",
+        "(x+1)^{10^{6}}",
+        r"\frac{10^{10^{8}}}{3}",
+        r"\sqrt{10^{10^{9}}}",
+        "99999999^{99999999}",
+        r"(x+y+z)^{1000}",
+        r"\binom{10^{9}}{10^{5}}",
+        r"\sum_{i=1}^{10^{12}} i^{i}",
+        r"\prod_{k=1}^{10^{9}} k",
+        r"e^{10^{10}}",
+        r"\pi^{10^{9}}",
+        r"10^{-10^{10}}",
+        r"\tan(10^{10^{5}})",
     ]
     out = [Case("huge_exponent", boxed(b), "1", "boxed", "wrong", slow=True) for b in bombs]
     return out
@@ -330,16 +388,53 @@ def relations_hedges(rng: random.Random) -> list[Case]:
     read by its right side, `42 \approx 7` by its left), or text that is not a unit (`42 \text{ (or 7)}`
     was read as 42). Controls: `x = 42`, units in words, an answer that is text, equation references."""
     wrong_forms = [
-        "{w} = {r}", "{r} = {w}", "{r} = {r}", "{w} \\equiv {r}", "{r} \\equiv {w}", "x \\equiv {r}",
-        "{r} \\approx {w}", "{w} \\approx {r}", "x \\approx {r}", "{r} \\approxeq {w}", "{r} ~= {w}",
-        "{r} \\text{{ (or {w})}}", "{r} \\textbf{{ (or {w})}}", "{r} \\mbox{{ or more}}", "{r} \\text{{ or more}}",
-        "{r}\\text{{ (approximately)}}", "{r} \\text{{ at least}}", "{r} \\mathrm{{(or\\ {w})}}", "{r}\\text{{-ish}}",
-        "{r} \\textit{{ish}}", "{r} \\text{{ ({w})}}", "{r} \\textrm{{ or {w}}}", "x + {d} = {r}", "a = {w} = {r}",
-        "x = {w}, y = {r}", "{w} < {r}", "{r} \\leq {w}", "{r} \\neq {w}", "x \\in {r}", "x = y = {r}",
-        "{r} \\text{{ roughly}}", "{r}\\,\\text{{about}}", "{r} \\text{{ apples or {w}}}", "{r} \\text{{ {{or}} }}",
+        "{w} = {r}",
+        "{r} = {w}",
+        "{r} = {r}",
+        "{w} \\equiv {r}",
+        "{r} \\equiv {w}",
+        "x \\equiv {r}",
+        "{r} \\approx {w}",
+        "{w} \\approx {r}",
+        "x \\approx {r}",
+        "{r} \\approxeq {w}",
+        "{r} ~= {w}",
+        "{r} \\text{{ (or {w})}}",
+        "{r} \\textbf{{ (or {w})}}",
+        "{r} \\mbox{{ or more}}",
+        "{r} \\text{{ or more}}",
+        "{r}\\text{{ (approximately)}}",
+        "{r} \\text{{ at least}}",
+        "{r} \\mathrm{{(or\\ {w})}}",
+        "{r}\\text{{-ish}}",
+        "{r} \\textit{{ish}}",
+        "{r} \\text{{ ({w})}}",
+        "{r} \\textrm{{ or {w}}}",
+        "x + {d} = {r}",
+        "a = {w} = {r}",
+        "x = {w}, y = {r}",
+        "{w} < {r}",
+        "{r} \\leq {w}",
+        "{r} \\neq {w}",
+        "x \\in {r}",
+        "x = y = {r}",
+        "{r} \\text{{ roughly}}",
+        "{r}\\,\\text{{about}}",
+        "{r} \\text{{ apples or {w}}}",
+        "{r} \\text{{ {{or}} }}",
     ]
-    right_forms = ["x = {r}", "x_1 = {r}", "\\theta = {r}", "n={r}", "{r} \\text{{ cm}}", "{r} \\text{{ square units}}",
-                   "{r}\\,\\text{{apples}}", "{r} \\text{{ dollars}}", "{r}\\ \\mathrm{{km}}", "\\text{{{r}}}"]
+    right_forms = [
+        "x = {r}",
+        "x_1 = {r}",
+        "\\theta = {r}",
+        "n={r}",
+        "{r} \\text{{ cm}}",
+        "{r} \\text{{ square units}}",
+        "{r}\\,\\text{{apples}}",
+        "{r} \\text{{ dollars}}",
+        "{r}\\ \\mathrm{{km}}",
+        "\\text{{{r}}}",
+    ]
     out = []
     for ref in _int_refs(rng, 12):
         r, w = int(ref), int(ref) + rng.randint(1, 9)
@@ -352,15 +447,19 @@ def relations_hedges(rng: random.Random) -> list[Case]:
         if f.denominator == 1:
             continue
         latex, other = _fraction_latex(f), f"{float(f) + rng.randint(1, 9):g}"
-        out += [Case("relation", boxed(f"{float(f):.6g} \\approx {other}"), latex, "boxed", "wrong"),
-                Case("relation", boxed(f"{latex} = {float(f):.6g}"), latex, "boxed", "wrong"),
-                Case("relation", boxed(f"{latex} \\text{{ (or {other})}}"), latex, "boxed", "wrong"),
-                Case("relation", boxed(f"y = {latex}"), latex, "boxed", "right")]
+        out += [
+            Case("relation", boxed(f"{float(f):.6g} \\approx {other}"), latex, "boxed", "wrong"),
+            Case("relation", boxed(f"{latex} = {float(f):.6g}"), latex, "boxed", "wrong"),
+            Case("relation", boxed(f"{latex} \\text{{ (or {other})}}"), latex, "boxed", "wrong"),
+            Case("relation", boxed(f"y = {latex}"), latex, "boxed", "right"),
+        ]
     for _ in range(10):  # the reference is an equation: compared equation to equation, as before
         a, b = rng.randint(2, 9), rng.randint(1, 20)
-        out += [Case("relation", boxed(f"y={a}x+{b}"), f"y = {a}x + {b}", "boxed", "right"),
-                Case("relation", boxed(f"y = {b} + {a}x"), f"y = {a}x + {b}", "boxed", "right"),
-                Case("relation", boxed(f"y = {a}x + {b + 1}"), f"y = {a}x + {b}", "boxed", "wrong")]
+        out += [
+            Case("relation", boxed(f"y={a}x+{b}"), f"y = {a}x + {b}", "boxed", "right"),
+            Case("relation", boxed(f"y = {b} + {a}x"), f"y = {a}x + {b}", "boxed", "right"),
+            Case("relation", boxed(f"y = {a}x + {b + 1}"), f"y = {a}x + {b}", "boxed", "wrong"),
+        ]
     return out
 
 
@@ -391,9 +490,24 @@ def controls(rng: random.Random) -> list[Case]:
     return out
 
 
-FAMILIES = [named, trailing_junk, leading_junk, injections, many_terms, braces, huge_exponents,
-            unicode_lookalikes, whitespace, units_percent, multiple_and_empty_boxes, long_inputs,
-            number_format, wrong_values, relations_hedges, controls]
+FAMILIES = [
+    named,
+    trailing_junk,
+    leading_junk,
+    injections,
+    many_terms,
+    braces,
+    huge_exponents,
+    unicode_lookalikes,
+    whitespace,
+    units_percent,
+    multiple_and_empty_boxes,
+    long_inputs,
+    number_format,
+    wrong_values,
+    relations_hedges,
+    controls,
+]
 
 
 def corpus(seed: int = SEED) -> list[Case]:

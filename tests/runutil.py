@@ -82,17 +82,35 @@ def tiny_campaign_base(save_every: int) -> str:
     return TINY_CAMPAIGN_BASE.format(save_every=save_every)
 
 
-def write_tiny_config(path: Path, log_dir: Path, *, steps=3, seed=7, lr=1e-2, save_every=1,
-                      adv="maxrl", transform="gtpo_sepa", extra: str = "") -> Path:
-    path.write_text(TINY_TOML.format(steps=steps, seed=seed, lr=lr, save_every=save_every, adv=adv,
-                                     transform=transform, log_dir=log_dir.as_posix()) + extra)
+def write_tiny_config(
+    path: Path,
+    log_dir: Path,
+    *,
+    steps=3,
+    seed=7,
+    lr=1e-2,
+    save_every=1,
+    adv="maxrl",
+    transform="gtpo_sepa",
+    extra: str = "",
+) -> Path:
+    path.write_text(
+        TINY_TOML.format(
+            steps=steps,
+            seed=seed,
+            lr=lr,
+            save_every=save_every,
+            adv=adv,
+            transform=transform,
+            log_dir=log_dir.as_posix(),
+        )
+        + extra
+    )
     return path
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 
 
 def without_timing(rows: list[dict]) -> list[dict]:

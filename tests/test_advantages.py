@@ -8,9 +8,7 @@ from hypothesis import strategies as st
 
 from retrain.rl.advantages import grpo_advantages, is_uninformative, maxrl_advantages
 
-rewards_st = st.lists(
-    st.floats(min_value=-10, max_value=10, allow_nan=False), min_size=1, max_size=32
-)
+rewards_st = st.lists(st.floats(min_value=-10, max_value=10, allow_nan=False), min_size=1, max_size=32)
 binary_st = st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=32)
 
 

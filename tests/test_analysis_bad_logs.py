@@ -36,8 +36,15 @@ LONG = 5 * 1024 * 1024  # longer than the readers' 4 MiB line cap
 
 @pytest.fixture(scope="module")
 def clean_campaign(tmp_path_factory) -> Path:
-    return write_campaign(tmp_path_factory.mktemp("bad") / "campaign_bad", conditions=(HICRA, SEPA), seeds=(1, 2, 3),
-                          num_steps=10, lifts={SEPA: 0.1}, squeeze=False, eval_every=5)
+    return write_campaign(
+        tmp_path_factory.mktemp("bad") / "campaign_bad",
+        conditions=(HICRA, SEPA),
+        seeds=(1, 2, 3),
+        num_steps=10,
+        lifts={SEPA: 0.1},
+        squeeze=False,
+        eval_every=5,
+    )
 
 
 def _set(line: str, key: str, raw: str) -> str:
@@ -65,13 +72,25 @@ CASES = {
     "5000-digit-int-step": (_value_at_9("step", "1" * 5000), [8]),
     "string-for-number": (_value_at_9("correct_rate", '"0.5"'), [8]),
     "list-for-number": (_value_at_9("correct_rate", "[0.5, 1]"), [8]),
-    "deeply-nested-json": (lambda lines: lines[:5] + ['{"step": 5, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
-                                                      "[" * 100_000] + lines[5:], [8, 9]),
-    "lone-surrogate-label": (lambda lines: [_set(line, "condition", '"maxrl+gtpo_sepa\\ud800"') for line in lines],
-                             [8, 9]),
-    "non-utf-8-bytes": (lambda lines: _bytes_lines(lines).replace(b'"step": 9, "condition": "maxrl+gtpo_sepa"',
-                                                                  b'"step": 9, "condition": "maxrl\xff\xfe"')
-                        + b"\x80\x81 not json\n", [8, 9]),
+    "deeply-nested-json": (
+        lambda lines: (
+            lines[:5] + ['{"step": 5, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "[" * 100_000] + lines[5:]
+        ),
+        [8, 9],
+    ),
+    "lone-surrogate-label": (
+        lambda lines: [_set(line, "condition", '"maxrl+gtpo_sepa\\ud800"') for line in lines],
+        [8, 9],
+    ),
+    "non-utf-8-bytes": (
+        lambda lines: (
+            _bytes_lines(lines).replace(
+                b'"step": 9, "condition": "maxrl+gtpo_sepa"', b'"step": 9, "condition": "maxrl\xff\xfe"'
+            )
+            + b"\x80\x81 not json\n"
+        ),
+        [8, 9],
+    ),
     "endless-line": (lambda lines: _bytes_lines(lines) + b'{"step": 10, "pad": "' + b"x" * LONG, [8, 9]),
     "dev-zero": (None, None),
 }
@@ -96,10 +115,20 @@ def damaged_root(clean_campaign, tmp_path_factory) -> Path:
     for case in CASES:
         shutil.copytree(clean_campaign, root / case)
         damage(root / case / "runs" / VICTIM, case)
-        (root / case / "manifest.json").write_text(json.dumps({
-            "conditions": [HICRA, SEPA], "seeds": [1, 2, 3], "max_steps": 10,
-            "runs": [{"name": f"{c}_s{s}", "condition": c, "seed": s, "log_dir": f"runs/{c}_s{s}"}
-                     for c in (HICRA, SEPA) for s in (1, 2, 3)]}))
+        (root / case / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "conditions": [HICRA, SEPA],
+                    "seeds": [1, 2, 3],
+                    "max_steps": 10,
+                    "runs": [
+                        {"name": f"{c}_s{s}", "condition": c, "seed": s, "log_dir": f"runs/{c}_s{s}"}
+                        for c in (HICRA, SEPA)
+                        for s in (1, 2, 3)
+                    ],
+                }
+            )
+        )
     return root
 
 
@@ -139,12 +168,19 @@ def test_compare_and_litmus_skip_and_count(clean_campaign, damaged_root, tmp_pat
 def test_status_survives_every_case(damaged_root):
     """`retrain status` over all the damaged campaigns at once, in a child with a 2 GiB address-space
     cap: an unbounded read (of /dev/zero) fails there instead of taking the machine's memory."""
+
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "retrain", "status", str(damaged_root), "--json"],
-                          capture_output=True, text=True, timeout=300, env=env, preexec_fn=limit)
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain", "status", str(damaged_root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=limit,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     campaigns = {c["name"]: c for c in json.loads(proc.stdout)["campaigns"]}
     assert set(campaigns) == set(CASES)
@@ -158,8 +194,14 @@ def test_status_survives_every_case(damaged_root):
         assert victim["steps_done"] == (9 if case.endswith("-step") else 10), case  # a row without a step is skipped
         assert victim["log_problems"].startswith(str(damaged_root / case / "runs" / VICTIM / "metrics.jsonl")), case
     # the rich table renders every damaged label and value
-    text = subprocess.run([sys.executable, "-m", "retrain", "status", str(damaged_root)], capture_output=True,
-                          text=True, timeout=300, env=env, preexec_fn=limit)
+    text = subprocess.run(
+        [sys.executable, "-m", "retrain", "status", str(damaged_root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=limit,
+    )
     assert text.returncode == 0, text.stderr[-3000:]
     assert text.stdout.count("warning: ") == len(CASES)
 
@@ -168,8 +210,15 @@ def test_status_survives_every_case(damaged_root):
 def test_report_and_plot_survive_every_case_at_once(clean_campaign, tmp_path, capsys):
     """One campaign with every kind of damage, each in its own run (seed i of maxrl+gtpo_sepa)."""
     seeds = list(range(1, len(CASES) + 1))
-    camp = write_campaign(tmp_path / "campaign_all", conditions=(HICRA, SEPA), seeds=seeds, num_steps=10,
-                          lifts={SEPA: 0.1}, squeeze=False, eval_every=5)
+    camp = write_campaign(
+        tmp_path / "campaign_all",
+        conditions=(HICRA, SEPA),
+        seeds=seeds,
+        num_steps=10,
+        lifts={SEPA: 0.1},
+        squeeze=False,
+        eval_every=5,
+    )
     victims = {case: camp / "runs" / f"{SEPA}_s{seed}" for case, seed in zip(CASES, seeds, strict=True)}
     for case, run_dir in victims.items():
         damage(run_dir, case)
@@ -209,9 +258,11 @@ def test_one_summary_per_file_with_counts(tmp_path):
     cols = read_columns(path, ["correct_rate", "mean_reward"], problems=problems)
     assert len(cols.index) == 200 and int((cols.values["correct_rate"] == 0.5).sum()) == 100
     summary = problems.summary()
-    assert summary == (f"{path}: skipped 8 lines (7 malformed JSON: lines 201, 202, 203, 204, 205, ...; 1 without an "
-                       f"integer step: line 208) and 101 values (correct_rate: 100 NaN or infinite; mean_reward: 1 "
-                       f"not a number)")
+    assert summary == (
+        f"{path}: skipped 8 lines (7 malformed JSON: lines 201, 202, 203, 204, 205, ...; 1 without an "
+        f"integer step: line 208) and 101 values (correct_rate: 100 NaN or infinite; mean_reward: 1 "
+        f"not a number)"
+    )
     with pytest.warns(UserWarning) as caught:
         problems.warn()
     assert len(caught) == 1
@@ -221,17 +272,33 @@ def test_values_are_checked_by_name(tmp_path):
     from retrain.logfiles import LogProblems, read_columns, read_rows  # noqa: F401
 
     path = tmp_path / "m.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"step": 0, "correct_rate": 1.5, "loss": -3.0, "sepa_gate_open": True, "planning_token_fraction": -0.1},
-        {"step": 1, "correct_rate": 1.0, "loss": 1e200, "sepa_gate_open": False, "planning_token_fraction": 0.0},
-        {"step": 2, "correct_rate": True, "loss": None, "sepa_gate_open": 1, "planning_token_fraction": 0.2},
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 0, "correct_rate": 1.5, "loss": -3.0, "sepa_gate_open": True, "planning_token_fraction": -0.1},
+                {
+                    "step": 1,
+                    "correct_rate": 1.0,
+                    "loss": 1e200,
+                    "sepa_gate_open": False,
+                    "planning_token_fraction": 0.0,
+                },
+                {"step": 2, "correct_rate": True, "loss": None, "sepa_gate_open": 1, "planning_token_fraction": 0.2},
+            ]
+        )
+        + "\n"
+    )
     problems = LogProblems(path)
     cols = read_columns(path, ["correct_rate", "loss", "sepa_gate_open", "planning_token_fraction"], problems=problems)
     v = {k: [None if np.isnan(x) else x for x in a.tolist()] for k, a in cols.values.items()}
     assert cols.index.tolist() == [0, 1, 2]
-    assert v == {"correct_rate": [None, 1.0, None], "loss": [-3.0, None, None],
-                 "sepa_gate_open": [1.0, 0.0, None], "planning_token_fraction": [None, 0.0, 0.2]}
+    assert v == {
+        "correct_rate": [None, 1.0, None],
+        "loss": [-3.0, None, None],
+        "sepa_gate_open": [1.0, 0.0, None],
+        "planning_token_fraction": [None, 0.0, 0.2],
+    }
     summary = problems.summary()
     assert "skipped 5 values (correct_rate: " in summary
     assert "1 outside [0, 1]" in summary and "1 true/false where a number belongs" in summary
@@ -244,8 +311,16 @@ def test_fast_and_line_by_line_paths_agree(tmp_path):
 
     """A clean block goes through the key scanner; a block with one odd line through json.loads per line.
     Both give the same columns."""
-    rows = [{"step": i, "condition": "c", "correct_rate": i / 100, "eval_correct_rate": None if i % 3 else 0.25,
-             "sepa_gate_open": i > 4} for i in range(50)]
+    rows = [
+        {
+            "step": i,
+            "condition": "c",
+            "correct_rate": i / 100,
+            "eval_correct_rate": None if i % 3 else 0.25,
+            "sepa_gate_open": i > 4,
+        }
+        for i in range(50)
+    ]
     clean, odd = tmp_path / "clean.jsonl", tmp_path / "odd.jsonl"
     clean.write_text("".join(json.dumps(r) + "\n" for r in rows))
     odd.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 60, "nested": {"correct_rate": 9}}\n')
@@ -286,14 +361,21 @@ def test_space_before_the_colon_is_json_too(tmp_path):
 
 
 _KEYS = ("step", "a_rate", "b", "bb", "x_b", 'q"b', "long_key_name_b")
-_value = st.one_of(st.none(), st.integers(-5, 5), st.floats(0, 1), st.booleans(), st.integers(10**40, 10**41),
-                   st.sampled_from(['"b": 7', 'a : b', '"b"', 'x\\"b":', "12:30", "b\\"]))
+_value = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(0, 1),
+    st.booleans(),
+    st.integers(10**40, 10**41),
+    st.sampled_from(['"b": 7', "a : b", '"b"', 'x\\"b":', "12:30", "b\\"]),
+)
 _pair = st.tuples(st.sampled_from(_KEYS), _value)
 
 
 @settings(max_examples=300, deadline=None)
-@given(lines=st.lists(st.lists(_pair, max_size=6), min_size=1, max_size=12),
-       sep=st.sampled_from([":", ": ", ":  ", " : "]))
+@given(
+    lines=st.lists(st.lists(_pair, max_size=6), min_size=1, max_size=12), sep=st.sampled_from([":", ": ", ":  ", " : "])
+)
 def test_the_key_scanner_agrees_with_json_loads(tmp_path_factory, lines, sep):
     """Any block of flat objects (keys repeated or missing in any line, look-alike keys, strings that
     hold colons, quotes and keys, long numbers, any spacing): the columns are what json.loads (the last
@@ -301,8 +383,7 @@ def test_the_key_scanner_agrees_with_json_loads(tmp_path_factory, lines, sep):
     from retrain.logfiles import check_value, read_columns
 
     path = tmp_path_factory.mktemp("scan") / "m.jsonl"
-    text = "".join("{" + ", ".join(f"{json.dumps(k)}{sep}{json.dumps(v)}" for k, v in pairs) + "}\n"
-                   for pairs in lines)
+    text = "".join("{" + ", ".join(f"{json.dumps(k)}{sep}{json.dumps(v)}" for k, v in pairs) + "}\n" for pairs in lines)
     path.write_text(text)
     keys = ["a_rate", "b", 'q"b']
     with warnings.catch_warnings():
@@ -316,8 +397,10 @@ def test_the_key_scanner_agrees_with_json_loads(tmp_path_factory, lines, sep):
             continue
         want[int(step)] = {k: check_value(k, row.get(k))[0] for k in keys}
     assert cols.index.tolist() == sorted(want)
-    got = {int(s): {k: None if np.isnan(v[i]) else float(v[i]) for k, v in cols.values.items()}
-           for i, s in enumerate(cols.index.tolist())}
+    got = {
+        int(s): {k: None if np.isnan(v[i]) else float(v[i]) for k, v in cols.values.items()}
+        for i, s in enumerate(cols.index.tolist())
+    }
     assert got == want
 
 
@@ -328,8 +411,10 @@ def test_the_key_scanner_reads_clean_blocks_itself(tmp_path):
 
     rows = [{"step": i, "v": i / 7, "big": 10**40 + i, "s": "a:b", "flag": i % 2 == 0, "t": None} for i in range(40)]
     keys = ["step", "v", "big", "flag", "t", "absent"]
-    for text in ("".join(json.dumps(r) + "\n" for r in rows),
-                 "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)):
+    for text in (
+        "".join(json.dumps(r) + "\n" for r in rows),
+        "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows),
+    ):
         block = memoryview(bytearray(text.encode()))
         fast = _fast_block(block, keys, {k: _KeyScan(k) for k in keys}, 1 << 20, LogProblems("m"))
         slow, _ = _slow_block(block, 1, keys, 1 << 20, LogProblems("m"))
@@ -342,8 +427,12 @@ def test_last_row_per_step_wins(tmp_path):
     from retrain.logfiles import LogProblems, read_columns, read_rows  # noqa: F401
 
     path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"step": 0, "v": 1.0}, {"step": 1, "v": 2.0}, {"step": 0, "v": 10.0}, {"step": 2, "v": None}]))
+    path.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [{"step": 0, "v": 1.0}, {"step": 1, "v": 2.0}, {"step": 0, "v": 10.0}, {"step": 2, "v": None}]
+        )
+    )
     cols = read_columns(path, ["v"])
     assert cols.index.tolist() == [0, 1, 2]
     assert cols.values["v"].tolist()[:2] == [10.0, 2.0]

@@ -45,8 +45,9 @@ def verdicts(c_b, c_c, m, *, paired, rng):
 def pooled_fisher_rejects(c_b, c_c, m) -> np.ndarray:
     """The guide's test: all episodes of all seeds pooled into one 2×2 table per campaign."""
     n = c_b.shape[1] * m
-    return np.array([stats.fisher_exact_p(int(b), n, int(c), n) < ALPHA
-                     for b, c in zip(c_b.sum(1), c_c.sum(1), strict=True)])
+    return np.array(
+        [stats.fisher_exact_p(int(b), n, int(c), n) < ALPHA for b, c in zip(c_b.sum(1), c_c.sum(1), strict=True)]
+    )
 
 
 def run_sd_of_means(base, seed_sd, run_sd, m, paired):
@@ -107,8 +108,13 @@ def test_compare_uses_the_calibrated_function(tmp_path):
             for s, c in enumerate(counts):
                 # every step of the run at the run's mean rate: the window mean is c / m
                 d = tmp_path / f"k{k}" / f"{arm}_s{s}"
-                write_jsonl(d / "metrics.jsonl", [{"step": i, "condition": arm, "seed": s, "correct_rate": c / m,
-                                                   "mean_reward": c / m} for i in range(5)])
+                write_jsonl(
+                    d / "metrics.jsonl",
+                    [
+                        {"step": i, "condition": arm, "seed": s, "correct_rate": c / m, "mean_reward": c / m}
+                        for i in range(5)
+                    ],
+                )
                 arms.setdefault(arm, []).append(str(d))
         res = compare_arms(resolve_arm(arms["b"]), resolve_arm(arms["c"]), resamples=RESAMPLES, window=(0, 5))
         cr = res["seed_level"]["correct_rate"]
@@ -124,12 +130,27 @@ def false_positive_table(campaigns=1000, seed=0) -> list[dict]:
     rng = np.random.default_rng(seed)
     for seed_sd in (0.0, 0.01, 0.02, 0.03):
         for paired in (False, True):
-            c_b, c_c, m = simulate(rng, campaigns=campaigns, seeds=8, steps=100, episodes=128, base=0.3, effect=0.0,
-                                   seed_sd=seed_sd, run_sd=0.0 if not paired else 0.005, paired=paired)
+            c_b, c_c, m = simulate(
+                rng,
+                campaigns=campaigns,
+                seeds=8,
+                steps=100,
+                episodes=128,
+                base=0.3,
+                effect=0.0,
+                seed_sd=seed_sd,
+                run_sd=0.0 if not paired else 0.005,
+                paired=paired,
+            )
             res = verdicts(c_b, c_c, m, paired=paired, rng=rng)
-            rows.append({"between_seed_sd": seed_sd, "design": "paired" if paired else "unpaired",
-                         "pooled_fisher_fpr": float(pooled_fisher_rejects(c_b, c_c, m).mean()),
-                         "seed_level_fpr": float((res.verdict_K != stats.INSUFFICIENT).mean())})
+            rows.append(
+                {
+                    "between_seed_sd": seed_sd,
+                    "design": "paired" if paired else "unpaired",
+                    "pooled_fisher_fpr": float(pooled_fisher_rejects(c_b, c_c, m).mean()),
+                    "seed_level_fpr": float((res.verdict_K != stats.INSUFFICIENT).mean()),
+                }
+            )
     return rows
 
 

@@ -40,8 +40,9 @@ def test_planted_effect_is_a_significant_improvement(effect_campaign):
     assert res["recommendation"] == IMPROVEMENT
     assert cr["paired"] and cr["test"] == "paired_sign_flip" and cr["method"] == "exact"
     # all 8 seed differences are positive: only the all-(+) and all-(−) sign vectors reach |mean d|
-    assert all(d > 0 for d in np.subtract(list(cr["runs"]["candidate"].values()),
-                                          list(cr["runs"]["baseline"].values())))
+    assert all(
+        d > 0 for d in np.subtract(list(cr["runs"]["candidate"].values()), list(cr["runs"]["baseline"].values()))
+    )
     assert cr["p_value"] == pytest.approx(2 / 256)
     assert cr["ci_low"] > 0 and cr["delta"] > 0.15 and cr["hedges_g"] > 2
     assert res["window"] == {"start": 16, "end": 20, "default": True, "description": "last 20% of steps"}
@@ -95,8 +96,10 @@ def test_pooling_warning_when_seeds_vary(tmp_path):
 
 def test_unpaired_arms_use_the_permutation_test(tmp_path):
     a = [write_run(tmp_path / f"a_s{s}", condition=BASE, seed=s, num_steps=10, rng_seed=s) for s in range(1, 6)]
-    b = [write_run(tmp_path / f"b_s{s}", condition=CAND, seed=s, num_steps=10, lift=0.2, rng_seed=s)
-         for s in range(11, 16)]
+    b = [
+        write_run(tmp_path / f"b_s{s}", condition=CAND, seed=s, num_steps=10, lift=0.2, rng_seed=s)
+        for s in range(11, 16)
+    ]
     res = compare_arms(resolve_arm([str(p) for p in a]), resolve_arm([str(p) for p in b]), resamples=20000)
     cr = res["seed_level"]["correct_rate"]
     assert not cr["paired"] and cr["test"] == "permutation" and cr["method"] == "exact"
@@ -136,8 +139,20 @@ def test_user_errors(effect_campaign):
 
 def test_cli_writes_json_and_markdown(effect_campaign, tmp_path, capsys):
     out_json, out_md = tmp_path / "out" / "sig.json", tmp_path / "out" / "sig.md"
-    argv = ["compare", str(effect_campaign), "--baseline", BASE, "--candidate", CAND, "--resamples", "2000",
-            "--output", str(out_json), "--markdown", str(out_md)]
+    argv = [
+        "compare",
+        str(effect_campaign),
+        "--baseline",
+        BASE,
+        "--candidate",
+        CAND,
+        "--resamples",
+        "2000",
+        "--output",
+        str(out_json),
+        "--markdown",
+        str(out_md),
+    ]
     assert run_cli(argv) == 0
     out = capsys.readouterr().out
     assert f"Recommendation: {IMPROVEMENT}" in out and "correct_rate" in out
@@ -164,23 +179,42 @@ def test_cli_user_errors_exit_2(effect_campaign, tmp_path, capsys):
 
 def test_script_main_and_module(effect_campaign, tmp_path, capsys):
     runs = effect_campaign / "runs"
-    argv = ["--baseline", str(runs / f"{BASE}_s*"), "--candidate", str(runs / f"{CAND}_s*"),
-            "--output", str(tmp_path / "s.json"), "--markdown", str(tmp_path / "s.md"),
-            "--resamples", "2000", "--alpha", "0.05"]
+    argv = [
+        "--baseline",
+        str(runs / f"{BASE}_s*"),
+        "--candidate",
+        str(runs / f"{CAND}_s*"),
+        "--output",
+        str(tmp_path / "s.json"),
+        "--markdown",
+        str(tmp_path / "s.md"),
+        "--resamples",
+        "2000",
+        "--alpha",
+        "0.05",
+    ]
     assert sepa_significance.main(argv) == 0
     assert json.loads((tmp_path / "s.json").read_text())["recommendation"] == IMPROVEMENT
     assert sepa_significance.main(["--baseline", "nope", "--candidate", "nope2"]) == 2
     assert "error: --baseline 'nope'" in capsys.readouterr().err
-    proc = subprocess.run([sys.executable, "-m", "retrain.scripts.sepa_significance", *argv[:4], "--resamples", "500"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain.scripts.sepa_significance", *argv[:4], "--resamples", "500"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"Recommendation: {IMPROVEMENT}" in proc.stdout
 
 
 def test_run_that_stopped_early_is_left_out_with_a_note(tmp_path):
     base = [write_run(tmp_path / f"{BASE}_s{s}", condition=BASE, seed=s, num_steps=20, rng_seed=s) for s in range(1, 7)]
-    cand = [write_run(tmp_path / f"{CAND}_s{s}", condition=CAND, seed=s, num_steps=20 if s > 1 else 9, lift=0.3,
-                      rng_seed=50 + s) for s in range(1, 7)]
+    cand = [
+        write_run(
+            tmp_path / f"{CAND}_s{s}", condition=CAND, seed=s, num_steps=20 if s > 1 else 9, lift=0.3, rng_seed=50 + s
+        )
+        for s in range(1, 7)
+    ]
     res = compare_arms(resolve_arm([str(p) for p in base]), resolve_arm([str(p) for p in cand]), resamples=2000)
     cr = res["seed_level"]["correct_rate"]
     assert res["window"]["start"] == 16  # the window follows the longest run, not the crashed one
@@ -190,8 +224,23 @@ def test_run_that_stopped_early_is_left_out_with_a_note(tmp_path):
 
 
 def test_primary_metric_flag(effect_campaign, capsys):
-    assert run_cli(["compare", str(effect_campaign), "--baseline", BASE, "--candidate", CAND, "--metric", "mean_reward",
-                    "--resamples", "500"]) == 0
+    assert (
+        run_cli(
+            [
+                "compare",
+                str(effect_campaign),
+                "--baseline",
+                BASE,
+                "--candidate",
+                CAND,
+                "--metric",
+                "mean_reward",
+                "--resamples",
+                "500",
+            ]
+        )
+        == 0
+    )
     assert "(seed-level test on mean_reward)" in capsys.readouterr().out
     assert run_cli(["compare", str(effect_campaign), "--baseline", BASE, "--candidate", CAND, "--metric", "nope"]) == 2
     assert "cannot compare on nope" in capsys.readouterr().out

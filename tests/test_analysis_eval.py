@@ -62,8 +62,9 @@ def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp
         assert m["runs"][arm] == pytest.approx({r.name: evals_of(r.run_dir)[19] for r in runs})
         assert m["points"][arm] == {r.name: [19] for r in runs}
     assert m["baseline_mean"] == pytest.approx(np.mean([evals_of(r.run_dir)[19] for r in base]))
-    assert any(n.startswith(f"{EVAL} is logged on some steps only") and "step 19 in every run" in n
-               for n in res["notes"])
+    assert any(
+        n.startswith(f"{EVAL} is logged on some steps only") and "step 19 in every run" in n for n in res["notes"]
+    )
     assert "points" not in res["seed_level"]["correct_rate"]  # a dense metric needs no such note
     # a wider window averages the eval points it holds
     wide = compare_arms(base, cand, primary_metric=EVAL, window=(5, 20), resamples=500)["seed_level"][EVAL]
@@ -72,8 +73,25 @@ def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp
     assert wide["points_description"] == "steps 9, 14, 19 in every run"
 
     out = tmp_path / "sig.json"
-    assert run_cli(["compare", str(eval_campaign), "--baseline", HICRA, "--candidate", SEPA, "--metric", EVAL,
-                    "--resamples", "500", "--output", str(out)]) == 0
+    assert (
+        run_cli(
+            [
+                "compare",
+                str(eval_campaign),
+                "--baseline",
+                HICRA,
+                "--candidate",
+                SEPA,
+                "--metric",
+                EVAL,
+                "--resamples",
+                "500",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert f"(seed-level test on {EVAL})" in text and "step 19 in every run" in text
     assert re.search(rf"^{EVAL}\s+{m['baseline_mean']:.4f}\s+{m['candidate_mean']:.4f}", text, re.MULTILINE)
@@ -81,8 +99,18 @@ def test_compare_on_a_sparse_metric_says_which_points(eval_campaign, capsys, tmp
 
 
 def test_compare_window_without_eval_points_is_a_clear_error(eval_campaign, capsys):  # noqa: F811 — pytest fixture
-    argv = ["compare", str(eval_campaign), "--baseline", HICRA, "--candidate", SEPA, "--metric", EVAL,
-            "--window", "15:19"]
+    argv = [
+        "compare",
+        str(eval_campaign),
+        "--baseline",
+        HICRA,
+        "--candidate",
+        SEPA,
+        "--metric",
+        EVAL,
+        "--window",
+        "15:19",
+    ]
     assert run_cli(argv) == 2
     out = capsys.readouterr().out
     assert f"cannot compare on {EVAL}" in out and "it is logged at steps -1, 4, 9, 14, 19" in out
@@ -180,14 +208,24 @@ def test_report_without_evals_says_how_to_get_them(small_campaign, tmp_path):  #
 def test_report_shows_pass_at_k_and_mean_at_k(tmp_path):
     from fixtures_analysis import write_campaign
 
-    camp = write_campaign(tmp_path / "campaign_k", conditions=(HICRA, SEPA), seeds=(1, 2, 3), num_steps=10,
-                          squeeze=False, eval_every=5, eval_k=4)
+    camp = write_campaign(
+        tmp_path / "campaign_k",
+        conditions=(HICRA, SEPA),
+        seeds=(1, 2, 3),
+        num_steps=10,
+        squeeze=False,
+        eval_every=5,
+        eval_k=4,
+    )
     paths = build_report(camp, resamples=200)
     data = json.loads(paths["json"].read_text())
     runs = load_campaign_runs(camp)
     for cond in (HICRA, SEPA):
-        rows = [[json.loads(line) for line in (r.run_dir / "eval.jsonl").read_text().splitlines()]
-                for r in runs if r.condition == cond]
+        rows = [
+            [json.loads(line) for line in (r.run_dir / "eval.jsonl").read_text().splitlines()]
+            for r in runs
+            if r.condition == cond
+        ]
         sampled = data["eval"][cond]["sampled"]
         assert sampled["k"] == 4
         assert sampled["eval_pass_at_k_before"] == pytest.approx(np.mean([ev[0]["eval_pass_at_k"] for ev in rows]))

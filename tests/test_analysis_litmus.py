@@ -20,8 +20,9 @@ BASE, CAND = "maxrl+gtpo_hicra", "maxrl+gtpo_sepa"
 def campaign(tmp_path_factory):
     """SEPA +0.1 correct rate over HICRA late in training, but its exec_entropy_var (0.9, shrunk by
     λ ≈ 0.5 to ≈ 0.55 in the window) stays above HICRA's 0.3: the mechanism check fails."""
-    return two_arm_campaign(tmp_path_factory.mktemp("lit") / "c", lift=0.1, seeds=(1, 2, 3), num_steps=10,
-                            exec_vars={CAND: 0.9, BASE: 0.3})
+    return two_arm_campaign(
+        tmp_path_factory.mktemp("lit") / "c", lift=0.1, seeds=(1, 2, 3), num_steps=10, exec_vars={CAND: 0.9, BASE: 0.3}
+    )
 
 
 def arms(campaign, base=BASE, cand=CAND):
@@ -62,12 +63,17 @@ def test_confirmed_failed_inconclusive(campaign):
 
 
 def test_gates_on_steps_and_completions(tmp_path):
-    base = [write_run(tmp_path / f"b_s{s}", condition=BASE, seed=s, num_steps=7, batch_size=1, group_size=4,
-                      rng_seed=s) for s in (1, 2, 3)]
-    cand = [write_run(tmp_path / f"c_s{s}", condition=CAND, seed=s, num_steps=9, batch_size=1, group_size=4,
-                      rng_seed=s) for s in (1, 2, 3)]
-    res = litmus.evaluate_litmus(resolve_arm([str(p) for p in base]), resolve_arm([str(p) for p in cand]),
-                                 litmus.get_profile("default"))
+    base = [
+        write_run(tmp_path / f"b_s{s}", condition=BASE, seed=s, num_steps=7, batch_size=1, group_size=4, rng_seed=s)
+        for s in (1, 2, 3)
+    ]
+    cand = [
+        write_run(tmp_path / f"c_s{s}", condition=CAND, seed=s, num_steps=9, batch_size=1, group_size=4, rng_seed=s)
+        for s in (1, 2, 3)
+    ]
+    res = litmus.evaluate_litmus(
+        resolve_arm([str(p) for p in base]), resolve_arm([str(p) for p in cand]), litmus.get_profile("default")
+    )
     gates = {g["gate"]: g for g in res["gates"]}
     assert gates["min_seeds_per_arm"]["passed"]
     assert not gates["min_steps_per_run"]["passed"]
@@ -84,9 +90,21 @@ def test_missing_checked_metric_is_inconclusive(tmp_path):
     for arm in ("b", "c"):
         for s in (1, 2, 3):
             d = tmp_path / f"{arm}_s{s}"
-            write_jsonl(d / "metrics.jsonl", [{"step": i, "condition": arm, "seed": s, "correct_rate": 0.5,
-                                               "mean_reward": 0.5, "batch_size": 8, "group_size": 16}
-                                              for i in range(10)])
+            write_jsonl(
+                d / "metrics.jsonl",
+                [
+                    {
+                        "step": i,
+                        "condition": arm,
+                        "seed": s,
+                        "correct_rate": 0.5,
+                        "mean_reward": 0.5,
+                        "batch_size": 8,
+                        "group_size": 16,
+                    }
+                    for i in range(10)
+                ],
+            )
             runs.setdefault(arm, []).append(str(d))
     res = litmus.evaluate_litmus(resolve_arm(runs["b"]), resolve_arm(runs["c"]), litmus.get_profile("default"))
     assert res["status"] == litmus.INCONCLUSIVE
@@ -117,8 +135,10 @@ def test_cli_exit_codes_and_outputs(campaign, tmp_path, capsys):
     assert run_cli(["litmus", *common, "--no-entropy-check"]) == 0  # CONFIRMED
     assert run_cli(["litmus", *common, "--min-seeds-per-arm", "5"]) == 2  # INCONCLUSIVE
     data = None
-    assert run_cli(["litmus", *common, "--min-correct-rate-lift", "0.5", "--no-entropy-check",
-                    "--output", str(out_json)]) == 1
+    assert (
+        run_cli(["litmus", *common, "--min-correct-rate-lift", "0.5", "--no-entropy-check", "--output", str(out_json)])
+        == 1
+    )
     data = json.loads(out_json.read_text())
     assert data["overrides"] == {"min_correct_rate_lift": 0.5, "check_exec_entropy_var": False}
     assert data["profile"]["min_correct_rate_lift"] == 0.5
@@ -134,8 +154,17 @@ def test_cli_exit_codes_and_outputs(campaign, tmp_path, capsys):
 
 def test_script_main(campaign, tmp_path, capsys):
     runs = campaign / "runs"
-    argv = ["--baseline", str(runs / f"{BASE}_s*"), "--candidate", str(runs / f"{CAND}_s*"),
-            "--output", str(tmp_path / "l.json"), "--markdown", str(tmp_path / "l.md"), "--no-entropy-check"]
+    argv = [
+        "--baseline",
+        str(runs / f"{BASE}_s*"),
+        "--candidate",
+        str(runs / f"{CAND}_s*"),
+        "--output",
+        str(tmp_path / "l.json"),
+        "--markdown",
+        str(tmp_path / "l.md"),
+        "--no-entropy-check",
+    ]
     assert sepa_litmus.main(argv) == 0
     assert json.loads((tmp_path / "l.json").read_text())["status"] == "CONFIRMED"
     assert sepa_litmus.main(["--baseline", str(tmp_path / "none_s*"), "--candidate", "x"]) == 3

@@ -30,7 +30,8 @@ def test_malformed_lines_warn_once_with_file_and_lines(tmp_path):
         rows = read_jsonl(path)
     assert [r["step"] for r in rows] == [0, 2]
     assert [str(w.message) for w in caught] == [
-        f"{path}: skipped 2 lines (1 malformed JSON: line 3; 1 not a JSON object: line 4)"]
+        f"{path}: skipped 2 lines (1 malformed JSON: line 3; 1 not a JSON object: line 4)"
+    ]
 
 
 def test_many_malformed_lines_are_one_counted_warning(tmp_path):
@@ -52,8 +53,15 @@ def test_missing_file_is_an_error_naming_the_path(tmp_path):
 
 
 def test_dedupe_keeps_last_row_per_step():
-    rows = [{"step": 0, "v": 1}, {"step": 1, "v": 2}, {"step": 2, "v": 3}, {"step": 1, "v": 20}, {"step": 2, "v": 30},
-            {"step": "x"}, {"v": 9}]
+    rows = [
+        {"step": 0, "v": 1},
+        {"step": 1, "v": 2},
+        {"step": 2, "v": 3},
+        {"step": 1, "v": 20},
+        {"step": 2, "v": 30},
+        {"step": "x"},
+        {"v": 9},
+    ]
     assert dedupe_by_step(rows) == [{"step": 0, "v": 1}, {"step": 1, "v": 20}, {"step": 2, "v": 30}]
 
 
@@ -79,7 +87,9 @@ def test_load_campaign_is_tidy(small_campaign):
     df = load_campaign(small_campaign)
     assert list(df.columns[:4]) == ["condition", "seed", "step", "run"]
     assert len(df) == 5 * 3 * 20
-    assert sorted(df.condition.unique()) == sorted(json.loads((small_campaign / "manifest.json").read_text())["conditions"])
+    assert sorted(df.condition.unique()) == sorted(
+        json.loads((small_campaign / "manifest.json").read_text())["conditions"]
+    )
     assert df.groupby("run").step.nunique().eq(20).all()
     assert {"correct_rate", "mean_reward", "exec_entropy_var", "sepa_gate_open"} <= set(df.columns)
     assert load_manifest(small_campaign)["squeeze"]["recommended_rank"] == 8
@@ -121,7 +131,9 @@ def test_resolve_arm_errors(small_campaign, tmp_path):
 def test_counts_come_from_steps_jsonl_when_metrics_lack_batch_fields(tmp_path):
     d = tmp_path / "r_s1"
     write_jsonl(d / "metrics.jsonl", [{"step": i, "condition": "r", "seed": 1, "correct_rate": 0.5} for i in range(3)])
-    write_jsonl(d / "emergence" / "steps.jsonl", [{"step": i, "correct_count": 3 + i, "total_count": 8} for i in range(3)])
+    write_jsonl(
+        d / "emergence" / "steps.jsonl", [{"step": i, "correct_count": 3 + i, "total_count": 8} for i in range(3)]
+    )
     r = load_run(d)
     assert r.episode_counts_by_step() == {0: (3, 8), 1: (4, 8), 2: (5, 8)}
     assert r.completions() == 24
@@ -129,8 +141,16 @@ def test_counts_come_from_steps_jsonl_when_metrics_lack_batch_fields(tmp_path):
 
 def test_window_values_skip_nulls_and_bools(tmp_path):
     d = tmp_path / "r_s1"
-    write_jsonl(d / "metrics.jsonl", [{"step": 0, "v": 1.0}, {"step": 1, "v": None}, {"step": 2, "v": True},
-                                      {"step": 3, "v": 3}, {"step": 4, "v": 5.0}])
+    write_jsonl(
+        d / "metrics.jsonl",
+        [
+            {"step": 0, "v": 1.0},
+            {"step": 1, "v": None},
+            {"step": 2, "v": True},
+            {"step": 3, "v": 3},
+            {"step": 4, "v": 5.0},
+        ],
+    )
     r = load_run(d)
     with pytest.warns(MalformedLineWarning, match="v: 1 true/false where a number belongs"):
         assert r.window_values("v", 0, 4).tolist() == [1.0, 3.0]  # read when first asked for

@@ -10,7 +10,14 @@ from fixtures_analysis import run_cli, small_campaign  # noqa: F401 — pytest f
 from PIL import Image
 
 from retrain.analysis import load_campaign
-from retrain.analysis.plot import FIXED_COLORS, condition_colors, curve_stats, gate_open_steps, plot_curves, plot_mechanism
+from retrain.analysis.plot import (
+    FIXED_COLORS,
+    condition_colors,
+    curve_stats,
+    gate_open_steps,
+    plot_curves,
+    plot_mechanism,
+)
 from retrain.errors import RetrainError
 
 
@@ -57,7 +64,13 @@ def test_plots_write_png_svg_with_consistent_colours(small_campaign, tmp_path):
     for cond, color in condition_colors(df.condition.unique()).items():
         assert color in curves_svg and color in mech_svg, cond  # same colour for the condition in both figures
         assert f"{cond} (n=3)" in curves_svg  # legend entry with the seed count
-    for label in ("step", "correct_rate", "execution entropy variance", "SEPA λ", "gate open: maxrl+gtpo_sepa (step 3)"):
+    for label in (
+        "step",
+        "correct_rate",
+        "execution entropy variance",
+        "SEPA λ",
+        "gate open: maxrl+gtpo_sepa (step 3)",
+    ):
         assert label in (curves_svg + mech_svg), label
 
 
@@ -89,7 +102,13 @@ def test_gate_markers_only_for_sepa_conditions():
     from retrain.analysis.plot import is_sepa_condition
 
     # the trainer logs the SEPA gate for every run; only SEPA conditions get a marker
-    df = pd.DataFrame({"condition": ["grpo+none", "grpo+none", "maxrl+gtpo_sepa~sepa.steps=5", "maxrl+gtpo_sepa~sepa.steps=5"],
-                       "run": ["a", "a", "b", "b"], "step": [0, 1, 0, 1], "sepa_gate_open": [True, True, False, True]})
+    df = pd.DataFrame(
+        {
+            "condition": ["grpo+none", "grpo+none", "maxrl+gtpo_sepa~sepa.steps=5", "maxrl+gtpo_sepa~sepa.steps=5"],
+            "run": ["a", "a", "b", "b"],
+            "step": [0, 1, 0, 1],
+            "sepa_gate_open": [True, True, False, True],
+        }
+    )
     assert gate_open_steps(df) == {"maxrl+gtpo_sepa~sepa.steps=5": [1]}
     assert is_sepa_condition("grpo+gtpo_sepa") and not is_sepa_condition("maxrl+gtpo_hicra")

@@ -22,7 +22,9 @@ def test_fleiss_table(lift, expected):
     # hand formula with scipy z-values, rounded up
     p0, p1 = 0.01875, 0.01875 + lift
     pb = (p0 + p1) / 2
-    raw = (norm.ppf(0.975) * math.sqrt(2 * pb * (1 - pb)) + norm.ppf(0.8) * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))) ** 2 / lift**2
+    raw = (
+        norm.ppf(0.975) * math.sqrt(2 * pb * (1 - pb)) + norm.ppf(0.8) * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
+    ) ** 2 / lift**2
     assert power.episodes_per_arm(0.01875, lift) == math.ceil(raw) == expected
 
 
@@ -52,7 +54,11 @@ def test_seeds_per_arm_is_the_smallest_n_reaching_power():
     assert n == 17  # classic: d = 1 needs 17 per arm for a two-sample t-test at 80%
     assert power.seeds_per_arm(0.0, 0.02) is None and power.seeds_per_arm(0.02, 0.0) is None
     paired = power.seeds_per_arm(0.02, 0.02, paired=True)
-    assert power.seed_level_power(paired, 0.02, 0.02, paired=True) >= 0.8 > power.seed_level_power(paired - 1, 0.02, 0.02, paired=True)
+    assert (
+        power.seed_level_power(paired, 0.02, 0.02, paired=True)
+        >= 0.8
+        > power.seed_level_power(paired - 1, 0.02, 0.02, paired=True)
+    )
 
 
 def test_bad_inputs_are_user_errors():
@@ -73,12 +79,20 @@ def test_power_cli_prints_2414(capsys):
 
 
 def test_power_cli_json_and_run_sd(capsys):
-    assert run_cli(["power", "--baseline-rate", "0.3", "--lift", "0.02", "--run-sd", "0.02", "--seeds", "4", "--json"]) == 0
+    assert (
+        run_cli(["power", "--baseline-rate", "0.3", "--lift", "0.02", "--run-sd", "0.02", "--seeds", "4", "--json"])
+        == 0
+    )
     plan = json.loads(capsys.readouterr().out)
     assert plan["episodes_per_arm"] == power.episodes_per_arm(0.3, 0.02)
     assert plan["seeds_per_arm_seed_level"] == 17
-    assert plan["by_seeds"] == [{"seeds": 4, "steps_per_run": math.ceil(plan["episodes_per_arm"] / 512),
-                                 "episodes_per_arm": math.ceil(plan["episodes_per_arm"] / 512) * 512}]
+    assert plan["by_seeds"] == [
+        {
+            "seeds": 4,
+            "steps_per_run": math.ceil(plan["episodes_per_arm"] / 512),
+            "episodes_per_arm": math.ceil(plan["episodes_per_arm"] / 512) * 512,
+        }
+    ]
     assert run_cli(["power", "--baseline-rate", "0.3", "--lift", "0"]) == 2
 
 

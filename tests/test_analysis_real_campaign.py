@@ -20,7 +20,9 @@ from retrain.analysis.load import load_campaign_runs
 
 TESTS_DIR = Path(__file__).parent
 HICRA, SEPA = "maxrl+gtpo_hicra", "maxrl+gtpo_sepa~sepa.steps=2"
-CAMPAIGN_TOML = tiny_campaign_base(100) + """
+CAMPAIGN_TOML = (
+    tiny_campaign_base(100)
+    + """
 [campaign]
 seeds = [11, 12, 13]
 max_steps = 3
@@ -39,6 +41,7 @@ transform_mode = "gtpo_sepa"
 [squeeze]
 min_variance_retention = 0.9
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +72,37 @@ def test_analysis_reads_the_trainers_campaign(campaign, capsys):
     assert all(r.num_steps == 3 and r.completions() == 3 * 8 for r in runs)
     # counts from metrics (correct_rate × batch × group) equal the emergence/steps.jsonl counts
     for r in runs:
-        assert r.episode_counts_by_step() == {row["step"]: (row["correct_count"], row["total_count"]) for row in r.steps}
+        assert r.episode_counts_by_step() == {
+            row["step"]: (row["correct_count"], row["total_count"]) for row in r.steps
+        }
     df = load_campaign(campaign)
     assert len(df) == 18 and {"correct_rate", "mean_reward", "exec_entropy_var", "sepa_lambda"} <= set(df.columns)
 
     out = campaign.parent / "out"
-    assert run_cli(["compare", str(campaign), "--baseline", HICRA, "--candidate", SEPA, "--resamples", "500",
-                    "--output", str(out / "sig.json")]) == 0
+    assert (
+        run_cli(
+            [
+                "compare",
+                str(campaign),
+                "--baseline",
+                HICRA,
+                "--candidate",
+                SEPA,
+                "--resamples",
+                "500",
+                "--output",
+                str(out / "sig.json"),
+            ]
+        )
+        == 0
+    )
     sig = json.loads((out / "sig.json").read_text())
     assert sig["seed_level"]["correct_rate"]["paired"] and sig["window"] == {
-        "start": 2, "end": 3, "default": True, "description": "last 20% of steps"}
+        "start": 2,
+        "end": 3,
+        "default": True,
+        "description": "last 20% of steps",
+    }
     # 24 completions per run < 32: the default litmus gates say INCONCLUSIVE; the smoke profile decides
     assert run_cli(["litmus", str(campaign), "--baseline", HICRA, "--candidate", SEPA]) == 2
     assert run_cli(["litmus", str(campaign), "--baseline", HICRA, "--candidate", SEPA, "--profile", "smoke"]) in (0, 1)

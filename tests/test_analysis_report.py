@@ -16,9 +16,18 @@ from PIL import Image
 from retrain.analysis.report import build_report, pick_sepa_hicra
 from retrain.errors import RetrainError
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=5000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=5000",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +42,16 @@ def test_report_files_and_sections(report):
     camp, paths = report
     assert paths["html"] == camp / "report" / "report.html"
     html, md = paths["html"].read_text(), paths["markdown"].read_text()
-    for heading in ("Runs", "Learning curves", "Mechanism: entropy and SEPA λ", "Each condition vs the baseline",
-                    "SEPA vs HICRA", "Litmus (profile", "Power", "LoRA-Squeeze"):
+    for heading in (
+        "Runs",
+        "Learning curves",
+        "Mechanism: entropy and SEPA λ",
+        "Each condition vs the baseline",
+        "SEPA vs HICRA",
+        "Litmus (profile",
+        "Power",
+        "LoRA-Squeeze",
+    ):
         assert heading in html and heading in md, heading
     # self-contained: every figure inline, nothing fetched from elsewhere
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) == 3
@@ -50,8 +67,9 @@ def test_report_json_content(report):
     data = json.loads(paths["json"].read_text())
     assert data["baseline"] == "grpo+none"
     others = ["maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa", "maxrl+none"]
-    assert sorted(data["comparisons"]) == sorted([f"grpo+none vs {c}" for c in others]
-                                                 + ["maxrl+gtpo_hicra vs maxrl+gtpo_sepa"])
+    assert sorted(data["comparisons"]) == sorted(
+        [f"grpo+none vs {c}" for c in others] + ["maxrl+gtpo_hicra vs maxrl+gtpo_sepa"]
+    )
     assert data["litmus"]["status"] in ("CONFIRMED", "FAILED", "INCONCLUSIVE")
     assert len(data["runs"]) == 15 and {r["state"] for r in data["runs"]} == {"completed"}
     assert data["squeeze"]["recommended_rank"] == 8
@@ -61,10 +79,14 @@ def test_report_json_content(report):
     from retrain.analysis.load import resolve_arm
     from retrain.analysis.significance import compare_arms
 
-    again = compare_arms(resolve_arm(["grpo+none"], camp), resolve_arm(["maxrl+gtpo_sepa"], camp), resamples=2000, seed=3)
+    again = compare_arms(
+        resolve_arm(["grpo+none"], camp), resolve_arm(["maxrl+gtpo_sepa"], camp), resamples=2000, seed=3
+    )
     mine = data["comparisons"]["grpo+none vs maxrl+gtpo_sepa"]["seed_level"]["correct_rate"]
-    assert (mine["p_value"], mine["ci_low"]) == (again["seed_level"]["correct_rate"]["p_value"],
-                                                  again["seed_level"]["correct_rate"]["ci_low"])
+    assert (mine["p_value"], mine["ci_low"]) == (
+        again["seed_level"]["correct_rate"]["p_value"],
+        again["seed_level"]["correct_rate"]["ci_low"],
+    )
 
 
 def test_regenerate_and_refuse_foreign_dirs(report, tmp_path):
@@ -84,8 +106,12 @@ def test_baseline_choice(tmp_path, capsys):
         build_report(camp, resamples=200, baseline="grpo+none")
     html = build_report(camp, resamples=200)["html"].read_text()  # default baseline absent: said so, no crash
     assert "The baseline condition <code>grpo+none</code> is not in this campaign" in html
-    assert run_cli(["report", str(camp), "--baseline", "maxrl+gtpo_hicra", "--out", str(tmp_path / "r2"),
-                    "--resamples", "200"]) == 0
+    assert (
+        run_cli(
+            ["report", str(camp), "--baseline", "maxrl+gtpo_hicra", "--out", str(tmp_path / "r2"), "--resamples", "200"]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "r2" / "report.json").read_text())
     assert list(data["comparisons"]) == ["maxrl+gtpo_hicra vs maxrl+gtpo_sepa"] * 1
     assert run_cli(["report", str(tmp_path / "nope")]) == 2
@@ -93,7 +119,9 @@ def test_baseline_choice(tmp_path, capsys):
 
 def test_pick_sepa_hicra():
     assert pick_sepa_hicra(["grpo+gtpo_hicra", "grpo+gtpo_sepa", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa"]) == (
-        "maxrl+gtpo_hicra", "maxrl+gtpo_sepa")
+        "maxrl+gtpo_hicra",
+        "maxrl+gtpo_sepa",
+    )
     assert pick_sepa_hicra(["grpo+gtpo_hicra", "grpo+gtpo_sepa"]) == ("grpo+gtpo_hicra", "grpo+gtpo_sepa")
     assert pick_sepa_hicra(["maxrl+gtpo_sepa", "grpo+gtpo_hicra"]) is None
 
@@ -106,14 +134,19 @@ def _chromium() -> str | None:
 
 
 def _run_chromium(binary: str, url: str, profile_dir, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--enable-logging=stderr",
-                           "--v=0", *extra, url], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--enable-logging=stderr", "--v=0", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _console_errors(stderr: str) -> list[str]:
     """Console messages that are page errors (chromium's own dbus/gpu noise is not the page's)."""
-    return [line for line in stderr.splitlines()
-            if "CONSOLE" in line and re.search(r"Uncaught|Error|Failed to load", line)]
+    return [
+        line for line in stderr.splitlines() if "CONSOLE" in line and re.search(r"Uncaught|Error|Failed to load", line)
+    ]
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ def rng(seed=0):
 
 # ---------- permutation test ----------
 
+
 def test_permutation_exact_hand_computed():
     # x = [0, 1], y = [2, 3]: Δ_obs = 2. The 6 splits of {0,1,2,3} into two pairs give
     # Δ* = ±2 (the observed split and its mirror), ±1, ±1... only 2 of 6 reach |Δ*| ≥ 2 → p = 1/3.
@@ -80,11 +81,12 @@ def test_permutation_batched_equals_one_by_one():
     g = rng(3)
     x, y = g.normal(size=(5, 4)), g.normal(size=(5, 5))
     batch = stats.permutation_test(x, y, 1000, rng()).p_K
-    single = [stats.permutation_test(x[k:k + 1], y[k:k + 1], 1000, rng()).p_K[0] for k in range(5)]
+    single = [stats.permutation_test(x[k : k + 1], y[k : k + 1], 1000, rng()).p_K[0] for k in range(5)]
     np.testing.assert_allclose(batch, single)
 
 
 # ---------- sign-flip test ----------
+
 
 def test_sign_flip_exact_hand_computed():
     # d = [1, 2, 3]: of the 8 sign vectors only (+,+,+) and (−,−,−) reach |mean| = 2 → p = 2/8.
@@ -104,6 +106,7 @@ def test_sign_flip_monte_carlo_min_p():
 
 
 # ---------- bootstrap, effect size, verdict ----------
+
 
 def test_bootstrap_ci_matches_loop_and_is_reproducible():
     x, y = np.array([0.30, 0.32, 0.29, 0.35]), np.array([0.36, 0.34, 0.39, 0.33])
@@ -133,8 +136,12 @@ def test_hedges_g_hand_computed():
 
 
 def test_recommend_rules():
-    v = stats.recommend(np.array([0.01, 0.01, 0.01, 0.2, 0.01]), np.array([0.1, 0.1, -0.1, 0.1, 0.1]),
-                        np.array([0.02, -0.01, -0.2, 0.02, 0.0]), alpha=0.05)
+    v = stats.recommend(
+        np.array([0.01, 0.01, 0.01, 0.2, 0.01]),
+        np.array([0.1, 0.1, -0.1, 0.1, 0.1]),
+        np.array([0.02, -0.01, -0.2, 0.02, 0.0]),
+        alpha=0.05,
+    )
     assert list(v) == [stats.IMPROVEMENT, stats.INSUFFICIENT, stats.DEGRADATION, stats.INSUFFICIENT, stats.INSUFFICIENT]
 
 
@@ -150,6 +157,7 @@ def test_windows():
 
 
 # ---------- episode level ----------
+
 
 @pytest.mark.parametrize("table", [(298, 1024, 342, 1024), (3, 160, 3, 160), (12, 2560, 17, 2560), (0, 10, 5, 10)])
 def test_fisher_equals_scipy(table):

@@ -29,8 +29,13 @@ T = 0.7
 
 
 def tiny(model_dir, **kw) -> LocalBackend:
-    args = {"lora_rank": 4, "target_modules": ["q_proj", "v_proj", "lm_head"], "device": "cpu", "temperature": T,
-            "seed": 0}
+    args = {
+        "lora_rank": 4,
+        "target_modules": ["q_proj", "v_proj", "lm_head"],
+        "device": "cpu",
+        "temperature": T,
+        "seed": 0,
+    }
     args.update(kw)
     return LocalBackend(model_dir, **args)
 
@@ -117,8 +122,12 @@ def test_greedy_is_deterministic_and_matches_hf_generate(backend):
         ids = torch.tensor([ga[0].prompt_ids])
         with torch.no_grad():
             ref = backend.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                eos_token_id=sorted(backend.stop_ids), pad_token_id=backend.pad_id,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=8,
+                do_sample=False,
+                eos_token_id=sorted(backend.stop_ids),
+                pad_token_id=backend.pad_id,
             )
         assert ga[0].token_ids == ref[0, ids.shape[1] :].tolist()
 
@@ -152,8 +161,9 @@ def test_each_prompt_is_prefilled_once_and_finished_rows_leave_the_batch(tiny_mo
     backend = tiny(tiny_model_dir)
     decoder, _ = decoder_and_head(backend.model)
     shapes = []
-    handle = decoder.register_forward_pre_hook(lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)),
-                                               with_kwargs=True)
+    handle = decoder.register_forward_pre_hook(
+        lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
     # Many stop tokens: rows finish at different steps.
     backend.stop_ids = set(range(3, 200))
     try:
@@ -285,14 +295,17 @@ def test_choose_tokens_frequencies_top_p_entropy_and_greedy():
     freq = torch.bincount(tok, minlength=3).float() / 20000
     assert freq.tolist() == pytest.approx([0.625, 0.375, 0.0], abs=0.015)
     assert lp.tolist() == pytest.approx(probs.log()[tok].tolist(), abs=1e-6)
-    tok, _, _ = choose_tokens(torch.tensor([[0.0, 2.0, 1.0]]), greedy=True, top_p=1.0, want_entropy=False, generator=None)
+    tok, _, _ = choose_tokens(
+        torch.tensor([[0.0, 2.0, 1.0]]), greedy=True, top_p=1.0, want_entropy=False, generator=None
+    )
     assert tok.tolist() == [1]
 
 
 def test_choose_tokens_never_picks_a_zero_probability_token():
     logits_B_V = torch.tensor([[float("-inf"), 0.0, float("-inf"), 0.0]]).expand(5000, 4).clone()
-    tok, _, ent = choose_tokens(logits_B_V, greedy=False, top_p=1.0, want_entropy=True,
-                                generator=torch.Generator().manual_seed(1))
+    tok, _, ent = choose_tokens(
+        logits_B_V, greedy=False, top_p=1.0, want_entropy=True, generator=torch.Generator().manual_seed(1)
+    )
     assert set(tok.tolist()) == {1, 3}
     assert ent[0].item() == pytest.approx(math.log(2), abs=1e-6)
 
@@ -360,8 +373,9 @@ def test_empty_and_zero_token_datums_take_no_step(backend):
 
 def test_reward_goes_up_with_lora_on_lm_head(tiny_model_dir):
     """Reward = fraction of digit characters; advantages r − mean(r) per group; 30 LoRA steps."""
-    backend = tiny(tiny_model_dir, lora_rank=8, temperature=1.0,
-                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "lm_head"])
+    backend = tiny(
+        tiny_model_dir, lora_rank=8, temperature=1.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "lm_head"]
+    )
     prompts = ["a", "b", "c", "d"]
     means = []
     for step in range(30):
@@ -427,7 +441,14 @@ def test_load_rejects_a_mismatched_or_incomplete_adapter(tiny_model_dir, tmp_pat
 def test_default_targets_are_the_projections_present(tiny_model_dir):
     backend = tiny(tiny_model_dir, target_modules=None)
     assert set(backend.model.peft_config["default"].target_modules) == {
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     with pytest.raises(RetrainError, match="qkv_proj.*its linear layers are"):
         resolve_target_modules(backend.model.get_base_model(), ["qkv_proj"])
     assert isinstance(backend, Backend)
@@ -437,10 +458,24 @@ def test_default_targets_are_the_projections_present(tiny_model_dir):
 
 def fake_cfg(model_dir, backend="local", options=None):
     return SimpleNamespace(
-        model=SimpleNamespace(name=model_dir, revision="", lora_rank=4, lora_alpha=0, lora_dropout=0.0,
-                              target_modules=["q_proj", "lm_head"]),
-        training=SimpleNamespace(clip_eps=0.0, clip_eps_high=0.0, kl_beta=0.0, loss_agg="seq_mean",
-                                 weight_decay=0.01, grad_clip_norm=0.5, temperature=0.9, seed=3),
+        model=SimpleNamespace(
+            name=model_dir,
+            revision="",
+            lora_rank=4,
+            lora_alpha=0,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "lm_head"],
+        ),
+        training=SimpleNamespace(
+            clip_eps=0.0,
+            clip_eps_high=0.0,
+            kl_beta=0.0,
+            loss_agg="seq_mean",
+            weight_decay=0.01,
+            grad_clip_norm=0.5,
+            temperature=0.9,
+            seed=3,
+        ),
         backend=SimpleNamespace(backend=backend, device="cpu", dtype="auto", options=options or {}),
         inference=SimpleNamespace(engine="hf"),
     )
@@ -479,7 +514,7 @@ def test_backend_options_are_checked_with_the_config(tmp_path):
     from retrain.errors import ConfigError
 
     toml = tmp_path / "c.toml"
-    toml.write_text('[backend.options]\nmicro_batchsize = 3\nmax_sample_rows = 0\n')
+    toml.write_text("[backend.options]\nmicro_batchsize = 3\nmax_sample_rows = 0\n")
     with pytest.raises(ConfigError) as e:
         load_config(str(toml))
     assert e.value.problems == [
@@ -495,7 +530,7 @@ def test_make_backend_from_a_real_config(tiny_model_dir, tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text(
         f'[model]\nname = "{tiny_model_dir}"\nlora_rank = 2\n'
-        '[training]\ntemperature = 0.8\nclip_eps = 0.2\n'
+        "[training]\ntemperature = 0.8\nclip_eps = 0.2\n"
         '[backend]\ndevice = "cpu"\n[backend.options]\nmicro_batch_size = 2\n'
     )
     backend = make_backend(load_config(str(toml)))
@@ -528,7 +563,9 @@ def test_smollm2_one_sample_and_one_train_step(user_model_cache, monkeypatch):
     monkeypatch.setenv("RETRAIN_CACHE", str(user_model_cache))
     # fp32: the exact on-policy check below; bf16 (what `auto` picks on CPUs with native bf16) agrees to
     # bf16 noise only, like CUDA (test_cuda_sample_and_train_step).
-    backend = LocalBackend("smollm2-135m", lora_rank=4, device="cpu", dtype="float32", temperature=T, micro_batch_size=4)
+    backend = LocalBackend(
+        "smollm2-135m", lora_rank=4, device="cpu", dtype="float32", temperature=T, micro_batch_size=4
+    )
     groups = backend.sample(["What is 3 + 4?"], 2, SamplingParams(max_tokens=8, temperature=T, seed=0))
     c = groups[0][0]
     assert backend.tokenizer.eos_token == "<|im_end|>" and 1 <= len(c.token_ids) <= 8

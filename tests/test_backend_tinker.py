@@ -26,7 +26,7 @@ from retrain.rl.loss import loss_normalizer, policy_loss
 
 tinker = pytest.importorskip("tinker")  # the dev extra installs it; elsewhere these tests skip
 
-from tinker_standin import StandInService, adapters_agree  # after the skip: it needs the SDK
+from tinker_standin import StandInService, adapters_agree  # noqa: E402 - after the skip: it needs the SDK
 
 ATTN_UNEMBED = {"train_attn": True, "train_mlp": False, "train_unembed": True}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "lm_head"]
@@ -42,9 +42,16 @@ def service(monkeypatch) -> StandInService:
 
 
 def make_backend(service, *, seed=3, loss_agg="token_mean", sleeps=None, **kw):
-    return tb.TinkerBackend(service.sdk_clients().service(), base_model="tiny-random", lora_rank=4,
-                            lora=ATTN_UNEMBED, seed=seed, loss_agg=loss_agg,
-                            sleep=(sleeps.append if sleeps is not None else (lambda s: None)), **kw)
+    return tb.TinkerBackend(
+        service.sdk_clients().service(),
+        base_model="tiny-random",
+        lora_rank=4,
+        lora=ATTN_UNEMBED,
+        seed=seed,
+        loss_agg=loss_agg,
+        sleep=(sleeps.append if sleeps is not None else (lambda s: None)),
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,8 +59,11 @@ def make_backend(service, *, seed=3, loss_agg="token_mean", sleeps=None, **kw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5), agg=st.sampled_from(["token_mean", "seq_mean"]),
-       seed=st.integers(0, 10_000))
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    agg=st.sampled_from(["token_mean", "seq_mean"]),
+    seed=st.integers(0, 10_000),
+)
 def test_aggregation_weights_turn_the_services_sum_into_policy_loss(lengths, agg, seed):
     """Σ_d Σ_t −ρ·(w_d·A) (what the service computes) equals policy_loss with the step's normalizer,
     in value and gradient."""
@@ -115,15 +125,24 @@ def _load(tmp_path: Path, text: str):
 
 def test_config_rejects_what_the_service_cannot_honour(tmp_path):
     with pytest.raises(ConfigError) as e:
-        _load(tmp_path, '[backend.options]\nmax_concurent = 2\nmax_retries = -1\n'
-                        '[model]\nlora_alpha = 8\nlora_dropout = 0.1\ntarget_modules = ["q_proj"]\n'
-                        '[training]\nclip_eps = 0.2\nkl_beta = 0.05\n'
-                        '[algorithm]\nuncertainty_kind = "shannon_entropy"\n')
+        _load(
+            tmp_path,
+            "[backend.options]\nmax_concurent = 2\nmax_retries = -1\n"
+            '[model]\nlora_alpha = 8\nlora_dropout = 0.1\ntarget_modules = ["q_proj"]\n'
+            "[training]\nclip_eps = 0.2\nkl_beta = 0.05\n"
+            '[algorithm]\nuncertainty_kind = "shannon_entropy"\n',
+        )
     problems = e.value.problems
-    expected = ["[backend.options].max_concurent: unknown option for the tinker backend; did you mean 'max_concurrent'?",
-                "[backend.options].max_retries: must be an integer >= 0, got -1",
-                "[model].lora_alpha:", "[model].lora_dropout:", "[model].target_modules: Tinker puts LoRA on whole groups",
-                "[training].clip_eps:", "[training].kl_beta:", "[algorithm].uncertainty_kind:"]
+    expected = [
+        "[backend.options].max_concurent: unknown option for the tinker backend; did you mean 'max_concurrent'?",
+        "[backend.options].max_retries: must be an integer >= 0, got -1",
+        "[model].lora_alpha:",
+        "[model].lora_dropout:",
+        "[model].target_modules: Tinker puts LoRA on whole groups",
+        "[training].clip_eps:",
+        "[training].kl_beta:",
+        "[algorithm].uncertainty_kind:",
+    ]
     for start in expected:
         assert sum(p.startswith(start) for p in problems) == 1, (start, problems)
     assert len(problems) == len(expected)
@@ -131,8 +150,13 @@ def test_config_rejects_what_the_service_cannot_honour(tmp_path):
 
 def test_a_tinker_config_loads_with_both_aggregations(tmp_path):
     cfg = _load(tmp_path, '[training]\nloss_agg = "seq_mean"\n[backend.options]\nmax_concurrent = 4\n')
-    assert tb.ENTRY.with_defaults(cfg.backend.options) == {"max_concurrent": 4, "max_retries": 3, "retry_backoff_s": 2,
-                                  "connect_timeout_s": 60, "checkpoint_ttl_s": 0}
+    assert tb.ENTRY.with_defaults(cfg.backend.options) == {
+        "max_concurrent": 4,
+        "max_retries": 3,
+        "retry_backoff_s": 2,
+        "connect_timeout_s": 60,
+        "checkpoint_ttl_s": 0,
+    }
 
 
 def test_retry_backoff_is_seconds_any_number_from_zero(tmp_path):
@@ -150,8 +174,17 @@ def test_explain_lists_what_each_setting_does_and_tokens_per_step(tmp_path, caps
 
     log_dir = tmp_path / "prior"
     log_dir.mkdir()
-    rows = [{"step": s, "mean_completion_tokens": 100.0, "batch_size": 8, "group_size": 16,
-             "tokens_per_second": 1000.0, "step_time_s": 20.0} for s in range(3)]
+    rows = [
+        {
+            "step": s,
+            "mean_completion_tokens": 100.0,
+            "batch_size": 8,
+            "group_size": 16,
+            "tokens_per_second": 1000.0,
+            "step_time_s": 20.0,
+        }
+        for s in range(3)
+    ]
     (log_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "c.toml"
     path.write_text(f'[backend]\nbackend = "tinker"\n[logging]\nlog_dir = "{log_dir.as_posix()}"\n')
@@ -159,17 +192,24 @@ def test_explain_lists_what_each_setting_does_and_tokens_per_step(tmp_path, caps
     info = json.loads(capsys.readouterr().out)
     settings_ = dict(info["backend"]["settings"])
     assert info["backend"]["name"] == "tinker"
-    assert "create_lora_training_client(base_model='Qwen/Qwen3-4B-Instruct-2507', rank=32, seed=42" in \
-        settings_["[model] name, lora_rank, target_modules, [training] seed"]
+    assert (
+        "create_lora_training_client(base_model='Qwen/Qwen3-4B-Instruct-2507', rank=32, seed=42"
+        in settings_["[model] name, lora_rank, target_modules, [training] seed"]
+    )
     assert "num_samples=16" in settings_["[training] group_size, max_tokens, temperature, top_p"]
     assert "learning_rate=4e-05" in settings_["[training] lr, weight_decay, grad_clip_norm"]
-    assert info["tokens_per_step"] == {"sampled_max": 8 * 16 * 10240, "measured": {
-        "sampled": 100.0 * 8 * 16, "prompt_and_completion": 20_000.0, "from": str(log_dir)}}
+    assert info["tokens_per_step"] == {
+        "sampled_max": 8 * 16 * 10240,
+        "measured": {"sampled": 100.0 * 8 * 16, "prompt_and_completion": 20_000.0, "from": str(log_dir)},
+    }
     assert any("temperature = 0.7 on tinker" in w for w in info["warnings"])
     assert main(["explain", str(path)]) == 0
     text = capsys.readouterr().out
     assert "# backend tinker: what each setting does" in text
-    assert "tokens/step       <= 1,310,720 sampled" in text and "measured 12,800 sampled, 20,000 prompt + completion" in text
+    assert (
+        "tokens/step       <= 1,310,720 sampled" in text
+        and "measured 12,800 sampled, 20,000 prompt + completion" in text
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,8 +260,11 @@ def test_creating_the_training_client_is_never_resent(service, error):
     sleeps: list[float] = []
     backend = make_backend(service, sleeps=sleeps, max_retries=3, resume_hint="retrain resume logs/r")
     service.fail_next("create", error)
-    with pytest.raises(BackendUnavailable, match=r"creating a LoRA training client for tiny-random failed: .*"
-                                                 r"Not resent.*`retrain resume logs/r`") as e:
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"creating a LoRA training client for tiny-random failed: .*"
+        r"Not resent.*`retrain resume logs/r`",
+    ) as e:
         backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
     assert e.value.exit_code == 1 and sleeps == []
     assert [k for k, _ in service.log] == ["failed:create"]
@@ -244,8 +287,16 @@ CLIP = 0.5  # below these steps' gradient norms (0.7-0.8), so clipping acts
 def _local_twin(seed=3, loss_agg="token_mean"):
     from retrain.backends.local import LocalBackend
 
-    return LocalBackend("tiny-random", lora_rank=4, target_modules=TARGETS, device="cpu", temperature=1.0,
-                        seed=seed, loss_agg=loss_agg, grad_clip_norm=CLIP)
+    return LocalBackend(
+        "tiny-random",
+        lora_rank=4,
+        target_modules=TARGETS,
+        device="cpu",
+        temperature=1.0,
+        seed=seed,
+        loss_agg=loss_agg,
+        grad_clip_norm=CLIP,
+    )
 
 
 def _adapter(model) -> dict[str, torch.Tensor]:
@@ -265,8 +316,9 @@ def _transformed_datums(groups, step: int) -> list[Datum]:
             h = token_uncertainty("surprisal", c.logprobs, None)
             mask = [t % 3 == 0 for t in range(len(c.token_ids))]
             transform = ["gtpo", "gtpo_hicra", "gtpo_sepa", "none"][(g + i + step) % 4]
-            adv = token_advantages((-1.0) ** i * (1 + g), h, mask, transform=transform, beta=0.5, alpha=0.4,
-                                   sepa_lambda=0.6)
+            adv = token_advantages(
+                (-1.0) ** i * (1 + g), h, mask, transform=transform, beta=0.5, alpha=0.4, sepa_lambda=0.6
+            )
             out.append(Datum(c.prompt_ids, c.token_ids, c.logprobs, list(adv)))
     return out
 
@@ -278,8 +330,9 @@ def test_three_training_steps_match_the_local_backend(service, loss_agg):
     leave the same LoRA weights as the local backend's (grad clipping included)."""
     backend, local = make_backend(service, loss_agg=loss_agg, grad_clip_norm=CLIP), _local_twin(loss_agg=loss_agg)
     for step, lr in enumerate([3e-2, 2e-2, 1e-2]):
-        groups = backend.sample(["What is 2 + 2?", "Name a colour"], 3, SamplingParams(max_tokens=6, temperature=1.0,
-                                                                                       seed=step))
+        groups = backend.sample(
+            ["What is 2 + 2?", "Name a colour"], 3, SamplingParams(max_tokens=6, temperature=1.0, seed=step)
+        )
         if step == 0:  # the same seed gives the same LoRA init on the service and locally
             start = _training_adapter(service)
             assert all(torch.equal(start[k], v) for k, v in _adapter(local.model).items())
@@ -294,8 +347,8 @@ def test_three_training_steps_match_the_local_backend(service, loss_agg):
             P, T = len(d.prompt_ids), len(d.completion_ids)
             adv = np.asarray(sent.loss_fn_inputs["advantages"].data)
             assert not adv[: P - 1].any()
-            assert adv[P - 1:] == pytest.approx(np.float32(np.asarray(d.advantages_T) * w), rel=1e-6)
-            returned = fb["result"].loss_fn_outputs[b]["logprobs"].data[P - 1:]
+            assert adv[P - 1 :] == pytest.approx(np.float32(np.asarray(d.advantages_T) * w), rel=1e-6)
+            returned = fb["result"].loss_fn_outputs[b]["logprobs"].data[P - 1 :]
             assert returned == pytest.approx(local_new_B_T[b, :T].tolist(), abs=2e-5)
         assert result.loss == pytest.approx(expected.loss, rel=1e-4, abs=1e-6)
         assert result.sampler_train_kl == pytest.approx(expected.sampler_train_kl, abs=1e-5)
@@ -305,7 +358,8 @@ def test_three_training_steps_match_the_local_backend(service, loss_agg):
         for key, value in theirs.items():
             assert adapters_agree(ours[key], value), (step, key)
     assert service.requests("optim_step")[-1]["params"] == tinker.AdamParams(
-        learning_rate=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, grad_clip_norm=CLIP)
+        learning_rate=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, grad_clip_norm=CLIP
+    )
 
 
 def _training_adapter(service) -> dict[str, torch.Tensor]:
@@ -317,8 +371,14 @@ def test_training_step_is_one_round_trip(service):
     groups = backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
     start = len(service.events)
     backend.train_step(_transformed_datums(groups, 0), lr=1e-2)
-    assert service.events[start:] == ["send:forward_backward", "send:optim_step", "send:publish",
-                                      "wait:forward_backward", "wait:optim_step", "wait:publish"]
+    assert service.events[start:] == [
+        "send:forward_backward",
+        "send:optim_step",
+        "send:publish",
+        "wait:forward_backward",
+        "wait:optim_step",
+        "wait:publish",
+    ]
     backend.sample(["Say 7"], 2, SamplingParams(max_tokens=4, temperature=1.0))
     assert service.requests("sample")[-1]["snapshot"] == service.requests("publish")[-1]["result"].snapshot
 
@@ -381,8 +441,9 @@ def test_checkpoint_round_trip_restores_weights_and_adam_state(service, tmp_path
         assert service.log[-3][0] == "restore" and len(service.requests("create")) == 1
         assert all(torch.equal(saved["adapter"][k], v) for k, v in client.adapter_state().items())
         state = client.local.optimizer.state_dict()["state"]
-        assert state and all(torch.equal(s["exp_avg"], saved["optimizer"]["state"][i]["exp_avg"])
-                             for i, s in state.items())
+        assert state and all(
+            torch.equal(s["exp_avg"], saved["optimizer"]["state"][i]["exp_avg"]) for i, s in state.items()
+        )
     with pytest.raises(RetrainError, match="not on the service any more"):
         make_backend(service).load("tinker://gone/weights/final")
 
@@ -465,8 +526,10 @@ with FileLimiter(sys.argv[1], 2).slot():
 
 
 def test_limiter_is_shared_by_processes(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(tmp_path / "lim"), str(tmp_path / f"p{i}")])
-             for i in range(5)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(tmp_path / "lim"), str(tmp_path / f"p{i}")])
+        for i in range(5)
+    ]
     assert [p.wait(60) for p in procs] == [0] * 5
     spans = [tuple(map(float, (tmp_path / f"p{i}").read_text().split())) for i in range(5)]
     overlap = max(sum(s <= t < e for s, e in spans) for t, _ in spans)

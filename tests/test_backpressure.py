@@ -124,8 +124,9 @@ def test_actions_with_hysteresis_and_clamping():
 
 def test_controller_sweeps_then_settles_below_the_peak():
     rng = random.Random(1)
-    bp = USLController(enabled=True, warmup_steps=14, min_batch_size=1, max_batch_size=64, group_size=4,
-                       initial_batch_size=32)
+    bp = USLController(
+        enabled=True, warmup_steps=14, min_batch_size=1, max_batch_size=64, group_size=4, initial_batch_size=32
+    )
     decisions = _drive(bp, 14, 4, rng)
     assert [b for b, _ in decisions] == [1, 2, 4, 8, 16, 32, 64] * 2
     assert [d.regime for _, d in decisions[:13]] == ["warmup"] * 13
@@ -145,8 +146,9 @@ def test_controller_sweeps_then_settles_below_the_peak():
 
 def test_controller_increases_when_far_below_the_peak():
     rng = random.Random(2)
-    bp = USLController(enabled=True, warmup_steps=7, min_batch_size=1, max_batch_size=64, group_size=1,
-                       initial_batch_size=2)
+    bp = USLController(
+        enabled=True, warmup_steps=7, min_batch_size=1, max_batch_size=64, group_size=1, initial_batch_size=2
+    )
     *_, (_, last) = _drive(bp, 7, 1, rng)
     assert last.action == "increase" and last.batch_size == int(0.85 * last.p_star)  # 26 with group 1
 
@@ -163,8 +165,9 @@ def test_memory_bound_when_throughput_beats_prediction():
 
 def test_disabled_never_changes_batch_size_but_still_reports():
     rng = random.Random(3)
-    bp = USLController(enabled=False, warmup_steps=3, min_batch_size=1, max_batch_size=64, group_size=4,
-                       initial_batch_size=100)  # even outside [min, max]: the user's choice stands
+    bp = USLController(
+        enabled=False, warmup_steps=3, min_batch_size=1, max_batch_size=64, group_size=4, initial_batch_size=100
+    )  # even outside [min, max]: the user's choice stands
     for step in range(40):
         assert bp.batch_size_for_step(step) == 100
         # a different size observed (e.g. the loop shrank a batch) feeds the fit but is not adopted
@@ -185,9 +188,16 @@ def test_unknown_regime_without_enough_sizes():
 
 def test_metrics_are_json_safe_before_and_after_degenerate_steps():
     bp = USLController(enabled=True, warmup_steps=2, group_size=4, initial_batch_size=4)
-    assert bp.metrics() == {"bp_regime": "warmup", "bp_action": "hold", "bp_p_star": None, "bp_sigma": None,
-                            "bp_kappa": None, "bp_throughput": None, "bp_predicted_throughput": None,
-                            "bp_batch_size": 4}
+    assert bp.metrics() == {
+        "bp_regime": "warmup",
+        "bp_action": "hold",
+        "bp_p_star": None,
+        "bp_sigma": None,
+        "bp_kappa": None,
+        "bp_throughput": None,
+        "bp_predicted_throughput": None,
+        "bp_batch_size": 4,
+    }
     for tokens, seconds in ((100.0, 0.0), (0.0, 1.0), (float("inf"), 1.0), (float("nan"), 1.0)):
         bp.observe(4, 4, tokens=tokens, seconds=seconds)
         text = json.dumps(bp.metrics(), allow_nan=False)  # raises on NaN/inf
@@ -225,7 +235,10 @@ def test_invalid_settings_raise_config_error_naming_the_keys():
         USLController(enabled=True, min_batch_size=8, max_batch_size=4, throttle_margin=1.5, ema_decay=1.0)
     text = str(err.value)
     # the same words as the config's ([backpressure] checks live in one function, backpressure_problems)
-    assert "[backpressure].min_batch_size: 8 is above max_batch_size 4" in text and "[backpressure].throttle_margin" in text
+    assert (
+        "[backpressure].min_batch_size: 8 is above max_batch_size 4" in text
+        and "[backpressure].throttle_margin" in text
+    )
     assert "[backpressure].ema_decay" in text
 
 
@@ -249,13 +262,20 @@ def test_from_config_reads_the_table():
     initial=st.integers(1, 64),
     steps=st.lists(
         st.tuples(st.floats(0.0, 1e6, allow_nan=False), st.floats(0.0, 100.0, allow_nan=False)),
-        min_size=1, max_size=30,
+        min_size=1,
+        max_size=30,
     ),
 )
 def test_batch_size_always_within_bounds(enabled, min_b, span, warmup, group, initial, steps):
     max_b = min_b + span
-    bp = USLController(enabled=enabled, warmup_steps=warmup, min_batch_size=min_b, max_batch_size=max_b,
-                       group_size=group, initial_batch_size=initial)
+    bp = USLController(
+        enabled=enabled,
+        warmup_steps=warmup,
+        min_batch_size=min_b,
+        max_batch_size=max_b,
+        group_size=group,
+        initial_batch_size=initial,
+    )
     for step, (tokens, seconds) in enumerate(steps):
         b = bp.batch_size_for_step(step)
         if enabled:
@@ -283,8 +303,9 @@ def test_warmup_is_w_sweep_steps_and_the_first_fit_follows_the_last_of_them():
     the first fit (its row is no longer "warmup") and its decision sets step W's batch size."""
     rng = random.Random(3)
     w = 5
-    bp = USLController(enabled=True, warmup_steps=w, min_batch_size=1, max_batch_size=16, group_size=4,
-                       initial_batch_size=8)
+    bp = USLController(
+        enabled=True, warmup_steps=w, min_batch_size=1, max_batch_size=16, group_size=4, initial_batch_size=8
+    )
     decisions = _drive(bp, w + 2, 4, rng)
     sizes = [b for b, _ in decisions]
     regimes = [d.regime for _, d in decisions]

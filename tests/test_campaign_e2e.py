@@ -27,7 +27,9 @@ STEPS = 3
 CONDITIONS = ["grpo+none", "maxrl+gtpo_sepa~sepa.steps=2"]
 NAMES = [f"{c}_s{s}" for c in CONDITIONS for s in (11, 12)]
 
-CAMPAIGN_TOML = tiny_campaign_base(1) + """
+CAMPAIGN_TOML = (
+    tiny_campaign_base(1)
+    + """
 [campaign]
 seeds = {seeds}
 max_steps = {steps}
@@ -42,6 +44,7 @@ transform_mode = "none"
 [squeeze]
 min_variance_retention = 0.9
 """
+)
 SEPA_CONDITION = """
 [[campaign.conditions]]
 advantage_mode = "maxrl"
@@ -52,9 +55,16 @@ transform_mode = "gtpo_sepa"
 
 def write_campaign(tmp_path: Path, executor: str = "sequential", seeds=(11, 12), sepa=True, extra="") -> Path:
     path = tmp_path / f"{executor}.toml"
-    path.write_text(CAMPAIGN_TOML.format(
-        seeds=list(seeds), steps=STEPS, executor=executor, root=(tmp_path / "logs").as_posix(),
-        more_conditions=SEPA_CONDITION if sepa else "") + extra)
+    path.write_text(
+        CAMPAIGN_TOML.format(
+            seeds=list(seeds),
+            steps=STEPS,
+            executor=executor,
+            root=(tmp_path / "logs").as_posix(),
+            more_conditions=SEPA_CONDITION if sepa else "",
+        )
+        + extra
+    )
     return path
 
 
@@ -90,13 +100,25 @@ def test_sequential_layout_manifest_and_logs(reference: Path):
     for r in doc["runs"]:
         run_dir = reference / r["log_dir"]
         assert r["state"] == "completed" and r["returncode"] == 0
-        for rel in ("config.toml", "config.json", "run.json", "metrics.jsonl", "trainer_state.json",
-                    "emergence/steps.jsonl", "emergence/generations.jsonl", "adapter/final/adapter_model.safetensors"):
+        for rel in (
+            "config.toml",
+            "config.json",
+            "run.json",
+            "metrics.jsonl",
+            "trainer_state.json",
+            "emergence/steps.jsonl",
+            "emergence/generations.jsonl",
+            "adapter/final/adapter_model.safetensors",
+        ):
             assert (run_dir / rel).exists(), (r["name"], rel)
         assert (reference / r["adapter_dir"] / "final" / "adapter_config.json").exists()  # own adapter dir
         info = json.loads((run_dir / "run.json").read_text())
         assert (info["status"], info["step"], info["condition"], info["seed"]) == (
-            "completed", STEPS - 1, r["condition"], r["seed"])
+            "completed",
+            STEPS - 1,
+            r["condition"],
+            r["seed"],
+        )
         cfg = load_config(run_dir / "config.toml")
         assert cfg.training.max_steps == STEPS and cfg.training.seed == r["seed"]
         assert cfg.sepa.steps == (2 if "sepa" in r["condition"] else 500)
@@ -205,13 +227,18 @@ def _assert_complete_and_equal(campaign: Path, reference: Path) -> None:
 @pytest.mark.slow
 def test_sigkilled_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, reference: Path):
     path = write_campaign(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         # Kill while the second run is mid-way: the first completed, the second has logged a step.
-        _wait_for(lambda: any((tmp_path / "logs").glob("campaign_*/runs/grpo+none_s12/metrics.jsonl"))
-                  and _rows(next((tmp_path / "logs").glob("campaign_*/runs/grpo+none_s12/metrics.jsonl"))) >= 1,
-                  proc)
+        _wait_for(
+            lambda: (
+                any((tmp_path / "logs").glob("campaign_*/runs/grpo+none_s12/metrics.jsonl"))
+                and _rows(next((tmp_path / "logs").glob("campaign_*/runs/grpo+none_s12/metrics.jsonl"))) >= 1
+            ),
+            proc,
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -235,11 +262,11 @@ def test_sigkilled_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, 
 @pytest.mark.slow
 def test_ctrl_c_on_processes_campaign_then_retrain_resume(tmp_path: Path, reference: Path):
     path = write_campaign(tmp_path, "processes")
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        _wait_for(lambda: any(_rows(p) >= 1 for p in (tmp_path / "logs").glob("campaign_*/runs/*/metrics.jsonl")),
-                  proc)
+        _wait_for(lambda: any(_rows(p) >= 1 for p in (tmp_path / "logs").glob("campaign_*/runs/*/metrics.jsonl")), proc)
         proc.send_signal(signal.SIGINT)  # to the runner only: it must stop its children itself
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -259,8 +286,13 @@ def test_ctrl_c_on_processes_campaign_then_retrain_resume(tmp_path: Path, refere
             info = json.loads(info_path.read_text())
             assert info["status"] in ("interrupted", "completed"), info
 
-    done = subprocess.run([sys.executable, "-m", "retrain", "resume", str(campaign)], capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "retrain", "resume", str(campaign)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     _assert_complete_and_equal(campaign, reference)
 
@@ -312,5 +344,7 @@ def test_wandb_names_groups_and_tags_per_run_and_squeeze_run(tmp_path: Path, mon
         assert "train/rewards/correct_rate" in runs[f"{label}_s11"].logged[0]
     squeeze = runs["squeeze-analysis"]
     assert squeeze.finished and squeeze.kwargs["project"] == "sweep"
-    assert squeeze.summary["squeeze/recommended_rank"] == read_manifest(the_campaign(tmp_path))["squeeze"][
-        "recommended_rank"]
+    assert (
+        squeeze.summary["squeeze/recommended_rank"]
+        == read_manifest(the_campaign(tmp_path))["squeeze"]["recommended_rank"]
+    )

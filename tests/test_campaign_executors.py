@@ -159,7 +159,11 @@ def test_sequential_records_failures_and_goes_on(tmp_path: Path):
     SequentialExecutor(fake_resume).run(jobs, rec.on_start, rec.on_finish)
     assert calls == ["ok_s1", "crash_s1", "fail_s1", "ok_s2"]
     assert {n: o.state for n, o in rec.finished.items()} == {
-        "ok_s1": "completed", "crash_s1": "failed", "fail_s1": "failed", "ok_s2": "completed"}
+        "ok_s1": "completed",
+        "crash_s1": "failed",
+        "fail_s1": "failed",
+        "ok_s2": "completed",
+    }
     assert rec.finished["crash_s1"].error == "ValueError: NaN in logits"
     assert rec.max_active == 1
 
@@ -191,7 +195,10 @@ def test_processes_run_all_record_failures_and_keep_logs(tmp_path: Path, monkeyp
     ProcessExecutor(max_workers=2, command=child_command).run(jobs, rec.on_start, rec.on_finish)
     assert sorted(rec.started) == ["a_s1", "b_s1", "c_s1"]
     assert {n: (o.state, o.returncode) for n, o in rec.finished.items()} == {
-        "a_s1": ("completed", 0), "b_s1": ("failed", 3), "c_s1": ("completed", 0)}
+        "a_s1": ("completed", 0),
+        "b_s1": ("failed", 3),
+        "c_s1": ("completed", 0),
+    }
     assert "stderr.log" in rec.finished["b_s1"].error
     assert rec.max_active == 2
     for job in jobs:
@@ -223,7 +230,8 @@ def test_processes_unstartable_command_is_a_failure_not_a_crash(tmp_path: Path):
     jobs = [make_job(tmp_path, "a_s1"), make_job(tmp_path, "b_s1")]
     rec = Recorder()
     ProcessExecutor(max_workers=1, command=lambda d: [str(tmp_path / "no-such-binary")]).run(
-        jobs, rec.on_start, rec.on_finish)
+        jobs, rec.on_start, rec.on_finish
+    )
     assert [o.state for o in rec.finished.values()] == ["failed", "failed"]
     assert "could not start" in rec.finished["a_s1"].error
 
@@ -266,8 +274,7 @@ def test_processes_child_ignoring_sigint_is_terminated(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(time, "sleep", poll_sleep_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        ProcessExecutor(max_workers=1, command=child_command, grace_s=0.5).run([stubborn], rec.on_start,
-                                                                               rec.on_finish)
+        ProcessExecutor(max_workers=1, command=child_command, grace_s=0.5).run([stubborn], rec.on_start, rec.on_finish)
     assert rec.finished["stubborn_s1"] == Outcome("interrupted", -signal.SIGTERM)
     assert not alive(int((stubborn.run_dir / "pid").read_text()))
 
@@ -292,7 +299,9 @@ def test_ray_local_cluster_runs_tasks_and_records_failures(tmp_path: Path):
     prefix = [sys.executable, "-c", CHILD]  # the task appends the run dir
     RayExecutor(device="cpu", command=prefix).run(jobs, rec.on_start, rec.on_finish)
     assert {n: (o.state, o.returncode) for n, o in rec.finished.items()} == {
-        "a_s1": ("completed", 0), "b_s1": ("failed", 2)}
+        "a_s1": ("completed", 0),
+        "b_s1": ("failed", 2),
+    }
     assert (jobs[0].run_dir / "stdout.log").read_text() == "out a_s1\n"
     assert (jobs[0].run_dir / "cwd").read_text() == os.getcwd()  # the driver's, as for the other executors
     assert not ray.is_initialized()  # the local Ray it started is shut down

@@ -18,31 +18,51 @@ from retrain.campaign.manifest import (
     read_manifest,
     run_entry,
 )  # fmt: skip
-from retrain.jsonio import write_json_atomic
 from retrain.campaign.runner import make_campaign_dir, prepare_run_dir
 from retrain.config import Config, load_config
 from retrain.errors import RetrainError
+from retrain.jsonio import write_json_atomic
 
 
 def _manifest(tmp_path: Path, names=("grpo+none_s1", "grpo+none_s2")) -> Manifest:
     runs = [run_entry(n, n.rsplit("_s", 1)[0], int(n.rsplit("_s", 1)[1]), f"runs/{n}") for n in names]
-    doc = new_manifest(config_path=None, conditions=["grpo+none"], seeds=[1, 2], max_steps=3,
-                       executor="sequential", runs=runs)
+    doc = new_manifest(
+        config_path=None, conditions=["grpo+none"], seeds=[1, 2], max_steps=3, executor="sequential", runs=runs
+    )
     return Manifest.create(tmp_path, doc)
 
 
 def test_new_manifest_has_every_documented_field(tmp_path: Path):
     m = _manifest(tmp_path)
     doc = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(doc) == {"version", "created_at", "config_path", "conditions", "seeds", "max_steps", "executor",
-                        "runs", "squeeze"}
+    assert set(doc) == {
+        "version",
+        "created_at",
+        "config_path",
+        "conditions",
+        "seeds",
+        "max_steps",
+        "executor",
+        "runs",
+        "squeeze",
+    }
     assert doc["squeeze"] is None and doc["max_steps"] == 3 and doc["seeds"] == [1, 2]
     assert datetime.fromisoformat(doc["created_at"]).tzinfo is not None  # unambiguous across hosts
     entry = doc["runs"][0]
     assert entry == {
-        "name": "grpo+none_s1", "condition": "grpo+none", "seed": 1, "state": "pending", "returncode": None,
-        "log_dir": "runs/grpo+none_s1", "adapter_dir": "runs/grpo+none_s1/adapter", "started_at": None,
-        "finished_at": None, "elapsed_s": None, "stdout": None, "stderr": None, "error": None,
+        "name": "grpo+none_s1",
+        "condition": "grpo+none",
+        "seed": 1,
+        "state": "pending",
+        "returncode": None,
+        "log_dir": "runs/grpo+none_s1",
+        "adapter_dir": "runs/grpo+none_s1/adapter",
+        "started_at": None,
+        "finished_at": None,
+        "elapsed_s": None,
+        "stdout": None,
+        "stderr": None,
+        "error": None,
     }
     assert m.run_dir("grpo+none_s1") == (tmp_path / "runs/grpo+none_s1").resolve()
     assert is_campaign_dir(tmp_path) and not is_campaign_dir(tmp_path / "runs")
@@ -116,7 +136,10 @@ def test_campaign_dir_never_reused(tmp_path: Path):
     second = make_campaign_dir(tmp_path / "logs", t)
     third = make_campaign_dir(tmp_path / "logs", t)
     assert [p.name for p in (first, second, third)] == [
-        "campaign_20250215_143022", "campaign_20250215_143022_2", "campaign_20250215_143022_3"]
+        "campaign_20250215_143022",
+        "campaign_20250215_143022_2",
+        "campaign_20250215_143022_3",
+    ]
     assert all(p.is_dir() for p in (first, second, third))
 
 
@@ -145,8 +168,11 @@ def test_labels_become_run_dirs_with_absolute_log_dir_and_full_config(tmp_path: 
     campaign = tmp_path / "camp"
     entries = [prepare_run_dir(campaign, s) for s in specs]
     assert [e["log_dir"] for e in entries] == [
-        "runs/grpo+none_s42", "runs/grpo+none_s101",
-        "runs/maxrl+gtpo_sepa~sepa.steps=100_s42", "runs/maxrl+gtpo_sepa~sepa.steps=100_s101"]
+        "runs/grpo+none_s42",
+        "runs/grpo+none_s101",
+        "runs/maxrl+gtpo_sepa~sepa.steps=100_s42",
+        "runs/maxrl+gtpo_sepa~sepa.steps=100_s101",
+    ]
     assert [e["condition"] for e in entries][2] == "maxrl+gtpo_sepa~sepa.steps=100"
     run_dir = campaign / entries[2]["log_dir"]
     cfg = load_config(run_dir / "config.toml")

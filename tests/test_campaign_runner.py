@@ -45,17 +45,25 @@ def write_adapter(path: Path) -> None:
     A[:4, :4] = torch.eye(4)
     B = torch.zeros(5, 4)
     B[0, 0], B[1, 1] = 2.0, 1.0
-    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": A,
-               "base_model.model.layers.0.q_proj.lora_B.weight": B}, str(path / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.model.layers.0.q_proj.lora_A.weight": A, "base_model.model.layers.0.q_proj.lora_B.weight": B},
+        str(path / "adapter_model.safetensors"),
+    )
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
 
 
 def write_finished_run(run_dir: Path, max_steps: int = 3) -> None:
     """What a completed run leaves that proves it (retrain/checkpoints.py): metrics rows, and a
     trainer state at the last step whose checkpoint dir records it. Contents are placeholders."""
-    state = {"step": max_steps - 1, "checkpoint": "adapter/final", "cursor": {}, "sepa": {}, "backpressure": {},
-             "counters": {"total_correct": 0, "total_completions": 0, "num_updates": 0},
-             "rng": {"python": "", "numpy": [], "torch": ""}}
+    state = {
+        "step": max_steps - 1,
+        "checkpoint": "adapter/final",
+        "cursor": {},
+        "sepa": {},
+        "backpressure": {},
+        "counters": {"total_correct": 0, "total_completions": 0, "num_updates": 0},
+        "rng": {"python": "", "numpy": [], "torch": ""},
+    }
     (run_dir / "adapter" / "final").mkdir(parents=True, exist_ok=True)
     (run_dir / "adapter" / "final" / "trainer_state.json").write_text(json.dumps({**state, "files": {}}))
     (run_dir / "trainer_state.json").write_text(json.dumps(state))
@@ -194,8 +202,12 @@ def test_interrupt_counts_the_runs_it_stopped(tmp_path: Path, capsys):
     cfg, _ = campaign_config(tmp_path)
     assert run_campaign(cfg, executor=StopsTwoThenInterrupted()) == 130
     assert "Interrupted (2 run(s) stopped)" in capsys.readouterr().out
-    assert [r["state"] for r in read_manifest(only_campaign(tmp_path))["runs"]] == \
-        ["interrupted", "interrupted", "pending", "pending"]
+    assert [r["state"] for r in read_manifest(only_campaign(tmp_path))["runs"]] == [
+        "interrupted",
+        "interrupted",
+        "pending",
+        "pending",
+    ]
 
 
 def test_resume_of_something_else_is_a_user_error(tmp_path: Path):

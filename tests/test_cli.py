@@ -27,58 +27,180 @@ COND = '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none
 
 # (TOML text or None for "no file argument", extra CLI args, substrings the message must contain)
 MALFORMED = [
-    pytest.param("[trainng]\nlr = 1e-4\n", [], ["[trainng]: unknown table", "did you mean [training]?"], id="unknown-table"),
+    pytest.param(
+        "[trainng]\nlr = 1e-4\n", [], ["[trainng]: unknown table", "did you mean [training]?"], id="unknown-table"
+    ),
     pytest.param("[training]\nlrr = 1e-4\n", [], ["[training].lrr: unknown key", "did you mean lr?"], id="unknown-key"),
-    pytest.param("[model]\nlr = 1e-4\n", [], ["[model].lr: unknown key", "lr belongs in [training]"], id="key-in-wrong-table"),
-    pytest.param("seed = 3\n", [], ["seed: keys belong in a table", "did you mean [training].seed?"], id="stray-top-level-key"),
-    pytest.param('[data]\nshuffle = "false"\n', [], ['[data].shuffle: expected true or false, got the string "false"', "without quotes"], id="string-false"),
-    pytest.param("[training]\nbatch_size = true\n", [], ["[training].batch_size: expected an integer, got true"], id="bool-for-int"),
+    pytest.param(
+        "[model]\nlr = 1e-4\n", [], ["[model].lr: unknown key", "lr belongs in [training]"], id="key-in-wrong-table"
+    ),
+    pytest.param(
+        "seed = 3\n", [], ["seed: keys belong in a table", "did you mean [training].seed?"], id="stray-top-level-key"
+    ),
+    pytest.param(
+        '[data]\nshuffle = "false"\n',
+        [],
+        ['[data].shuffle: expected true or false, got the string "false"', "without quotes"],
+        id="string-false",
+    ),
+    pytest.param(
+        "[training]\nbatch_size = true\n",
+        [],
+        ["[training].batch_size: expected an integer, got true"],
+        id="bool-for-int",
+    ),
     pytest.param("[training]\nlr = -1\n", [], ["[training].lr: must be > 0, got -1"], id="negative-lr"),
     pytest.param("[training]\ntop_p = 1.5\n", [], ["[training].top_p: must be <= 1, got 1.5"], id="top-p"),
-    pytest.param("[training]\ntemperature = 0\n", [], ["[training].temperature: must be > 0, got 0"], id="zero-temperature"),
-    pytest.param("[training]\nbatch_size = 2.5\n", [], ["[training].batch_size: expected an integer, got 2.5"], id="float-for-int"),
-    pytest.param('[training]\nmax_steps = "100"\n', [], ['[training].max_steps: expected an integer, got the string "100"'], id="string-for-int"),
+    pytest.param(
+        "[training]\ntemperature = 0\n", [], ["[training].temperature: must be > 0, got 0"], id="zero-temperature"
+    ),
+    pytest.param(
+        "[training]\nbatch_size = 2.5\n",
+        [],
+        ["[training].batch_size: expected an integer, got 2.5"],
+        id="float-for-int",
+    ),
+    pytest.param(
+        '[training]\nmax_steps = "100"\n',
+        [],
+        ['[training].max_steps: expected an integer, got the string "100"'],
+        id="string-for-int",
+    ),
     pytest.param("[training]\nlr = inf\n", [], ["[training].lr: must be a finite number, got inf"], id="infinite-lr"),
-    pytest.param('[training]\nloss_agg = "sum"\n', [], ["[training].loss_agg: must be one of 'token_mean', 'seq_mean', got the string \"sum\""], id="bad-literal"),
-    pytest.param('[algorithm]\ntransform_mode = "gtpo_sep"\n', [], ["[algorithm].transform_mode: must be one of", "did you mean 'gtpo_sepa'?"], id="bad-mode"),
-    pytest.param('[logging]\nwandb_mode = "onlin"\n', [], ["[logging].wandb_mode", "did you mean 'online'?"], id="literal-suggestion"),
+    pytest.param(
+        '[training]\nloss_agg = "sum"\n',
+        [],
+        ["[training].loss_agg: must be one of 'token_mean', 'seq_mean', got the string \"sum\""],
+        id="bad-literal",
+    ),
+    pytest.param(
+        '[algorithm]\ntransform_mode = "gtpo_sep"\n',
+        [],
+        ["[algorithm].transform_mode: must be one of", "did you mean 'gtpo_sepa'?"],
+        id="bad-mode",
+    ),
+    pytest.param(
+        '[logging]\nwandb_mode = "onlin"\n',
+        [],
+        ["[logging].wandb_mode", "did you mean 'online'?"],
+        id="literal-suggestion",
+    ),
     pytest.param("[model]\nlora_rank = 0\n", [], ["[model].lora_rank: must be >= 1, got 0"], id="zero-rank"),
-    pytest.param('[model]\ntarget_modules = "q_proj"\n', [], ["[model].target_modules: expected a list"], id="string-for-list"),
+    pytest.param(
+        '[model]\ntarget_modules = "q_proj"\n', [], ["[model].target_modules: expected a list"], id="string-for-list"
+    ),
     pytest.param('[model]\nname = ["a"]\n', [], ["[model].name: expected a string (in quotes)"], id="list-for-string"),
     pytest.param("training = 5\n", [], ["[training]: expected a table, got 5"], id="scalar-for-table"),
-    pytest.param("[sepa]\ncorrect_rate_gate = 1.5\n", [], ["[sepa].correct_rate_gate: must be <= 1, got 1.5"], id="gate-range"),
+    pytest.param(
+        "[sepa]\ncorrect_rate_gate = 1.5\n", [], ["[sepa].correct_rate_gate: must be <= 1, got 1.5"], id="gate-range"
+    ),
     pytest.param("[gtpo]\nbeta = -0.1\n", [], ["[gtpo].beta: must be >= 0, got -0.1"], id="negative-beta"),
-    pytest.param('[data]\noperations = ["/"]\n', [], ["[data].operations[0]: must be one of '+', '-', '*'"], id="bad-operation"),
-    pytest.param('[backend]\ndevice = "gpu"\n', [], ["[backend].device: must be auto, cpu, cuda or cuda:N"], id="bad-device"),
+    pytest.param(
+        '[data]\noperations = ["/"]\n', [], ["[data].operations[0]: must be one of '+', '-', '*'"], id="bad-operation"
+    ),
+    pytest.param(
+        '[backend]\ndevice = "gpu"\n', [], ["[backend].device: must be auto, cpu, cuda or cuda:N"], id="bad-device"
+    ),
     pytest.param("[training]\nlr = \n", [], ["TOML syntax error", "line 2"], id="toml-syntax"),
-    pytest.param("", ["--training.lrr", "1"], ["--training.lrr: unknown key [training].lrr", "did you mean --training.lr (or --lr)?"], id="bad-override-path"),
-    pytest.param("", ["--training.batch_size", "abc"], ['[training].batch_size: expected an integer, got the string "abc" (set by --training.batch_size)'], id="bad-override-value"),
+    pytest.param(
+        "",
+        ["--training.lrr", "1"],
+        ["--training.lrr: unknown key [training].lrr", "did you mean --training.lr (or --lr)?"],
+        id="bad-override-path",
+    ),
+    pytest.param(
+        "",
+        ["--training.batch_size", "abc"],
+        ['[training].batch_size: expected an integer, got the string "abc" (set by --training.batch_size)'],
+        id="bad-override-value",
+    ),
     pytest.param("", ["--lr=-2"], ["[training].lr: must be > 0, got -2 (set by --lr)"], id="bad-alias-value"),
     pytest.param("", ["--seed"], ["--seed: needs a value"], id="override-without-value"),
     pytest.param("", ["stray"], ["unexpected argument 'stray'"], id="stray-argument"),
-    pytest.param("[campaign]\nseeds = []\n", [], ["[campaign].seeds: must list at least one seed", "seeds = [42, 101, 202]"], id="empty-seeds"),
-    pytest.param("[campaign]\nseeds = [1, 1]\n", [], ["[campaign].seeds: lists seed(s) [1] more than once"], id="duplicate-seeds"),
-    pytest.param('[data]\nsource = "jsonl"\n', [], ['[data].path: required when source = "jsonl"', 'set path = "train.jsonl"'], id="jsonl-without-path"),
-    pytest.param('[reward]\ntype = "custom"\n', [], ['[reward].custom: required when type = "custom"'], id="custom-without-function"),
-    pytest.param("[campaign]\n" + COND + COND, [], ["[campaign].conditions[1]: duplicates condition [0] (grpo+none)"], id="duplicate-conditions"),
-    pytest.param("[campaign]\n" + COND + '"sepa.stepz" = 1\n', [], ["[campaign].conditions[0]", "unknown key [sepa].stepz", "did you mean sepa.steps?"], id="condition-unknown-override"),
-    pytest.param("[campaign]\n" + COND + '"sepa.steps" = -1\n', [], ["[campaign].conditions[0]: [sepa].steps: must be >= 0, got -1"], id="condition-bad-value"),
-    pytest.param("[campaign]\n" + COND + '"training.seed" = 3\n', [], ["cannot be overridden per condition", "[campaign].seeds"], id="condition-owned-key"),
-    pytest.param('[campaign]\n[[campaign.conditions]]\nadvantage_mode = "grpo"\n', [], ["[campaign].conditions[0].transform_mode: required key is missing"], id="condition-missing-mode"),
-    pytest.param("[training]\nclip_eps_high = 0.3\n", [], ["[training].clip_eps_high: needs clip_eps > 0"], id="clip-high-without-clip"),
+    pytest.param(
+        "[campaign]\nseeds = []\n",
+        [],
+        ["[campaign].seeds: must list at least one seed", "seeds = [42, 101, 202]"],
+        id="empty-seeds",
+    ),
+    pytest.param(
+        "[campaign]\nseeds = [1, 1]\n", [], ["[campaign].seeds: lists seed(s) [1] more than once"], id="duplicate-seeds"
+    ),
+    pytest.param(
+        '[data]\nsource = "jsonl"\n',
+        [],
+        ['[data].path: required when source = "jsonl"', 'set path = "train.jsonl"'],
+        id="jsonl-without-path",
+    ),
+    pytest.param(
+        '[reward]\ntype = "custom"\n',
+        [],
+        ['[reward].custom: required when type = "custom"'],
+        id="custom-without-function",
+    ),
+    pytest.param(
+        "[campaign]\n" + COND + COND,
+        [],
+        ["[campaign].conditions[1]: duplicates condition [0] (grpo+none)"],
+        id="duplicate-conditions",
+    ),
+    pytest.param(
+        "[campaign]\n" + COND + '"sepa.stepz" = 1\n',
+        [],
+        ["[campaign].conditions[0]", "unknown key [sepa].stepz", "did you mean sepa.steps?"],
+        id="condition-unknown-override",
+    ),
+    pytest.param(
+        "[campaign]\n" + COND + '"sepa.steps" = -1\n',
+        [],
+        ["[campaign].conditions[0]: [sepa].steps: must be >= 0, got -1"],
+        id="condition-bad-value",
+    ),
+    pytest.param(
+        "[campaign]\n" + COND + '"training.seed" = 3\n',
+        [],
+        ["cannot be overridden per condition", "[campaign].seeds"],
+        id="condition-owned-key",
+    ),
+    pytest.param(
+        '[campaign]\n[[campaign.conditions]]\nadvantage_mode = "grpo"\n',
+        [],
+        ["[campaign].conditions[0].transform_mode: required key is missing"],
+        id="condition-missing-mode",
+    ),
+    pytest.param(
+        "[training]\nclip_eps_high = 0.3\n",
+        [],
+        ["[training].clip_eps_high: needs clip_eps > 0"],
+        id="clip-high-without-clip",
+    ),
     pytest.param(None, ["missing.toml"], ["file not found: missing.toml", "retrain init"], id="missing-file"),
     # issue #11 item 5: tracebacks or values that validated but exploded
     pytest.param("a = " + "[" * 2000 + "]" * 2000 + "\n", [], ["nested too deeply to read"], id="deep-toml"),
-    pytest.param("[training]\nseed = " + "9" * 5000 + "\n", [], ["a number with more than 4300 digits"], id="5000-digits"),
-    pytest.param("[training]\nseed = " + "9" * 4000 + "\n", [], ["[training].seed: must be <= 4294967295, got 9999", "more characters)"], id="4000-digits-shown-short"),
-    pytest.param("", ["--seed", "9" * 5000], ["[training].seed: expected an integer", "more characters)"], id="5000-digit-override"),
+    pytest.param(
+        "[training]\nseed = " + "9" * 5000 + "\n", [], ["a number with more than 4300 digits"], id="5000-digits"
+    ),
+    pytest.param(
+        "[training]\nseed = " + "9" * 4000 + "\n",
+        [],
+        ["[training].seed: must be <= 4294967295, got 9999", "more characters)"],
+        id="4000-digits-shown-short",
+    ),
+    pytest.param(
+        "",
+        ["--seed", "9" * 5000],
+        ["[training].seed: expected an integer", "more characters)"],
+        id="5000-digit-override",
+    ),
     pytest.param("[training]\nlr = 1e300\n", [], ["[training].lr: must be <= 1, got 1e+300"], id="lr-1e300"),
 ]
 
 
 @pytest.mark.parametrize("verb", [[], ["explain"]], ids=["run", "explain"])
 @pytest.mark.parametrize("text, extra, expected", MALFORMED)
-def test_malformed_config_exits_2_with_message_and_writes_nothing(tmp_path, monkeypatch, capsys, verb, text, extra, expected):
+def test_malformed_config_exits_2_with_message_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, verb, text, extra, expected
+):
     monkeypatch.chdir(tmp_path)
     args = list(verb)
     if text is not None:
@@ -141,7 +263,7 @@ def test_retrain_toml_in_cwd_with_overrides_and_aliases(tmp_path, monkeypatch, f
     monkeypatch.chdir(tmp_path)
     (tmp_path / "retrain.toml").write_text("[training]\nlr = 1e-3\nmax_steps = 5\n")
     assert main(["--seed", "7", "--max-steps=9", "--sepa.steps", "3", "--model.name", "Qwen/Qwen3-4B"]) == 0
-    (what, cfg), = calls
+    ((what, cfg),) = calls
     assert what == "train" and cfg.training.lr == 1e-3
     assert (cfg.training.seed, cfg.training.max_steps, cfg.sepa.steps, cfg.model.name) == (7, 9, 3, "Qwen/Qwen3-4B")
 
@@ -214,8 +336,17 @@ def test_external_verbs_are_registered_from_their_module(monkeypatch, capsys):
     assert seen == [("power", 0.3)]
     assert main(["power", "--bogus"]) == 2  # that module's own parser rejects it
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
-    assert set(EXTERNAL_VERBS) == {"status", "squeeze", "plot", "compare", "litmus", "power", "report", "doctor",
-                                   "grams"}
+    assert set(EXTERNAL_VERBS) == {
+        "status",
+        "squeeze",
+        "plot",
+        "compare",
+        "litmus",
+        "power",
+        "report",
+        "doctor",
+        "grams",
+    }
 
 
 def test_usage_errors_exit_2_and_help_exits_0(capsys):
@@ -278,7 +409,9 @@ def test_explain_json_single_run(tmp_path, monkeypatch, capsys):
     assert info["datums_per_step"] == 2 * 1
     assert (info["steps_per_run"], info["total_steps"]) == (30, 30)
     assert (info["episodes_per_run"], info["total_episodes"]) == (60, 60)
-    assert info["runs"] == [{"name": "maxrl+gtpo_sepa_s42", "condition": "maxrl+gtpo_sepa", "seed": 42, "max_steps": 30, "episodes": 60}]
+    assert info["runs"] == [
+        {"name": "maxrl+gtpo_sepa_s42", "condition": "maxrl+gtpo_sepa", "seed": 42, "max_steps": 30, "episodes": 60}
+    ]
     assert info["config"]["training"]["max_steps"] == 30 and info["log_dir"] == "logs/quickstart"
     assert any(w.startswith("group_size = 1: every group is uninformative") for w in info["warnings"])
     assert info["estimated_wall_time_s"] is None
@@ -299,7 +432,13 @@ def test_explain_json_campaign_matrix(tmp_path, monkeypatch, capsys):
     assert info["seeds"] == [1, 2, 3, 4] and info["num_runs"] == 3 * 4
     assert (info["datums_per_step"], info["steps_per_run"], info["total_steps"]) == (8, 10, 120)
     assert (info["episodes_per_run"], info["total_episodes"]) == (80, 960)
-    assert [r["name"] for r in info["runs"][:5]] == ["grpo+none_s1", "grpo+none_s2", "grpo+none_s3", "grpo+none_s4", "maxrl+gtpo_sepa_s1"]
+    assert [r["name"] for r in info["runs"][:5]] == [
+        "grpo+none_s1",
+        "grpo+none_s2",
+        "grpo+none_s3",
+        "grpo+none_s4",
+        "maxrl+gtpo_sepa_s1",
+    ]
     assert info["log_dir"] == "out/campaign_<YYYYmmdd_HHMMSS>"
     # SEPA with delay 50 >= 10 steps never starts, but only in the condition that keeps the default
     assert any(w.startswith("maxrl+gtpo_sepa: sepa.delay_steps = 50 >= max_steps = 10") for w in info["warnings"])
@@ -334,7 +473,16 @@ def test_explain_warnings_for_cpu_and_the_embedded_model(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     info = _explain_json(
         capsys,
-        ["--training.temperature", "1.0", "--backend.device", "cpu", "--model.lora_rank", "128", "--training.max_tokens", "4096"],
+        [
+            "--training.temperature",
+            "1.0",
+            "--backend.device",
+            "cpu",
+            "--model.lora_rank",
+            "128",
+            "--training.max_tokens",
+            "4096",
+        ],
     )
     warnings = "\n".join(info["warnings"])
     assert "temperature = 1.0 on smollm2-135m" in warnings
@@ -343,7 +491,14 @@ def test_explain_warnings_for_cpu_and_the_embedded_model(tmp_path, monkeypatch, 
 
 def test_python_dash_m_retrain(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.run([sys.executable, "-m", "retrain", "explain", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain", "explain", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["conditions"] == ["maxrl+gtpo_sepa"]
 
@@ -362,8 +517,9 @@ def test_sepa_ramp_warning_only_when_lambda_falls_short():
     from retrain.explain import final_lambda, run_warnings
 
     def final(steps, delay, max_steps):
-        return final_lambda(Config().with_overrides({"sepa.steps": steps, "sepa.delay_steps": delay,
-                                                     "training.max_steps": max_steps}))
+        return final_lambda(
+            Config().with_overrides({"sepa.steps": steps, "sepa.delay_steps": delay, "training.max_steps": max_steps})
+        )
 
     # λ at the last step the run takes (max_steps - 1), by the controller's linear_lambda
     assert final(40, 5, 40) == 0.85 and final(500, 50, 100) == 0.098

@@ -70,7 +70,12 @@ def test_defaults_are_the_standard_profile():
     bp = cfg.backpressure
     assert (bp.enabled, bp.warmup_steps, bp.ema_decay, bp.throttle_margin) == (False, 10, 0.9, 0.85)
     assert (bp.increase_margin, bp.min_batch_size, bp.max_batch_size) == (0.5, 1, 64)
-    assert (cfg.data.operand_digits, cfg.data.max_operand, cfg.data.operations, cfg.data.eval_split) == (2, 0, ["+"], "test")
+    assert (cfg.data.operand_digits, cfg.data.max_operand, cfg.data.operations, cfg.data.eval_split) == (
+        2,
+        0,
+        ["+"],
+        "test",
+    )
     assert (cfg.eval.num_examples, cfg.eval.max_tokens, cfg.reward.timeout_s) == (40, 0, 5.0)
     assert cfg.campaign is None and cfg.squeeze is None
     assert cfg.condition == "maxrl+gtpo_sepa" and cfg.resolved_log_dir == "logs/maxrl+gtpo_sepa_s42"
@@ -132,7 +137,7 @@ def test_all_problems_are_reported_together(tmp_path):
     text = '[training]\nlr = -1\ntop_p = 1.5\n[trainng]\n[data]\nsource = "jsnl"\n'
     problems = _problems(_write(tmp_path, text), ["--seed", "x"])
     assert problems == [
-        "[training].seed: expected an integer, got the string \"x\" (set by --seed)",
+        '[training].seed: expected an integer, got the string "x" (set by --seed)',
         "[training].top_p: must be <= 1, got 1.5",
         "[training].lr: must be > 0, got -1",
         "[data].source: must be one of 'arithmetic', 'math', 'gsm8k', 'jsonl', 'reasoning_gym:<task>' or a plugin "
@@ -157,7 +162,9 @@ def test_plugin_paths_are_accepted_where_documented(tmp_path):
 
 
 def test_override_tokens_and_aliases():
-    pairs, problems = parse_override_tokens(["--training.lr", "1e-4", "--seed=7", "--max-steps", "3", "--wandb-project", "p"])
+    pairs, problems = parse_override_tokens(
+        ["--training.lr", "1e-4", "--seed=7", "--max-steps", "3", "--wandb-project", "p"]
+    )
     assert problems == []
     assert pairs == [
         ("--training.lr", "training.lr", "1e-4"),
@@ -186,7 +193,9 @@ def test_overrides_apply_with_toml_values_and_string_fallback(tmp_path):
 
 
 def test_override_problems_name_the_flag(tmp_path):
-    problems = _problems(None, ["--training.lrr", "1", "--training", "3", "--sepa.steps.x", "1", "--lr", "-1", "extra", "--seed"])
+    problems = _problems(
+        None, ["--training.lrr", "1", "--training", "3", "--sepa.steps.x", "1", "--lr", "-1", "extra", "--seed"]
+    )
     assert problems == [
         "unexpected argument 'extra'; overrides look like --training.lr 1e-4 (config file first)",
         "--seed: needs a value, e.g. --seed VALUE",
@@ -242,13 +251,31 @@ def test_with_overrides_validates_and_leaves_the_original_alone():
         ('[reward]\ntype = "custom"\n', '[reward].custom: required when type = "custom"'),
         ('[reward]\ncustom = "m:f"\n', '[reward].custom: is set but type = "match" ignores it'),
         ("[training]\nclip_eps_high = 0.3\n", "[training].clip_eps_high: needs clip_eps > 0"),
-        ("[backpressure]\nmin_batch_size = 8\nmax_batch_size = 4\n", "[backpressure].min_batch_size: 8 is above max_batch_size 4"),
-        ('[inference]\nlaunch = true\n', '[inference].launch: starts a vLLM server, which only engine = "openai" uses'),
-        ('[algorithm]\nuncertainty_kind = "shannon_entropy"\n[backend]\nbackend = "tinker"\n', '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution'),
-        ("[backend.options]\nmicro_batch_size = 0\n", "[backend.options].micro_batch_size: must be an integer >= 1, got 0"),
-        ('[campaign]\n[squeeze]\nadapter_path = "a"\n', "[squeeze].adapter_path: a campaign squeezes its first finished run"),
-        ('[data]\nsource = "gsm8k"\nprompt_style = "steps"\n', '[data].prompt_style = "steps" words arithmetic prompts only'),
-        ('[data]\nsource = "arithmetic"\nprompt_style = "chatty"\n', "[data].prompt_style: must be one of 'answer', 'steps'"),
+        (
+            "[backpressure]\nmin_batch_size = 8\nmax_batch_size = 4\n",
+            "[backpressure].min_batch_size: 8 is above max_batch_size 4",
+        ),
+        ("[inference]\nlaunch = true\n", '[inference].launch: starts a vLLM server, which only engine = "openai" uses'),
+        (
+            '[algorithm]\nuncertainty_kind = "shannon_entropy"\n[backend]\nbackend = "tinker"\n',
+            '[algorithm].uncertainty_kind: "shannon_entropy" needs the full distribution',
+        ),
+        (
+            "[backend.options]\nmicro_batch_size = 0\n",
+            "[backend.options].micro_batch_size: must be an integer >= 1, got 0",
+        ),
+        (
+            '[campaign]\n[squeeze]\nadapter_path = "a"\n',
+            "[squeeze].adapter_path: a campaign squeezes its first finished run",
+        ),
+        (
+            '[data]\nsource = "gsm8k"\nprompt_style = "steps"\n',
+            '[data].prompt_style = "steps" words arithmetic prompts only',
+        ),
+        (
+            '[data]\nsource = "arithmetic"\nprompt_style = "chatty"\n',
+            "[data].prompt_style: must be one of 'answer', 'steps'",
+        ),
     ],
 )
 def test_cross_field_problems(tmp_path, text, expected):
@@ -289,7 +316,7 @@ def test_config_to_dict_is_json_and_keeps_every_table(tmp_path):
     text = (
         # a plugin backend: its options table is free-form (nested tables kept); local's is checked
         '[backend]\nbackend = "my_backends:Custom"\n'
-        '[backend.options]\nmicro_batch_size = 2\nextra = {a = [1, 2]}\n[squeeze]\ntarget_ranks = [4, 8]\n'
+        "[backend.options]\nmicro_batch_size = 2\nextra = {a = [1, 2]}\n[squeeze]\ntarget_ranks = [4, 8]\n"
         '[campaign]\nseeds = [1]\n[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n"training.lr" = 1e-5\n'
     )
     d = config_to_dict(load_config(_write(tmp_path, text)))
@@ -310,7 +337,9 @@ def test_config_to_dict_is_json_and_keeps_every_table(tmp_path):
             {
                 "campaign": {
                     "seeds": [1, 2],
-                    "conditions": [{"advantage_mode": "maxrl", "transform_mode": "gtpo", "gtpo.beta": 0.3, "model.name": "a/b"}],
+                    "conditions": [
+                        {"advantage_mode": "maxrl", "transform_mode": "gtpo", "gtpo.beta": 0.3, "model.name": "a/b"}
+                    ],
                 },
                 "squeeze": {"adapter_path": ""},
                 "backend.backend": "my_backends:Custom",  # plugin: free-form options
@@ -336,7 +365,13 @@ def test_config_to_toml_round_trips(tmp_path, cfg_factory):
 )
 def test_config_to_toml_round_trips_any_valid_values(tmp_path_factory, lr, seed, name, tags, seeds):
     cfg = Config().with_overrides(
-        {"training.lr": lr, "training.seed": seed, "model.name": name, "logging.wandb_tags": tags, "campaign": {"seeds": seeds}}
+        {
+            "training.lr": lr,
+            "training.seed": seed,
+            "model.name": name,
+            "logging.wandb_tags": tags,
+            "campaign": {"seeds": seeds},
+        }
     )
     text = config_to_toml(cfg)
     assert Config.model_validate(tomllib.loads(text)) == cfg
@@ -395,4 +430,7 @@ def test_templates_load_and_match_their_profile(tmp_path, name):
         assert all(f"\n{k.split('.')[1]} = " in render_template(name) for k in EXPERIMENT_KEYS)
     if name == "campaign":
         assert cfg.campaign is not None and cfg.campaign.seeds == [42, 101, 202]
-        assert [(c.advantage_mode, c.transform_mode) for c in cfg.campaign.conditions] == [("grpo", "none"), ("maxrl", "gtpo_sepa")]
+        assert [(c.advantage_mode, c.transform_mode) for c in cfg.campaign.conditions] == [
+            ("grpo", "none"),
+            ("maxrl", "gtpo_sepa"),
+        ]

@@ -26,8 +26,16 @@ INSTRUCTION = "\nPut the final answer in \\boxed{}."
 
 def data_cfg(**overrides):
     fields = dict(
-        source="arithmetic", path="", split="train", max_examples=0, shuffle=True, operand_digits=2,
-        max_operand=0, operations=["+"], eval_split="test", prompt_style="answer",
+        source="arithmetic",
+        path="",
+        split="train",
+        max_examples=0,
+        shuffle=True,
+        operand_digits=2,
+        max_operand=0,
+        operations=["+"],
+        eval_split="test",
+        prompt_style="answer",
     )
     fields.update(overrides)
     return SimpleNamespace(**fields)
@@ -111,19 +119,46 @@ def test_arithmetic_steps_style_words_the_same_problems_for_working():
 # Completions SmolLM2-135M wrote for "steps" prompts (T = 0.7, max_tokens = 64; docs/cpu_task.md), with
 # the reward the run gives them: the last number decides, wherever the working puts it.
 STEPS_COMPLETIONS = [
-    ((28, 5), ("To solve 28 + 5, we need to follow the order of the operations of addition and subtraction. "
-               "First, we add 28 and 5. \n\nThe answer is 27. So, the solution to the equation 28 + 5 is 33."),
-     1.0),  # a wrong draft, then the right sum last
-    ((9, 12), ("To solve the equation 9 + 12, we need to first combine like terms in the parentheses to get rid "
-               "of the fraction in the parentheses (9 + 12 = 15).\n\nSo, 9 + 12 = 21.\n\nThis step is a step step"),
-     1.0),  # cut at max_tokens after the answer: still scored
-    ((28, 5), ("To solve this, I will first perform the operations of addition and subtraction. \n\n"
-               "5 + 2 = 7, and 2 + 7 = 11 \n\nSo the answer is 11"), 0.0),
-    ((44, 18), ("To solve this, you can start by adding 18 to 44, which equals 62. 18 is the total you add to 44, "
-                "so you just add those two numbers together: 18 + 62 = 63.\n\nSo, the answer is"),
-     0.0),  # the right sum mid-way does not count: the last number is 63
-    ((14, 16), ("To solve this equation, we need to first find the value of the variable (16) in both the "
-                "numerator and the denominator of the fraction 14 + 16."), 0.0),  # no answer: 16
+    (
+        (28, 5),
+        (
+            "To solve 28 + 5, we need to follow the order of the operations of addition and subtraction. "
+            "First, we add 28 and 5. \n\nThe answer is 27. So, the solution to the equation 28 + 5 is 33."
+        ),
+        1.0,
+    ),  # a wrong draft, then the right sum last
+    (
+        (9, 12),
+        (
+            "To solve the equation 9 + 12, we need to first combine like terms in the parentheses to get rid "
+            "of the fraction in the parentheses (9 + 12 = 15).\n\nSo, 9 + 12 = 21.\n\nThis step is a step step"
+        ),
+        1.0,
+    ),  # cut at max_tokens after the answer: still scored
+    (
+        (28, 5),
+        (
+            "To solve this, I will first perform the operations of addition and subtraction. \n\n"
+            "5 + 2 = 7, and 2 + 7 = 11 \n\nSo the answer is 11"
+        ),
+        0.0,
+    ),
+    (
+        (44, 18),
+        (
+            "To solve this, you can start by adding 18 to 44, which equals 62. 18 is the total you add to 44, "
+            "so you just add those two numbers together: 18 + 62 = 63.\n\nSo, the answer is"
+        ),
+        0.0,
+    ),  # the right sum mid-way does not count: the last number is 63
+    (
+        (14, 16),
+        (
+            "To solve this equation, we need to first find the value of the variable (16) in both the "
+            "numerator and the denominator of the fraction 14 + 16."
+        ),
+        0.0,
+    ),  # no answer: 16
 ]
 
 
@@ -193,11 +228,14 @@ def test_gsm8k_single_file_holds_out_a_seeded_slice():
 
 
 def test_gsm8k_answer_strips_commas_and_takes_the_last_marker(tmp_path):
-    path = write_jsonl(tmp_path / "g.jsonl", [
-        {"question": "How much?", "answer": "It is 1,000 + 234 = <<1000+234=1234>>1,234\n#### 1,234"},
-        {"question": "Q2", "answer": "#### 5 then fixed\n#### 6"},
-        {"question": "Q3", "answer": "#### -3"},
-    ])
+    path = write_jsonl(
+        tmp_path / "g.jsonl",
+        [
+            {"question": "How much?", "answer": "It is 1,000 + 234 = <<1000+234=1234>>1,234\n#### 1,234"},
+            {"question": "Q2", "answer": "#### 5 then fixed\n#### 6"},
+            {"question": "Q3", "answer": "#### -3"},
+        ],
+    )
     ds = load_dataset(data_cfg(source="gsm8k", path=str(path)), eval_cfg(0), seed=0)
     assert [e.answer for e in ds.train] == ["1234", "6", "-3"]
     assert ds.train[0].prompt == "How much?" + INSTRUCTION and ds.eval == []
@@ -218,7 +256,9 @@ def fake_hub(monkeypatch):
         calls.append((name, config, split))
         if name == "openai/gsm8k":
             return [{"question": f"{split} q{i}", "answer": f"work\n#### {i},000"} for i in range(5)]
-        return [{"problem": f"{config} {split} p{i}", "solution": f"so \\boxed{{\\frac{{{i}}}{{2}}}}"} for i in range(2)]
+        return [
+            {"problem": f"{config} {split} p{i}", "solution": f"so \\boxed{{\\frac{{{i}}}{{2}}}}"} for i in range(2)
+        ]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load))
     return calls
@@ -251,11 +291,14 @@ def test_hub_failure_offline_says_how_to_fix(monkeypatch):
 
 
 def test_math_local_answers_from_the_last_box_or_answer_field(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [
-        {"problem": "Half of one?", "solution": r"It is $\boxed{\frac{1}{2}}$."},
-        {"problem": "P2", "solution": r"draft \boxed{3}, final \boxed{\{1,2\}}"},
-        {"problem": "P3", "solution": "no box", "answer": " 7 "},
-    ])
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"problem": "Half of one?", "solution": r"It is $\boxed{\frac{1}{2}}$."},
+            {"problem": "P2", "solution": r"draft \boxed{3}, final \boxed{\{1,2\}}"},
+            {"problem": "P3", "solution": "no box", "answer": " 7 "},
+        ],
+    )
     ds = load_dataset(data_cfg(source="math", path=str(path)), eval_cfg(0), seed=0)
     assert [e.answer for e in ds.train] == [r"\frac{1}{2}", r"\{1,2\}", "7"]
     assert ds.train[0].prompt == "Half of one?" + INSTRUCTION
@@ -325,8 +368,10 @@ def test_max_examples_truncates_train_only(tmp_path):
         (['{"prompt": "a", "answer": "1", "answer_format": "latex"}'], r"d\.jsonl:1: answer_format 'latex'"),
         ([], r"d\.jsonl has no rows"),
         # issue #11 item 5: each of these was a traceback
-        (['{"prompt": "a", "answer": "1"}', b'{"prompt": "\xff\xfe", "answer": "1"}'],
-         r"d\.jsonl:2: not UTF-8 text \(byte 0xff at byte 13 of the line\); save the file as UTF-8"),
+        (
+            ['{"prompt": "a", "answer": "1"}', b'{"prompt": "\xff\xfe", "answer": "1"}'],
+            r"d\.jsonl:2: not UTF-8 text \(byte 0xff at byte 13 of the line\); save the file as UTF-8",
+        ),
         (['{"prompt": "a", "answer": ' + "9" * 5000 + "}"], r"d\.jsonl:1: a number with more than 4300 digits"),
         (['{"prompt": "a", "answer": NaN}'], r"d\.jsonl:1: NaN is not JSON"),
         (['{"prompt": "a", "answer": -Infinity}'], r"d\.jsonl:1: -Infinity is not JSON"),
@@ -388,8 +433,9 @@ def test_reasoning_gym_items_become_boxed_examples(monkeypatch):
 
 @pytest.fixture
 def data_plugin(tmp_path, monkeypatch):
-    (tmp_path / "my_data.py").write_text(textwrap.dedent(
-        """
+    (tmp_path / "my_data.py").write_text(
+        textwrap.dedent(
+            """
         from retrain.data import Dataset, Example
 
         def capitals(data_cfg, eval_cfg, seed):
@@ -400,7 +446,8 @@ def data_plugin(tmp_path, monkeypatch):
         def wrong(data_cfg, eval_cfg, seed):
             return [("q", "a")]
         """
-    ))
+        )
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
 

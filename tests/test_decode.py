@@ -29,9 +29,18 @@ def tiny_arch(tmp_path, tiny_model_dir, arch: str) -> str:
         Qwen3ForCausalLM,
     )
 
-    common = {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-              "tie_word_embeddings": True, "eos_token_id": 2, "pad_token_id": 0}
+    common = {
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         if arch == "llama":  # SmolLM2's architecture
@@ -46,19 +55,35 @@ def tiny_arch(tmp_path, tiny_model_dir, arch: str) -> str:
 
 @pytest.fixture(scope="module", params=["qwen2", "llama", "qwen3"])
 def arch_backend(request, tiny_model_dir, tmp_path_factory) -> LocalBackend:
-    path = tiny_model_dir if request.param == "qwen2" else tiny_arch(
-        tmp_path_factory.mktemp("arch"), tiny_model_dir, request.param)
-    return LocalBackend(path, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cpu",
-                        temperature=0.7, seed=0)
+    path = (
+        tiny_model_dir
+        if request.param == "qwen2"
+        else tiny_arch(tmp_path_factory.mktemp("arch"), tiny_model_dir, request.param)
+    )
+    return LocalBackend(
+        path, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cpu", temperature=0.7, seed=0
+    )
 
 
 def sample(backend, *, static, greedy, seed=3, n=4, max_tokens=12, cuda_graph=False):
     ids_P = [backend.prompt_ids(p) for p in PROMPTS]
     generator = torch.Generator(device=backend.device).manual_seed(seed)
-    return sample_groups(backend.model, ids_P, n, max_tokens=max_tokens, temperature=0.7, top_p=1.0,
-                         greedy=greedy, want_entropy=True, generator=generator,
-                         stop_ids=backend.stop_ids, pad_id=backend.pad_id, device=backend.device,
-                         static_cache=static, cuda_graph=cuda_graph)
+    return sample_groups(
+        backend.model,
+        ids_P,
+        n,
+        max_tokens=max_tokens,
+        temperature=0.7,
+        top_p=1.0,
+        greedy=greedy,
+        want_entropy=True,
+        generator=generator,
+        stop_ids=backend.stop_ids,
+        pad_id=backend.pad_id,
+        device=backend.device,
+        static_cache=static,
+        cuda_graph=cuda_graph,
+    )
 
 
 @pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "seeded"])
@@ -108,8 +133,15 @@ def test_the_static_path_is_taken_for_plain_attention_caches(backend_qwen2):
 @pytest.fixture(scope="module")
 def cuda_backend(tiny_model_dir) -> LocalBackend:
     # fp32 so that graph and eager agree to float noise, not bf16 noise
-    return LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cuda",
-                        dtype="float32", temperature=0.7, seed=0)
+    return LocalBackend(
+        tiny_model_dir,
+        lora_rank=4,
+        target_modules=["q_proj", "v_proj", "lm_head"],
+        device="cuda",
+        dtype="float32",
+        temperature=0.7,
+        seed=0,
+    )
 
 
 @pytest.mark.cuda
@@ -125,8 +157,17 @@ def test_cuda_graph_replay_gives_the_eager_steps_logits(cuda_backend):
         for graph in (True, False):
             cache = DynamicCache(config=decoder.config)
             decoder(input_ids=ids_P_L, cache=cache, use_cache=True)
-            states.append(StaticDecode(decoder, lambda h: head(h).float(), cache, torch.ones_like(ids_P_L), n=3,
-                                       max_new_tokens=6, cuda_graph=graph))
+            states.append(
+                StaticDecode(
+                    decoder,
+                    lambda h: head(h).float(),
+                    cache,
+                    torch.ones_like(ids_P_L),
+                    n=3,
+                    max_new_tokens=6,
+                    cuda_graph=graph,
+                )
+            )
         with_graph, eager = states
         assert with_graph.graph is not None and not with_graph.can_drop_rows  # captured, rows fixed
         assert eager.graph is None
@@ -159,8 +200,14 @@ def test_cuda_graph_sampling_equals_the_dynamic_cache(cuda_backend, greedy, recw
 
 @pytest.fixture(scope="module")
 def backend_qwen2(tiny_model_dir) -> LocalBackend:
-    return LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"], device="cpu",
-                        temperature=0.7, seed=0)
+    return LocalBackend(
+        tiny_model_dir,
+        lora_rank=4,
+        target_modules=["q_proj", "v_proj", "lm_head"],
+        device="cpu",
+        temperature=0.7,
+        seed=0,
+    )
 
 
 # ---------------------------------------------------------------- training forward
@@ -185,14 +232,17 @@ def test_shared_prefix_forward_equals_one_full_forward_per_row_with_gradients(ba
             comp = [rng.randrange(3, 320) for _ in range(rng.randint(1, 9))]
             datums.append(Datum(p, comp, [0.0] * len(comp), [0.0] * len(comp)))
     rng.shuffle(datums)
-    weights = [torch.randn(len(d.completion_ids), generator=torch.Generator().manual_seed(i))
-               for i, d in enumerate(datums)]
+    weights = [
+        torch.randn(len(d.completion_ids), generator=torch.Generator().manual_seed(i)) for i, d in enumerate(datums)
+    ]
     params = [p for p in backend.model.parameters() if p.requires_grad]
 
     backend.model.train()  # dropout is 0 here: train mode only matters for grad bookkeeping
     logprobs_B_T, mask_B_T = backend.completion_logprobs(datums)
-    shared = sum((logprobs_B_T[b, : len(d.completion_ids)] * w).sum() for b, (d, w) in
-                 enumerate(zip(datums, weights, strict=True)))
+    shared = sum(
+        (logprobs_B_T[b, : len(d.completion_ids)] * w).sum()
+        for b, (d, w) in enumerate(zip(datums, weights, strict=True))
+    )
     grads_shared = torch.autograd.grad(shared, params)
     plain_rows = [full_forward_logprobs(backend.model, d, backend.temperature) for d in datums]
     plain = sum((lp * w).sum() for lp, w in zip(plain_rows, weights, strict=True))
@@ -275,9 +325,17 @@ def test_tiny_models_stay_float32_under_auto(backend_qwen2):
 def test_completions_in_chunks_share_one_prompt_forward_and_change_nothing(tiny_model_dir):
     """Groups larger than micro_batch_size: the prompt still runs once per group, and the step's
     loss and new weights equal those of one micro-batch holding everything."""
+
     def make(mbs):
-        return LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"],
-                            device="cpu", temperature=1.0, seed=0, micro_batch_size=mbs)
+        return LocalBackend(
+            tiny_model_dir,
+            lora_rank=4,
+            target_modules=["q_proj", "v_proj", "lm_head"],
+            device="cpu",
+            temperature=1.0,
+            seed=0,
+            micro_batch_size=mbs,
+        )
 
     small, whole = make(2), make(16)
     rng = random.Random(1)
@@ -291,8 +349,9 @@ def test_completions_in_chunks_share_one_prompt_forward_and_change_nothing(tiny_
             datums.append(Datum(ids, comp, old[0, : len(comp)].tolist(), [rng.uniform(-1, 1) for _ in comp]))
     decoder, _ = decoder_and_head(small.model)
     widths = []
-    hook = decoder.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
-                                             with_kwargs=True)
+    hook = decoder.register_forward_pre_hook(
+        lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
     try:
         r_small = small.train_step(datums, lr=1e-2)
     finally:
@@ -341,8 +400,9 @@ def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(t
     assert torch.equal(x.grad, y.detach())  # d(x·keep/(1−p))/dx = keep/(1−p)
     drop.eval()
     assert drop(x) is x
-    backend = LocalBackend(tiny_model_dir, lora_rank=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
-                           device="cpu", seed=0)
+    backend = LocalBackend(
+        tiny_model_dir, lora_rank=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], device="cpu", seed=0
+    )
     drops = [m for m in backend.model.modules() if isinstance(m, (FastDropout, torch.nn.Dropout))]
     assert len(drops) == 4 and all(isinstance(m, FastDropout) and m.p == 0.1 for m in drops)
 
@@ -354,8 +414,15 @@ def test_bf16_on_cpu_runs_bf16_weights_with_fp32_lora_optimizer_and_logits(tiny_
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CPUs without native bf16 warn that it is slow
-        backend = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj", "v_proj", "lm_head"],
-                               device="cpu", dtype="bfloat16", temperature=1.0, seed=0)
+        backend = LocalBackend(
+            tiny_model_dir,
+            lora_rank=4,
+            target_modules=["q_proj", "v_proj", "lm_head"],
+            device="cpu",
+            dtype="bfloat16",
+            temperature=1.0,
+            seed=0,
+        )
     assert backend.dtype is torch.bfloat16
     lora = {p.dtype for n, p in backend.model.named_parameters() if "lora_" in n}
     base = {p.dtype for n, p in backend.model.named_parameters() if "lora_" not in n}

@@ -32,10 +32,10 @@ print(json.dumps({"before": before, "after": after, "threads": torch.get_num_thr
 
 
 def test_configure_threads_switches_off_run_time_thread_adaptation():
-    env = {**os.environ, "OMP_DYNAMIC": "TRUE", "MKL_DYNAMIC": "TRUE", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(SRC)}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=False,
-                         capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_DYNAMIC": "TRUE", "MKL_DYNAMIC": "TRUE", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, check=False, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["threads"] == 2 and got["settings"]["torch_threads"] == 2  # the config wins over OMP_NUM_THREADS
@@ -90,12 +90,24 @@ def test_resume_uses_the_thread_count_the_run_started_with(tmp_path, monkeypatch
     info["numerics"]["cpu_capability"] = started_on
     (cut / "run.json").write_text(json.dumps(info))
     # The resuming shell (or campaign executor) has another OMP_NUM_THREADS: the run keeps its own.
-    env = {**os.environ, "OMP_NUM_THREADS": "2" if n == 1 else "1",
-           "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS_DIR)])}
-    out = subprocess.run([sys.executable, "-m", "retrain", "resume", str(cut)], env=env, check=False,
-                         capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "2" if n == 1 else "1",
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS_DIR)]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "retrain", "resume", str(cut)],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
-    assert f"this resume runs with other cpu_capability than the run's start (cpu_capability: {started_on} -> " in out.stderr
+    assert (
+        f"this resume runs with other cpu_capability than the run's start (cpu_capability: {started_on} -> "
+        in out.stderr
+    )
     assert "will not match an uninterrupted run" in out.stderr and "torch_threads" not in out.stderr
     info = json.loads((cut / "run.json").read_text())
     assert info["numerics"]["torch_threads"] == n and info["resumes"] == 1

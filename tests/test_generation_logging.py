@@ -19,12 +19,20 @@ from retrain.rl.transforms import TRANSFORMS
 
 def step_generations(per_prompt: int, max_chars: int) -> list[dict]:
     ctx = StepContext(
-        backend=ScriptedBackend(None), scorer=make_scorer(RewardConfig(type="match")), advantage_fn=maxrl_advantages,
-        transform=TRANSFORMS.entry("gtpo"), sepa=SEPAController(steps=4, schedule="linear", delay_steps=0,
-                                                                correct_rate_gate=0.0),
-        uncertainty_kind="surprisal", strategic_grams=["let me check", "let me think"], gtpo_beta=0.1, hicra_alpha=0.2,
-        group_size=4, sampling=SamplingParams(max_tokens=8), lr=1e-4,
-        generations_per_prompt=per_prompt, generation_max_chars=max_chars,
+        backend=ScriptedBackend(None),
+        scorer=make_scorer(RewardConfig(type="match")),
+        advantage_fn=maxrl_advantages,
+        transform=TRANSFORMS.entry("gtpo"),
+        sepa=SEPAController(steps=4, schedule="linear", delay_steps=0, correct_rate_gate=0.0),
+        uncertainty_kind="surprisal",
+        strategic_grams=["let me check", "let me think"],
+        gtpo_beta=0.1,
+        hicra_alpha=0.2,
+        group_size=4,
+        sampling=SamplingParams(max_tokens=8),
+        lr=1e-4,
+        generations_per_prompt=per_prompt,
+        generation_max_chars=max_chars,
     )
     examples = [Example(prompt="What is 2 + 3?", answer="5"), Example(prompt="What is 1 + 5?", answer="6")]
     return rl_step(ctx, examples, step=0, seed=1).generations

@@ -96,10 +96,28 @@ def test_check_bad_input_exits_2(tmp_path, capsys):
 def test_check_on_a_real_model(tmp_path, capsys):
     # tiny-random through the local backend: real tokenizer offsets, real sampling.
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(SCRIPTED.format(transform="gtpo_sepa").replace(
-        'backend = "retrain_test_plugins:ScriptedBackend"', 'backend = "local"\ndevice = "cpu"'))
-    assert main(["grams", "check", str(cfg), "--prompts", "2", "--samples", "3", "--json",
-                 "--planning.strategic_grams", '["a", "e"]']) == 0
+    cfg.write_text(
+        SCRIPTED.format(transform="gtpo_sepa").replace(
+            'backend = "retrain_test_plugins:ScriptedBackend"', 'backend = "local"\ndevice = "cpu"'
+        )
+    )
+    assert (
+        main(
+            [
+                "grams",
+                "check",
+                str(cfg),
+                "--prompts",
+                "2",
+                "--samples",
+                "3",
+                "--json",
+                "--planning.strategic_grams",
+                '["a", "e"]',
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["completions"] == 6 and report["model"] == "tiny-random"
     assert 0 <= report["planning_tokens"] <= report["tokens"] and report["tokens"] > 0
@@ -107,7 +125,10 @@ def test_check_on_a_real_model(tmp_path, capsys):
 
 
 def test_explain_probe_warns_for_the_planning_conditions_only(tmp_path, capsys):
-    cfg = scripted_config(tmp_path, "gtpo", extra="""
+    cfg = scripted_config(
+        tmp_path,
+        "gtpo",
+        extra="""
 [campaign]
 seeds = [1, 2]
 
@@ -122,12 +143,14 @@ transform_mode = "gtpo_hicra"
 [[campaign.conditions]]
 advantage_mode = "maxrl"
 transform_mode = "gtpo_sepa"
-""")
+""",
+    )
     assert main(["explain", str(cfg), "--probe", "--planning.strategic_grams", '["start over"]']) == 0
     out = capsys.readouterr().out
     assert "# planning probe (maxrl+gtpo_hicra, maxrl+gtpo_sepa): 4 prompts x 4 base-model completions" in out
-    assert ("maxrl+gtpo_hicra, maxrl+gtpo_sepa (probe of 16 base-model completions): planning_token_fraction = "
-            "0.0000") in out
+    assert (
+        "maxrl+gtpo_hicra, maxrl+gtpo_sepa (probe of 16 base-model completions): planning_token_fraction = 0.0000"
+    ) in out
     assert "gtpo_hicra trains like gtpo" in out
     # With grams the model does write, the probe finds them and there is no such warning.
     assert main(["explain", str(cfg), "--probe", "--json"]) == 0

@@ -26,13 +26,42 @@ from retrain.grams.mine import (
 from retrain.rl.planning import find_planning_phrases
 
 PLANTED = ("let me verify", "carry the one", "check by subtracting")
-FILLER = ("we", "add", "so", "then", "next", "now", "the", "result", "is", "this", "gives", "first", "take",
-          "number", "and", "plus", "ok", "here", "write", "it", "as", "good", "sum", "digits", "value")
+FILLER = (
+    "we",
+    "add",
+    "so",
+    "then",
+    "next",
+    "now",
+    "the",
+    "result",
+    "is",
+    "this",
+    "gives",
+    "first",
+    "take",
+    "number",
+    "and",
+    "plus",
+    "ok",
+    "here",
+    "write",
+    "it",
+    "as",
+    "good",
+    "sum",
+    "digits",
+    "value",
+)
 
 
 def test_word_runs_split_where_a_gram_cannot_continue():
     assert word_runs("Wait, let me check: 3+4 = 7. That’s it - double-check") == [
-        ["wait", "let", "me", "check", "3"], ["4"], ["7"], ["that's", "it", "double", "check"]]
+        ["wait", "let", "me", "check", "3"],
+        ["4"],
+        ["7"],
+        ["that's", "it", "double", "check"],
+    ]
     assert text_grams("Let me verify. Let me", 2, 3) == {"let me", "me verify", "let me verify"}
     assert text_grams("a b", 3, 4) == set()
 
@@ -145,9 +174,20 @@ def test_snippet_loads_as_the_planning_table(tmp_path):
 
 
 def write_generations(run_dir: Path, gens: list[Generation], *, metrics: bool = True) -> Path:
-    rows = [{"step": g.group[1], "prompt": g.prompt, "completion": g.text, "completion_chars": len(g.text),
-             "reward": float(g.correct), "correct": g.correct, "num_tokens": 20, "hit_max_tokens": False,
-             "planning_phrases": []} for g in gens]
+    rows = [
+        {
+            "step": g.group[1],
+            "prompt": g.prompt,
+            "completion": g.text,
+            "completion_chars": len(g.text),
+            "reward": float(g.correct),
+            "correct": g.correct,
+            "num_tokens": 20,
+            "hit_max_tokens": False,
+            "planning_phrases": [],
+        }
+        for g in gens
+    ]
     (run_dir / "emergence").mkdir(parents=True)
     (run_dir / "emergence" / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if metrics:
@@ -182,7 +222,10 @@ def test_cli_mine_bad_input_exits_2_with_one_clear_message(tmp_path, capsys, mon
     cases = [
         (["grams", "mine", "nope"], "nope: no such run or campaign directory"),
         (["grams", "mine", str(tmp_path)], "neither a run dir"),
-        (["grams", "mine", str(write_generations(tmp_path / "few", synthetic_generations()[:5]))], "only 5 completions"),
+        (
+            ["grams", "mine", str(write_generations(tmp_path / "few", synthetic_generations()[:5]))],
+            "only 5 completions",
+        ),
         (["grams", "mine", str(tmp_path / "few"), "--min-n", "3", "--max-n", "2"], "min-n"),
         (["grams", "mine", str(tmp_path / "few"), "--top", "x"], "invalid int value"),
         (["grams", "mine"], "required: RUN_OR_CAMPAIGN"),
@@ -207,10 +250,12 @@ def test_cli_mine_nothing_found_exits_1_and_writes_nothing(tmp_path, capsys, mon
 def test_read_generations_takes_outcome_from_reward_when_correct_is_absent(tmp_path):
     run = tmp_path / "run"
     (run / "emergence").mkdir(parents=True)
-    rows = [{"step": 0, "prompt": "p", "completion": "a b", "reward": 0.9},
-            {"step": 0, "prompt": "p", "completion": "a b", "reward": 0.1},
-            {"step": 0, "prompt": "p", "reward": 1.0},  # no text: skipped
-            {"step": 0, "prompt": "p", "completion": "x" * 5, "completion_chars": 900, "correct": True}]
+    rows = [
+        {"step": 0, "prompt": "p", "completion": "a b", "reward": 0.9},
+        {"step": 0, "prompt": "p", "completion": "a b", "reward": 0.1},
+        {"step": 0, "prompt": "p", "reward": 1.0},  # no text: skipped
+        {"step": 0, "prompt": "p", "completion": "x" * 5, "completion_chars": 900, "correct": True},
+    ]
     (run / "emergence" / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     gens = read_generations([str(run)])
     assert [(g.correct, g.truncated) for g in gens] == [(True, False), (False, False), (True, True)]

@@ -23,9 +23,13 @@ def test_condition_label_without_and_with_overrides():
     assert condition_label("grpo", "none", {}) == "grpo+none"
     assert condition_label("maxrl", "gtpo_sepa", {"sepa.steps": 100}) == "maxrl+gtpo_sepa~sepa.steps=100"
     # sorted by key, TOML-style values, path-unsafe characters replaced (labels name directories)
-    label = condition_label("maxrl", "gtpo", {"training.lr": 1e-5, "data.shuffle": False, "model.name": "Qwen/Qwen3 4B"})
+    label = condition_label(
+        "maxrl", "gtpo", {"training.lr": 1e-5, "data.shuffle": False, "model.name": "Qwen/Qwen3 4B"}
+    )
     assert label == "maxrl+gtpo~data.shuffle=false~model.name=Qwen-Qwen3-4B~training.lr=1e-05"
-    assert condition_label("grpo", "none", {"data.operations": ["+", "*"]}) == "grpo+none~data.operations=+,-"  # '*' is not path-safe
+    assert (
+        condition_label("grpo", "none", {"data.operations": ["+", "*"]}) == "grpo+none~data.operations=+,-"
+    )  # '*' is not path-safe
 
 
 def test_default_ablation_in_condition_major_order(tmp_path):
@@ -47,7 +51,7 @@ def test_default_ablation_in_condition_major_order(tmp_path):
 def test_overrides_reach_nested_tables_and_nothing_else_changes(tmp_path):
     text = (
         "[model]\nlora_rank = 8\n[training]\nmax_steps = 30\nlr = 1e-4\n[backend.options]\nmicro_batch_size = 2\n"
-        "[squeeze]\nmin_variance_retention = 0.9\n[logging]\nlog_dir = \"mine\"\nwandb_project = \"p\"\n"
+        '[squeeze]\nmin_variance_retention = 0.9\n[logging]\nlog_dir = "mine"\nwandb_project = "p"\n'
         "[campaign]\nseeds = [1]\nmax_steps = 12\n"
         '[[campaign.conditions]]\nadvantage_mode = "maxrl"\ntransform_mode = "gtpo_sepa"\n'
         '"sepa.steps" = 100\n"training.lr" = 1e-5\n"backend.options.micro_batch_size" = 4\n'
@@ -56,8 +60,16 @@ def test_overrides_reach_nested_tables_and_nothing_else_changes(tmp_path):
     cfg = _load(tmp_path, text)
     sepa, grpo = expand_campaign(cfg)
     assert sepa.label == "maxrl+gtpo_sepa~backend.options.micro_batch_size=4~sepa.steps=100~training.lr=1e-05"
-    assert (sepa.config.sepa.steps, sepa.config.training.lr, sepa.config.backend.options) == (100, 1e-5, {"micro_batch_size": 4})
-    assert (grpo.config.sepa.steps, grpo.config.training.lr, grpo.config.backend.options) == (500, 1e-4, {"micro_batch_size": 2})
+    assert (sepa.config.sepa.steps, sepa.config.training.lr, sepa.config.backend.options) == (
+        100,
+        1e-5,
+        {"micro_batch_size": 4},
+    )
+    assert (grpo.config.sepa.steps, grpo.config.training.lr, grpo.config.backend.options) == (
+        500,
+        1e-4,
+        {"micro_batch_size": 2},
+    )
 
     base = flatten_dict(config_to_dict(cfg.model_copy(update={"campaign": None, "squeeze": None})))
     grid_set = {"training.seed": 1, "training.max_steps": 12, "logging.log_dir": ""}
@@ -90,7 +102,9 @@ def test_a_config_without_campaign_is_refused():
     n_conditions=st.integers(min_value=1, max_value=4),
 )
 def test_grid_size_uniqueness_and_order(seeds, n_conditions):
-    conditions = [{"advantage_mode": "maxrl", "transform_mode": "gtpo", "gtpo.beta": 0.1 * i} for i in range(n_conditions)]
+    conditions = [
+        {"advantage_mode": "maxrl", "transform_mode": "gtpo", "gtpo.beta": 0.1 * i} for i in range(n_conditions)
+    ]
     cfg = Config().with_overrides({"campaign": {"seeds": seeds, "conditions": conditions}})
     runs = expand_campaign(cfg)
     assert len(runs) == n_conditions * len(seeds)

@@ -95,8 +95,14 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path: Path):
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "retrain", *args], cwd=cwd, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "retrain", *args],
+        cwd=cwd,
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_holder(directory: Path, proc: subprocess.Popen, timeout: float = 60) -> dict:
@@ -144,15 +150,18 @@ def test_two_runs_on_one_log_dir_and_two_resumes(tmp_path: Path):
 def test_two_campaign_resumes(tmp_path: Path):
     """A campaign being resumed cannot be resumed a second time at once (a run would train twice)."""
     toml = tmp_path / "c.toml"
-    toml.write_text(tiny_campaign_base(0) + f"""
+    toml.write_text(
+        tiny_campaign_base(0)
+        + f"""
 [campaign]
 seeds = [1]
 max_steps = 4
-log_root = "{(tmp_path / 'logs').as_posix()}"
+log_root = "{(tmp_path / "logs").as_posix()}"
 [[campaign.conditions]]
 advantage_mode = "grpo"
 transform_mode = "none"
-""")
+"""
+    )
     first = _start([str(toml)], tmp_path)
     deadline = time.time() + 60
     while not list((tmp_path / "logs").glob("campaign_*/manifest.json")):
@@ -173,8 +182,18 @@ def test_status_asks_the_lock_whether_a_run_on_another_host_is_alive(tmp_path: P
     from retrain.campaign.status import run_status
     from retrain.jsonio import now_iso
 
-    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "pid": 4242, "hostname": "gpu-node-7",
-                                                   "max_steps": 10, "step": 1, "updated_at": now_iso()}))
+    (tmp_path / "run.json").write_text(
+        json.dumps(
+            {
+                "status": "running",
+                "pid": 4242,
+                "hostname": "gpu-node-7",
+                "max_steps": 10,
+                "step": 1,
+                "updated_at": now_iso(),
+            }
+        )
+    )
     proc = hold_in_child(tmp_path)
     assert run_status(tmp_path).state == "running"
     proc.kill()

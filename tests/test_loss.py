@@ -113,8 +113,15 @@ def test_micro_batches_sum_to_the_full_batch_loss_and_gradient(loss_agg, clip_ep
     total, clipped, counted = 0.0, 0.0, 0
     for lo, hi in [(0, 2), (2, 3), (3, 6)]:
         t = int(lengths[lo:hi].max())  # each micro-batch padded only to its own longest datum
-        out = policy_loss(split_new[lo:hi, :t], old[lo:hi, :t], adv[lo:hi, :t], mask[lo:hi, :t],
-                          ref_logprobs_B_T=ref[lo:hi, :t], normalizer=norm, **kw)
+        out = policy_loss(
+            split_new[lo:hi, :t],
+            old[lo:hi, :t],
+            adv[lo:hi, :t],
+            mask[lo:hi, :t],
+            ref_logprobs_B_T=ref[lo:hi, :t],
+            normalizer=norm,
+            **kw,
+        )
         out.loss.backward()
         total += out.loss.item()
         clipped += out.clip_fraction * out.num_tokens
@@ -130,8 +137,7 @@ def test_padding_never_matters(loss_agg):
     new, old, adv, mask, ref, _ = _random_batch(1)
     pad = ~mask
     clean_new = new.clone().requires_grad_(True)
-    clean = policy_loss(clean_new, old, adv, mask, clip_eps=0.2, kl_beta=0.1,
-                        ref_logprobs_B_T=ref, loss_agg=loss_agg)
+    clean = policy_loss(clean_new, old, adv, mask, clip_eps=0.2, kl_beta=0.1, ref_logprobs_B_T=ref, loss_agg=loss_agg)
     clean.loss.backward()
 
     # Garbage on every padded position: huge advantages, inf/nan logprobs.

@@ -43,27 +43,35 @@ def test_vllm_lora_rank_is_the_smallest_allowed_that_fits():
 
 
 def _choice(index, ids, logprobs, finish="stop"):
-    return {"index": index, "finish_reason": finish,
-            "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": logprobs}}
+    return {
+        "index": index,
+        "finish_reason": finish,
+        "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": logprobs},
+    }
 
 
 def test_parse_choices_orders_by_index_keeps_the_stop_token_and_flags_max_tokens():
-    answer = {"choices": [
-        _choice(1, [5, 6, 7], [-0.1, -0.2, -0.3], finish="length"),
-        _choice(0, [8, 2], [-1.0, -0.5]),
-    ]}
+    answer = {
+        "choices": [
+            _choice(1, [5, 6, 7], [-0.1, -0.2, -0.3], finish="length"),
+            _choice(0, [8, 2], [-1.0, -0.5]),
+        ]
+    }
     out = parse_choices(answer, n=2, stop_ids={2}, max_tokens=3)
     assert out == [([8, 2], [-1.0, -0.5], False), ([5, 6, 7], [-0.1, -0.2, -0.3], True)]
     # A stop token as the last allowed token is a stop, like the in-process sampler says.
     assert parse_choices({"choices": [_choice(0, [5, 2], [-1, -1])]}, 1, {2}, 2)[0][2] is False
 
 
-@pytest.mark.parametrize("answer, message", [
-    ({"choices": []}, "0 choices for n=1"),
-    ({"choices": [{"index": 0, "logprobs": None}]}, "no per-token logprobs"),
-    ({"choices": [{"index": 0, "logprobs": {"tokens": ["hi"], "token_logprobs": [-1.0]}}]}, "token_id:N"),
-    ({"choices": [_choice(0, [3], [None])]}, "non-finite"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        ({"choices": []}, "0 choices for n=1"),
+        ({"choices": [{"index": 0, "logprobs": None}]}, "no per-token logprobs"),
+        ({"choices": [{"index": 0, "logprobs": {"tokens": ["hi"], "token_logprobs": [-1.0]}}]}, "token_id:N"),
+        ({"choices": [_choice(0, [3], [None])]}, "non-finite"),
+    ],
+)
 def test_parse_choices_rejects_answers_without_ids_or_logprobs(answer, message):
     with pytest.raises(RuntimeError, match=message):
         parse_choices(answer, n=1, stop_ids={2}, max_tokens=4)
@@ -84,8 +92,17 @@ def test_default_lora_names_differ_between_runs_of_a_campaign(tmp_path):
 
 
 def test_server_args_follow_the_model_and_rank_and_let_the_user_override():
-    args = server_args("/m", "smol", host="127.0.0.1", port=8001, lora_rank=12, max_loras=1, max_model_len=1300,
-                       dtype="float32", extra=["--max-model-len", "4096", "--max-loras=4"])
+    args = server_args(
+        "/m",
+        "smol",
+        host="127.0.0.1",
+        port=8001,
+        lora_rank=12,
+        max_loras=1,
+        max_model_len=1300,
+        dtype="float32",
+        extra=["--max-model-len", "4096", "--max-loras=4"],
+    )
     joined = " ".join(args)
     assert "--enable-lora" in args and "--max-lora-rank 16" in joined and "--logprobs-mode processed_logprobs" in joined
     assert "--model /m --served-model-name smol" in joined and "--port 8001" in joined
@@ -95,25 +112,36 @@ def test_server_args_follow_the_model_and_rank_and_let_the_user_override():
 
 def _write(tmp_path, inference: str, extra: str = "") -> Path:
     path = tmp_path / "run.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [model]
         name = "tiny-random"
         {extra}
         [inference]
         {inference}
-    """))
+    """)
+    )
     return path
 
 
-@pytest.mark.parametrize("inference, extra, message", [
-    ('engine = "openai"', "", r"\[inference\]\.url: required when engine = \"openai\".*launch = true"),
-    ('engine = "openai"\nurl = "localhost:8000"', "", r"\[inference\]\.url: expected http://HOST:PORT/v1"),
-    ('launch = true', "", r"\[inference\]\.launch: starts a vLLM server.*engine = \"openai\""),
-    ('engine = "openai"\nurl = "http://h:1/v1"', 'target_modules = ["q_proj", "lm_head"]',
-     r"\[model\]\.target_modules: \['lm_head'\] cannot be served by vLLM"),
-    ('engine = "openai"\nurl = "http://h:1/v1"', "[algorithm]\nuncertainty_kind = \"shannon_entropy\"",
-     r"shannon_entropy.*needs the full distribution"),
-])
+@pytest.mark.parametrize(
+    "inference, extra, message",
+    [
+        ('engine = "openai"', "", r"\[inference\]\.url: required when engine = \"openai\".*launch = true"),
+        ('engine = "openai"\nurl = "localhost:8000"', "", r"\[inference\]\.url: expected http://HOST:PORT/v1"),
+        ("launch = true", "", r"\[inference\]\.launch: starts a vLLM server.*engine = \"openai\""),
+        (
+            'engine = "openai"\nurl = "http://h:1/v1"',
+            'target_modules = ["q_proj", "lm_head"]',
+            r"\[model\]\.target_modules: \['lm_head'\] cannot be served by vLLM",
+        ),
+        (
+            'engine = "openai"\nurl = "http://h:1/v1"',
+            '[algorithm]\nuncertainty_kind = "shannon_entropy"',
+            r"shannon_entropy.*needs the full distribution",
+        ),
+    ],
+)
 def test_config_errors_of_the_openai_engine(tmp_path, inference, extra, message):
     if extra.startswith("[algorithm]"):
         path = tmp_path / "run.toml"
@@ -134,7 +162,8 @@ def test_unreachable_server_is_exit_2_before_anything_is_written(tmp_path):
 
     log_dir = tmp_path / "run"
     cfg = tmp_path / "run.toml"
-    cfg.write_text(textwrap.dedent(f"""
+    cfg.write_text(
+        textwrap.dedent(f"""
         [model]
         name = "tiny-random"
         [inference]
@@ -142,7 +171,8 @@ def test_unreachable_server_is_exit_2_before_anything_is_written(tmp_path):
         url = "http://127.0.0.1:{free_port()}/v1"
         [logging]
         log_dir = "{log_dir}"
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, "-m", "retrain", str(cfg)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "no OpenAI-compatible server answers there" in proc.stderr and "Traceback" not in proc.stderr
@@ -192,13 +222,15 @@ def test_a_launched_process_dies_with_a_killed_trainer(tmp_path):
     # The mechanism launch mode relies on when the trainer is SIGKILLed (no finally, no atexit):
     # the child was started with PR_SET_PDEATHSIG, so the kernel sends it SIGTERM.
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import subprocess, sys, time
         from retrain.backends.vllm_server import _set_pdeathsig
         child = subprocess.Popen(["sleep", "600"], start_new_session=True, preexec_fn=_set_pdeathsig)
         print(child.pid, flush=True)
         time.sleep(600)
-    """))
+    """)
+    )
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     child_pid = int(parent.stdout.readline())
     assert _alive(child_pid)

@@ -12,8 +12,11 @@ from retrain.cli import main
 
 def test_status_into_a_closed_pipe_is_quiet(tmp_path: Path):
     """`retrain status --json | head` printed a BrokenPipeError traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", "status", str(tmp_path), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain", "status", str(tmp_path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # the reader is gone before retrain writes a byte
     err = proc.stderr.read().decode()
     assert proc.wait() == 141, err
@@ -74,12 +77,16 @@ def test_a_run_says_when_it_evaluates_and_what_to_do_next(tmp_path: Path, capsys
 def test_explain_lists_the_plugins_a_config_would_import(tmp_path: Path, capsys):
     """Plugins run code (issue #11 item 9): explain says so, and which ones, without importing them."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[reward]\ntype = "custom"\ncustom = "not_imported_by_explain:score"\n'
-                   '[algorithm]\nadvantage_mode = "my_adv:fn"\n[backend]\ndevice = "cpu"\n')
+    cfg.write_text(
+        '[reward]\ntype = "custom"\ncustom = "not_imported_by_explain:score"\n'
+        '[algorithm]\nadvantage_mode = "my_adv:fn"\n[backend]\ndevice = "cpu"\n'
+    )
     assert main(["explain", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "runs with your permissions" in out
-    assert "#   reward.custom = not_imported_by_explain:score" in out and "#   algorithm.advantage_mode = my_adv:fn" in out
+    assert (
+        "#   reward.custom = not_imported_by_explain:score" in out and "#   algorithm.advantage_mode = my_adv:fn" in out
+    )
     assert main(["explain", str(cfg), "--json"]) == 0
     plugins = json.loads(capsys.readouterr().out)["plugins"]
     assert {"key": "reward.custom", "path": "not_imported_by_explain:score"} in plugins
@@ -100,7 +107,7 @@ def test_a_toml_with_only_squeeze_trains_nothing(tmp_path: Path, monkeypatch, ca
 
 def test_docs_say_what_squeeze_does_with_and_without_a_campaign():
     doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
-    squeeze = doc[doc.index("## `[squeeze]`"):]
+    squeeze = doc[doc.index("## `[squeeze]`") :]
     assert "without `[squeeze]` the config is a single run" not in squeeze
     assert "standalone squeeze of `adapter_path` (nothing is trained)" in squeeze
 
@@ -112,10 +119,25 @@ def test_explain_estimates_survive_a_damaged_prior_log(tmp_path: Path, capsys):
 
     log_dir = tmp_path / "prior"
     log_dir.mkdir()
-    good = [json.dumps({"step": s, "step_time_s": 10.0, "mean_completion_tokens": 50.0, "batch_size": 2,
-                        "group_size": 4, "tokens_per_second": 100.0}) for s in range(5)]
-    bad = ['{"step": 5, "step_time_s": ' + "9" * 5000 + "}", '{"step": 6, "x": ' + "[" * 5000 + "]" * 5000 + "}",
-           '{"step": 7, "step_time_s": NaN}', '{"step": 8, "step_ti']
+    good = [
+        json.dumps(
+            {
+                "step": s,
+                "step_time_s": 10.0,
+                "mean_completion_tokens": 50.0,
+                "batch_size": 2,
+                "group_size": 4,
+                "tokens_per_second": 100.0,
+            }
+        )
+        for s in range(5)
+    ]
+    bad = [
+        '{"step": 5, "step_time_s": ' + "9" * 5000 + "}",
+        '{"step": 6, "x": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"step": 7, "step_time_s": NaN}',
+        '{"step": 8, "step_ti',
+    ]
     (log_dir / "metrics.jsonl").write_text("\n".join(good + bad) + "\n")
     path = tmp_path / "c.toml"
     path.write_text(f'[logging]\nlog_dir = "{log_dir.as_posix()}"\n')
@@ -123,5 +145,8 @@ def test_explain_estimates_survive_a_damaged_prior_log(tmp_path: Path, capsys):
         warnings.simplefilter("always")
         assert main(["explain", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["tokens_per_step"]["measured"] == {"sampled": 50.0 * 2 * 4, "prompt_and_completion": 1000.0,
-                                                   "from": str(log_dir)}
+    assert info["tokens_per_step"]["measured"] == {
+        "sampled": 50.0 * 2 * 4,
+        "prompt_and_completion": 1000.0,
+        "from": str(log_dir),
+    }

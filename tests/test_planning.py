@@ -26,10 +26,24 @@ def _tokens(*pieces):
 
 def test_default_grams_are_the_spec_list_in_order():
     assert DEFAULT_STRATEGIC_GRAMS == (
-        "wait let me", "let me think", "on second thought", "let me check", "let me verify",
-        "is this right", "double check", "try another approach", "go back and", "start over",
-        "that's not right", "that doesn't work", "another way to", "or we could", "what if we",
-        "notice that", "the key is", "the key insight",
+        "wait let me",
+        "let me think",
+        "on second thought",
+        "let me check",
+        "let me verify",
+        "is this right",
+        "double check",
+        "try another approach",
+        "go back and",
+        "start over",
+        "that's not right",
+        "that doesn't work",
+        "another way to",
+        "or we could",
+        "what if we",
+        "notice that",
+        "the key is",
+        "the key insight",
     )
 
 
@@ -75,8 +89,7 @@ def test_separators_and_apostrophes():
 
 def test_find_planning_phrases_order_and_uniqueness():
     text = "Notice that x. Let me check. Notice that y. Wait let me think"
-    assert find_planning_phrases(text) == ["notice that", "let me check", "wait let me",
-                                           "let me think"]
+    assert find_planning_phrases(text) == ["notice that", "let me check", "wait let me", "let me think"]
     assert find_planning_phrases("nothing here") == []
 
 
@@ -119,8 +132,7 @@ def test_mask_agrees_with_a_per_character_reference(words):
     covered = [False] * len(text)
     for gram in DEFAULT_STRATEGIC_GRAMS:
         pattern = re.compile(
-            r"(?<!\w)" + r"[\s,;:\-–—]+".join(re.escape(w).replace("'", "['’]")
-                                              for w in gram.split()) + r"(?!\w)",
+            r"(?<!\w)" + r"[\s,;:\-–—]+".join(re.escape(w).replace("'", "['’]") for w in gram.split()) + r"(?!\w)",
             re.IGNORECASE,
         )
         for start in range(len(text)):

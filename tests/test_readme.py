@@ -20,8 +20,12 @@ def test_two_commands_point_at_real_scripts():
     assert "bash scripts/setup.sh --dev" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("verb", sorted(set(re.findall(r"^\| `retrain ([a-z]+)", README, flags=re.M))
-                                        | {"plot", "compare", "litmus", "power", "report"}))
+@pytest.mark.parametrize(
+    "verb",
+    sorted(
+        set(re.findall(r"^\| `retrain ([a-z]+)", README, flags=re.M)) | {"plot", "compare", "litmus", "power", "report"}
+    ),
+)
 def test_every_listed_verb_answers_help(verb, capsys):
     assert main([verb, "--help"]) == 0
     assert "usage:" in capsys.readouterr().out

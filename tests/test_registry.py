@@ -20,7 +20,8 @@ def resolve(name, registry, kind):
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
     """A user's plugin module in the current directory, as next to their TOML."""
-    (tmp_path / "user_plugins_rl.py").write_text(textwrap.dedent("""
+    (tmp_path / "user_plugins_rl.py").write_text(
+        textwrap.dedent("""
         import math
 
         NOT_CALLABLE = 3
@@ -37,7 +38,8 @@ def plugin_dir(tmp_path, monkeypatch):
 
         def planning_only(advantage, h, planning_mask, *, beta, alpha, sepa_lambda):
             return [2.0 * advantage if m else 0.0 for m in planning_mask]
-    """))
+    """)
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "user_plugins_rl", raising=False)
     yield tmp_path
@@ -45,7 +47,10 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def test_builtins_are_returned_as_is():
-    assert {name: ADVANTAGES.resolve(name) for name in ADVANTAGES} == {"grpo": grpo_advantages, "maxrl": maxrl_advantages}
+    assert {name: ADVANTAGES.resolve(name) for name in ADVANTAGES} == {
+        "grpo": grpo_advantages,
+        "maxrl": maxrl_advantages,
+    }
     assert resolve("grpo", ADVANTAGES, "advantage") is grpo_advantages
     assert resolve("maxrl", ADVANTAGES, "advantage") is maxrl_advantages
     # One table: token_advantages and the registry see the same transforms.
@@ -62,8 +67,7 @@ def test_advantage_plugin_from_the_current_directory(plugin_dir):
 
 
 def test_transform_plugin_through_token_advantages(plugin_dir):
-    out = transforms.token_advantages(0.5, [1.0, 2.0, 3.0], [0, 1, 1],
-                                      transform="user_plugins_rl:planning_only")
+    out = transforms.token_advantages(0.5, [1.0, 2.0, 3.0], [0, 1, 1], transform="user_plugins_rl:planning_only")
     assert out == [0.0, 1.0, 1.0]
 
 
@@ -113,10 +117,16 @@ def test_protocol_examples_in_docstrings_run():
 def test_a_transform_entry_must_declare_the_knobs_its_signature_asks_for():
     from retrain.registry import Registry
 
-    fresh = Registry("transform", "[algorithm].transform_mode", transforms.transform_variant,
-                     validate_entry=TRANSFORMS.validate_entry)
+    fresh = Registry(
+        "transform",
+        "[algorithm].transform_mode",
+        transforms.transform_variant,
+        validate_entry=TRANSFORMS.validate_entry,
+    )
     with pytest.raises(ValueError, match=r"declares \['beta'\] but its signature asks for \[\]"):
-        fresh.register("flat", summary="A_t = A", consumes={"beta"})(lambda advantage, h, planning_mask: [advantage] * len(h))
+        fresh.register("flat", summary="A_t = A", consumes={"beta"})(
+            lambda advantage, h, planning_mask: [advantage] * len(h)
+        )
     with pytest.raises(RetrainError, match=r"asks for keyword\(s\) \['gamma'\]"):
         transforms.transform_variant(lambda a, h, m, *, gamma: [a] * len(h), "p:gamma")
     with pytest.raises(ValueError, match="unknown inputs"):

@@ -81,8 +81,14 @@ def _smollm2_available(cache: Path) -> bool:
 
 
 def _run(cfg: Path, log_dir: Path, env: dict) -> None:
-    out = subprocess.run([sys.executable, "-m", "retrain", str(cfg), "--logging.log_dir", str(log_dir)],
-                         env=env, capture_output=True, text=True, timeout=3600, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "retrain", str(cfg), "--logging.log_dir", str(log_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 

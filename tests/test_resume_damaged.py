@@ -157,8 +157,10 @@ def test_run_json_edited_to_completed_still_finishes_the_run(run: Path, base_run
     make_partial(run)
     (run / "run.json").write_text(json.dumps({**state(run, "run.json"), "status": "completed"}))
     assert resume(run) == 0
-    assert "run.json says completed, but the newest checkpoint its files prove is after step 2 of 4" in \
-        capsys.readouterr().err
+    assert (
+        "run.json says completed, but the newest checkpoint its files prove is after step 2 of 4"
+        in capsys.readouterr().err
+    )
     assert_finished_like_base(run, base_run)
 
 

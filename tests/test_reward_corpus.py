@@ -35,8 +35,7 @@ def _score(kind: str, cases: list[Case], out: dict, key: str) -> None:
     rows = []
     for limit_s in (TIMEOUT_S, SLOW_LIMIT_S):
         part = [c for c in cases if c.slow == (limit_s == SLOW_LIMIT_S)]
-        examples = [Example(prompt="q", answer=c.reference, id=c.family, answer_format=c.answer_format)
-                    for c in part]
+        examples = [Example(prompt="q", answer=c.reference, id=c.family, answer_format=c.answer_format) for c in part]
         with Scorer(BuiltinReward(kind), timeout_s=limit_s, memory_mb=MEMORY_MB, name=kind) as scorer:
             results = scorer.calls([c.completion for c in part], examples)
             rows += [(c, r, limit_s, scorer.pool.base_mb) for c, r in zip(part, results, strict=True)]
@@ -63,17 +62,21 @@ def scored(request, tmp_path_factory):
     rows = []
     for thread in ("main", "thread"):
         part, wall = out[thread]
-        print(f"\n{kind} {thread}: {len(part)} cases in {wall:.1f} s; worker rests at {part[0][3]:.0f} MB; "
-              f"peak per call {max(r.peak_mb or 0 for _, r, _, _ in part):.0f} MB; "
-              f"slowest {max(r.seconds for _, r, _, _ in part):.2f} s; "
-              f"timeouts {sum(r.status == 'timeout' for _, r, _, _ in part)}")
+        print(
+            f"\n{kind} {thread}: {len(part)} cases in {wall:.1f} s; worker rests at {part[0][3]:.0f} MB; "
+            f"peak per call {max(r.peak_mb or 0 for _, r, _, _ in part):.0f} MB; "
+            f"slowest {max(r.seconds for _, r, _, _ in part):.2f} s; "
+            f"timeouts {sum(r.status == 'timeout' for _, r, _, _ in part)}"
+        )
         rows += [(c, r, thread, limit_s, base_mb) for c, r, limit_s, base_mb in part]
     return kind, rows
 
 
 def _show(rows) -> str:
-    return "\n".join(f"  [{t}] {c.family}/{c.verdict} {c.completion[-80:]!r} vs {c.reference[:30]!r} "
-                     f"({c.answer_format}) -> {r}" for c, r, t, *_ in rows[:20])
+    return "\n".join(
+        f"  [{t}] {c.family}/{c.verdict} {c.completion[-80:]!r} vs {c.reference[:30]!r} ({c.answer_format}) -> {r}"
+        for c, r, t, *_ in rows[:20]
+    )
 
 
 def test_corpus_is_big_and_has_controls():

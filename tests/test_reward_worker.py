@@ -259,12 +259,16 @@ def test_a_worker_exits_with_its_parent_at_interpreter_exit():
 def test_a_worker_never_outlives_a_killed_parent(busy):
     """SIGKILL leaves no finalizer to run: an idle worker sees its lifeline close; one stuck in C code
     (GIL held, no thread runs) is stopped by its per-call CPU limit (limit + 2 s of CPU)."""
-    body = """
+    body = (
+        """
         threading.Thread(target=lambda: scorer.score("1", ex), daemon=True).start()
         time.sleep(0.3)
         print("busy", flush=True)
         time.sleep(60)
-    """ if busy else "time.sleep(60)\n"
+    """
+        if busy
+        else "time.sleep(60)\n"
+    )
     reward = "reward_worker_plugins:c_loop" if busy else "reward_worker_plugins:exact"
     script = _parent_script(reward, body).replace('scorer.score("1", ex)', "scorer.pool.wait_ready()")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

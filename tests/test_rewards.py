@@ -178,9 +178,18 @@ def test_extract_last_number_is_linear_and_capped():
 
 @pytest.mark.parametrize(
     ("a", "b", "equal"),
-    [("52.0", "52", True), ("0.50", ".5", True), ("1,000", "1000", True), ("52.1", "52", False),
-     ("abc", "abc", False), ("7", "-7", False), ("1e5", "100000", True), ("–7", "-7", True),
-     ("NaN", "NaN", False), ("Infinity", "Infinity", False)],
+    [
+        ("52.0", "52", True),
+        ("0.50", ".5", True),
+        ("1,000", "1000", True),
+        ("52.1", "52", False),
+        ("abc", "abc", False),
+        ("7", "-7", False),
+        ("1e5", "100000", True),
+        ("–7", "-7", True),
+        ("NaN", "NaN", False),
+        ("Infinity", "Infinity", False),
+    ],
 )
 def test_numbers_equal_compares_exact_values(a, b, equal):
     assert numbers_equal(a, b) is equal
@@ -206,8 +215,9 @@ def test_match_number_format_normalises_numbers():
     assert match_reward("so x = –42", "-42", "number") == 1.0
 
 
-@pytest.mark.parametrize("dash", ["-", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015", "\u2212",
-                                  "\ufe58", "\ufe63", "\uff0d"])
+@pytest.mark.parametrize(
+    "dash", ["-", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015", "\u2212", "\ufe58", "\ufe63", "\uff0d"]
+)
 def test_a_dash_before_a_number_is_its_sign_in_every_reward(dash):
     """Issue 11: "–42"/"—42" were read as 42. One rule for number answers and for math."""
     for reward in (match_reward, math_reward):
@@ -295,13 +305,22 @@ def test_relations_and_words_that_hedge_score_zero(completion, reference, scorer
     assert scorers["math"].score(completion, boxed(reference)) == 0.0
 
 
-@pytest.mark.parametrize(("completion", "reference"), [
-    (r"\boxed{x = 42}", "42"), (r"\boxed{x_1=42}", "42"), (r"\boxed{\theta = \frac{1}{2}}", "0.5"),
-    (r"\boxed{42 \text{ cm}}", "42"), (r"\boxed{24 \text{ square units}}", "24"), (r"\boxed{42 \textbf{ dollars}}", "42"),
-    (r"\boxed{42\,\mathrm{km}}", "42"), (r"\boxed{\text{42}}", "42"), (r"\boxed{42\text{ cm}^2}", "42"),
-    (r"\boxed{y = 1 + 2x}", "y = 2x + 1"),  # an equation reference is compared equation to equation
-    (r"\boxed{x \le 3}", r"x \leq 3"),
-])
+@pytest.mark.parametrize(
+    ("completion", "reference"),
+    [
+        (r"\boxed{x = 42}", "42"),
+        (r"\boxed{x_1=42}", "42"),
+        (r"\boxed{\theta = \frac{1}{2}}", "0.5"),
+        (r"\boxed{42 \text{ cm}}", "42"),
+        (r"\boxed{24 \text{ square units}}", "24"),
+        (r"\boxed{42 \textbf{ dollars}}", "42"),
+        (r"\boxed{42\,\mathrm{km}}", "42"),
+        (r"\boxed{\text{42}}", "42"),
+        (r"\boxed{42\text{ cm}^2}", "42"),
+        (r"\boxed{y = 1 + 2x}", "y = 2x + 1"),  # an equation reference is compared equation to equation
+        (r"\boxed{x \le 3}", r"x \leq 3"),
+    ],
+)
 def test_a_symbol_equals_value_and_units_in_words_still_score(completion, reference):
     assert math_reward(completion, reference) == 1.0
 
@@ -449,4 +468,5 @@ def test_the_contributing_reward_example_is_one_function_and_one_entry(monkeypat
     assert reward(r"\boxed{" + "1" * 30 + "}", "1" * 30, "boxed") == 1.0
     with_custom = SimpleNamespace(reward=SimpleNamespace(type="within_1pct", custom="m:f"))
     assert fresh.entry("within_1pct").check(with_custom) == [
-        '[reward].custom: is set but type = "within_1pct" ignores it; set type = "custom" or remove custom']
+        '[reward].custom: is set but type = "within_1pct" ignores it; set type = "custom" or remove custom'
+    ]

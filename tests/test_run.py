@@ -11,29 +11,73 @@ import time
 from pathlib import Path
 
 import pytest
+from runutil import read_jsonl, without_timing, write_tiny_config
 
 from retrain.config import load_config
 from retrain.run import resume, train
-from runutil import read_jsonl, without_timing, write_tiny_config
 
 TESTS_DIR = Path(__file__).parent
 
 # Every key docs/metrics.md promises in every metrics.jsonl row (plus eval_correct_rate, issue #3).
 SPEC_METRIC_KEYS = {
-    "step", "condition", "seed", "correct_rate", "running_correct_rate", "mean_reward",
-    "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
-    "post_exec_entropy_var", "sepa_lambda", "sepa_gate_open", "max_token_hit_rate", "loss",
-    "loss_is_placeholder", "backend_reports_sync_loss", "num_datums", "reward_tie_group_rate",
-    "reward_uniform_group_rate", "reward_tie_pair_rate", "reward_unique_fraction_mean", "bp_regime",
-    "bp_action", "bp_p_star", "batch_size", "group_size", "step_time_s", "sample_time_s",
-    "train_time_s", "tokens_per_second", "sampler_train_kl", "planning_token_fraction",
+    "step",
+    "condition",
+    "seed",
+    "correct_rate",
+    "running_correct_rate",
+    "mean_reward",
+    "exec_entropy_mean",
+    "exec_entropy_var",
+    "plan_entropy_mean",
+    "plan_entropy_var",
+    "post_exec_entropy_var",
+    "sepa_lambda",
+    "sepa_gate_open",
+    "max_token_hit_rate",
+    "loss",
+    "loss_is_placeholder",
+    "backend_reports_sync_loss",
+    "num_datums",
+    "reward_tie_group_rate",
+    "reward_uniform_group_rate",
+    "reward_tie_pair_rate",
+    "reward_unique_fraction_mean",
+    "bp_regime",
+    "bp_action",
+    "bp_p_star",
+    "batch_size",
+    "group_size",
+    "step_time_s",
+    "sample_time_s",
+    "train_time_s",
+    "tokens_per_second",
+    "sampler_train_kl",
+    "planning_token_fraction",
     "eval_correct_rate",
 }
-EMERGENCE_STEP_KEYS = {"step", "condition", "mean_reward", "correct_count", "total_count",
-                       "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
-                       "sepa_lambda", "planning_token_fraction"}
-GENERATION_KEYS = {"step", "prompt", "completion", "reward", "correct", "num_tokens", "hit_max_tokens",
-                   "planning_phrases"}
+EMERGENCE_STEP_KEYS = {
+    "step",
+    "condition",
+    "mean_reward",
+    "correct_count",
+    "total_count",
+    "exec_entropy_mean",
+    "exec_entropy_var",
+    "plan_entropy_mean",
+    "plan_entropy_var",
+    "sepa_lambda",
+    "planning_token_fraction",
+}
+GENERATION_KEYS = {
+    "step",
+    "prompt",
+    "completion",
+    "reward",
+    "correct",
+    "num_tokens",
+    "hit_max_tokens",
+    "planning_phrases",
+}
 
 
 def _run(tmp_path: Path, name: str, **kw) -> Path:
@@ -50,10 +94,20 @@ def three_step_run(tmp_path_factory) -> Path:
 
 def test_run_dir_holds_every_file_and_metric(three_step_run: Path):
     d = three_step_run
-    for rel in ["config.toml", "config.json", "run.json", "metrics.jsonl", "eval.jsonl", "trainer_state.json",
-                "emergence/steps.jsonl", "emergence/generations.jsonl",
-                "adapter/checkpoint_step_1/adapter_model.safetensors", "adapter/checkpoint_step_2/adapter_config.json",
-                "adapter/final/adapter_model.safetensors", "adapter/final/optimizer.pt"]:
+    for rel in [
+        "config.toml",
+        "config.json",
+        "run.json",
+        "metrics.jsonl",
+        "eval.jsonl",
+        "trainer_state.json",
+        "emergence/steps.jsonl",
+        "emergence/generations.jsonl",
+        "adapter/checkpoint_step_1/adapter_model.safetensors",
+        "adapter/checkpoint_step_2/adapter_config.json",
+        "adapter/final/adapter_model.safetensors",
+        "adapter/final/optimizer.pt",
+    ]:
         assert (d / rel).exists(), rel
     rows = read_jsonl(d / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2]
@@ -91,8 +145,11 @@ def test_every_file_of_a_run_gets_the_umask_mode(three_step_run: Path):
     """Adapter weights were 0600 (safetensors) beside 0644 JSON (issue #11 item 9)."""
     umask = os.umask(0)
     os.umask(umask)
-    modes = {p.relative_to(three_step_run).as_posix(): p.stat().st_mode & 0o777
-             for p in three_step_run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    modes = {
+        p.relative_to(three_step_run).as_posix(): p.stat().st_mode & 0o777
+        for p in three_step_run.rglob("*")
+        if p.is_file() and "wandb" not in p.parts
+    }
     assert modes["adapter/final/adapter_model.safetensors"] == 0o666 & ~umask
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
@@ -141,7 +198,8 @@ def test_golden_three_step_run(three_step_run: Path):
 def test_same_seed_same_metrics(tmp_path: Path, three_step_run: Path):
     again = _run(tmp_path, "again", steps=3)
     assert without_timing(read_jsonl(again / "metrics.jsonl")) == without_timing(
-        read_jsonl(three_step_run / "metrics.jsonl"))
+        read_jsonl(three_step_run / "metrics.jsonl")
+    )
 
 
 @pytest.mark.slow
@@ -174,8 +232,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path):
     cfg_path = write_tiny_config(tmp_path / "killed.toml", killed, steps=steps, save_every=2)
     # keep the caller's PYTHONPATH: the killed run must run the same retrain as the in-process ones
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", str(cfg_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrain", str(cfg_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 120
     # Kill after step 2 is logged: the last checkpoint is after step 1, so step 2 must be redone.
@@ -208,8 +267,9 @@ def test_wandb_offline_records_name_group_tags_and_keys(tmp_path: Path, monkeypa
     monkeypatch.setenv("WANDB_SILENT", "true")
     log_dir = tmp_path / "wb"
     cfg_path = write_tiny_config(tmp_path / "wb.toml", log_dir, steps=2)
-    text = cfg_path.read_text().replace('[logging]\n', '[logging]\nwandb_project = "retrain-test"\n'
-                                        'wandb_mode = "offline"\nwandb_tags = ["smoke"]\n')
+    text = cfg_path.read_text().replace(
+        "[logging]\n", '[logging]\nwandb_project = "retrain-test"\nwandb_mode = "offline"\nwandb_tags = ["smoke"]\n'
+    )
     cfg_path.write_text(text)
     assert train(load_config(cfg_path)) == 0
     record = read_offline_wandb(log_dir)
@@ -219,10 +279,21 @@ def test_wandb_offline_records_name_group_tags_and_keys(tmp_path: Path, monkeypa
     assert record["config"]["condition"] == "maxrl+gtpo_sepa"
     assert record["config"]["advantage_mode"] == "maxrl" and record["config"]["seed"] == 7
     assert record["config"]["training.lr"] == pytest.approx(1e-2)
-    for key in ["train/rewards/correct_rate", "train/rewards/running_correct_rate", "train/rewards/mean_reward",
-                "train/sepa_lambda", "train/sepa_gate_open", "train/entropy/exec_mean", "train/entropy/exec_var",
-                "train/entropy/plan_mean", "train/entropy/plan_var", "train/loss", "train/num_datums",
-                "train/max_token_hit_rate", "train/backpressure/regime"]:
+    for key in [
+        "train/rewards/correct_rate",
+        "train/rewards/running_correct_rate",
+        "train/rewards/mean_reward",
+        "train/sepa_lambda",
+        "train/sepa_gate_open",
+        "train/entropy/exec_mean",
+        "train/entropy/exec_var",
+        "train/entropy/plan_mean",
+        "train/entropy/plan_var",
+        "train/loss",
+        "train/num_datums",
+        "train/max_token_hit_rate",
+        "train/backpressure/regime",
+    ]:
         assert key in record["keys"], key
     assert record["steps"] == [0, 1]
 
@@ -240,8 +311,8 @@ def _wandb_log_records(path: Path):
         if left_in_block < 7:  # block trailer padding
             pos += left_in_block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue

@@ -26,7 +26,7 @@ from retrain.run import train
 
 pytest.importorskip("tinker")  # the dev extra installs it; elsewhere these tests skip
 
-from tinker_standin import StandInService, adapters_agree  # after the skip: it needs the SDK
+from tinker_standin import StandInService, adapters_agree  # noqa: E402 - after the skip: it needs the SDK
 
 TINKER = '[backend]\nbackend = "tinker"\n'
 SECRET = "tml-do-not-log-7c1e9a"
@@ -88,8 +88,9 @@ def test_a_three_step_tinker_run_trains_like_the_local_backend_on_the_same_sampl
 
     tinker_rows, local_rows = (read_jsonl(tmp_path / d / "metrics.jsonl") for d in ("tinker", "local"))
     approx = {"loss", "sampler_train_kl", "grad_norm"}
-    assert [{k: v for k, v in r.items() if k not in approx} for r in without_timing(tinker_rows)] == \
-        [{k: v for k, v in r.items() if k not in approx} for r in without_timing(local_rows)]
+    assert [{k: v for k, v in r.items() if k not in approx} for r in without_timing(tinker_rows)] == [
+        {k: v for k, v in r.items() if k not in approx} for r in without_timing(local_rows)
+    ]
     for t, loc in zip(tinker_rows, local_rows, strict=True):
         assert t["backend_reports_sync_loss"] is True and t["loss_is_placeholder"] is False
         if loc["loss"] is None:
@@ -111,9 +112,9 @@ def test_a_three_step_tinker_run_trains_like_the_local_backend_on_the_same_sampl
             P, T = len(d.prompt_ids), len(d.completion_ids)
             inputs = sent.loss_fn_inputs
             assert inputs["target_tokens"].data == (list(d.prompt_ids) + list(d.completion_ids))[1:]
-            assert [a * n_tokens for a in inputs["advantages"].data[P - 1:]] == pytest.approx(d.advantages_T, rel=1e-5)
-            assert inputs["logprobs"].data[P - 1:] == pytest.approx(d.old_logprobs_T, abs=1e-6)
-            returned = request["result"].loss_fn_outputs[b]["logprobs"].data[P - 1:]
+            assert [a * n_tokens for a in inputs["advantages"].data[P - 1 :]] == pytest.approx(d.advantages_T, rel=1e-5)
+            assert inputs["logprobs"].data[P - 1 :] == pytest.approx(d.old_logprobs_T, abs=1e-6)
+            returned = request["result"].loss_fn_outputs[b]["logprobs"].data[P - 1 :]
             assert returned == pytest.approx(new_B_T[b, :T].tolist(), abs=2e-5)
         assert len({tuple(d.advantages_T) for d in datums}) > 1
 
@@ -121,7 +122,9 @@ def test_a_three_step_tinker_run_trains_like_the_local_backend_on_the_same_sampl
     from safetensors.torch import load_file
 
     state = json.loads((tmp_path / "tinker" / "trainer_state.json").read_text())
-    assert state["backend_checkpoint"].startswith("tinker://") and state["backend_checkpoint"].endswith("/weights/final")
+    assert state["backend_checkpoint"].startswith("tinker://") and state["backend_checkpoint"].endswith(
+        "/weights/final"
+    )
     pointer = json.loads((tmp_path / "tinker" / "adapter" / "final" / tb.POINTER).read_text())
     assert pointer["tinker_path"] == state["backend_checkpoint"]
     served = service.checkpoints[state["backend_checkpoint"]]["adapter"]
@@ -134,7 +137,8 @@ def test_a_three_step_tinker_run_trains_like_the_local_backend_on_the_same_sampl
 
 @pytest.mark.slow
 def test_an_outage_stops_the_run_resumably_and_resume_ends_where_an_uninterrupted_run_ends(
-        tmp_path, monkeypatch, service, capsys):
+    tmp_path, monkeypatch, service, capsys
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     wandb = '[logging]\nwandb_project = "retrain-test"\nwandb_mode = "offline"\n'
@@ -156,8 +160,9 @@ def test_an_outage_stops_the_run_resumably_and_resume_ends_where_an_uninterrupte
 
     assert main(["resume", str(tmp_path / "cut")]) == 0
     for name in ("metrics.jsonl", "eval.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
-        assert without_timing(read_jsonl(tmp_path / "cut" / name)) == \
-            without_timing(read_jsonl(tmp_path / "full" / name)), name
+        assert without_timing(read_jsonl(tmp_path / "cut" / name)) == without_timing(
+            read_jsonl(tmp_path / "full" / name)
+        ), name
     assert [k for k, _ in service.log].count("restore") == 1
     assert service.closed == ["success", "errored", "success"]  # every session ended, with the run's outcome
 
@@ -204,10 +209,21 @@ def test_an_unreachable_service_stops_the_run_before_anything_is_written(tmp_pat
     toml = _config(tmp_path, "run")
     toml.write_text(toml.read_text() + "[backend.options]\nconnect_timeout_s = 1\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINKER_")}
-    env.update(HOME=str(tmp_path / "home"), TINKER_API_KEY="tml-unused-key",
-               TINKER_BASE_URL=f"http://127.0.0.1:{_free_port()}", TINKER_TELEMETRY="0")
-    proc = subprocess.run([sys.executable, "-m", "retrain", str(toml)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).parent, check=False)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        TINKER_API_KEY="tml-unused-key",
+        TINKER_BASE_URL=f"http://127.0.0.1:{_free_port()}",
+        TINKER_TELEMETRY="0",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain", str(toml)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"at {env['TINKER_BASE_URL']} did not answer within 1 s" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
@@ -241,17 +257,21 @@ def test_a_campaign_without_a_key_creates_no_campaign_dir(tmp_path, monkeypatch,
 
 def _campaign(tmp_path: Path, conditions: str = "") -> Path:
     toml = _config(tmp_path, "c")
-    toml.write_text(toml.read_text() + f'[campaign]\nseeds = [1, 2]\nlog_root = "{(tmp_path / "logs").as_posix()}"\n'
-                    + conditions)
+    toml.write_text(
+        toml.read_text() + f'[campaign]\nseeds = [1, 2]\nlog_root = "{(tmp_path / "logs").as_posix()}"\n' + conditions
+    )
     return toml
 
 
 def test_a_condition_past_the_models_context_stops_the_campaign_before_anything_is_written(tmp_path, service, capsys):
     """The campaign's check covers every distinct setting its runs' checks read, [training].max_tokens too:
     a condition overriding it past the model's context fails at once, not mid-campaign."""
-    toml = _campaign(tmp_path, '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n'
-                               '[[campaign.conditions]]\nadvantage_mode = "maxrl"\ntransform_mode = "none"\n'
-                               '"training.max_tokens" = 40000\n')
+    toml = _campaign(
+        tmp_path,
+        '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n'
+        '[[campaign.conditions]]\nadvantage_mode = "maxrl"\ntransform_mode = "none"\n'
+        '"training.max_tokens" = 40000\n',
+    )
     assert main([str(toml)]) == 2
     err = capsys.readouterr().err
     assert "maxrl+none" in err and "[training].max_tokens = 40000" in err and "context of 32768" in err
@@ -290,14 +310,19 @@ def test_the_preflight_key_holds_every_setting_the_checks_read(tmp_path):
     key = preflight_key(load_config(toml))
     for same in (["--algorithm.advantage_mode", "grpo"], ["--training.seed", "7"], ["--training.lr", "1e-4"]):
         assert preflight_key(load_config(toml, same)) == key, same
-    for differs in (["--training.max_tokens", "64"], ["--model.name", "Qwen/Qwen3-4B"], ["--backend.backend", "local"],
-                    ["--backend.options.connect_timeout_s", "5"]):
+    for differs in (
+        ["--training.max_tokens", "64"],
+        ["--model.name", "Qwen/Qwen3-4B"],
+        ["--backend.backend", "local"],
+        ["--backend.options.connect_timeout_s", "5"],
+    ):
         assert preflight_key(load_config(toml, differs)) != key, differs
     local = ["--backend.backend", "local", "--model.target_modules", '["q_proj", "v_proj"]']
     served = [*local, "--inference.engine", "openai", "--inference.url", "http://127.0.0.1:9/v1"]
     assert preflight_key(load_config(toml, served)) != preflight_key(load_config(toml, local))
     assert preflight_key(load_config(toml, [*served, "--inference.served_model", "m"])) != preflight_key(
-        load_config(toml, served))
+        load_config(toml, served)
+    )
 
 
 def test_the_preflight_record_answers_one_start_with_the_same_key(tmp_path, service):

@@ -58,12 +58,21 @@ def test_what_counts_as_a_secret(key: str, value: str, secrets: list[str]):
 
 def test_secrets_in_a_command_line_list():
     """`[inference] server_args` hands flags to the vLLM server: `--api-key VALUE` and `--token=VALUE`."""
-    doc = {"inference": {"server_args": ["--max-model-len", "4096", "--api-key", "sk-1", "--token=t0k",
-                                         "--api-key", "${VLLM_KEY}"]}}
+    doc = {
+        "inference": {
+            "server_args": ["--max-model-len", "4096", "--api-key", "sk-1", "--token=t0k", "--api-key", "${VLLM_KEY}"]
+        }
+    }
     out, moved = externalize(doc, {})
     assert out["inference"]["server_args"] == [
-        "--max-model-len", "4096", "--api-key", "${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_3}",
-        "--token=${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_4}", "--api-key", "${VLLM_KEY}"]
+        "--max-model-len",
+        "4096",
+        "--api-key",
+        "${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_3}",
+        "--token=${RETRAIN_SECRET_INFERENCE_SERVER_ARGS_4}",
+        "--api-key",
+        "${VLLM_KEY}",
+    ]
     assert set(moved.values()) == {"sk-1", "t0k"}
     assert redact(doc)["inference"]["server_args"][3:5] == [REDACTED, f"--token={REDACTED}"]
 
@@ -74,10 +83,15 @@ def test_externalize_then_expand_round_trips():
     out, moved = externalize(doc, env)
     assert "hunter2" not in json.dumps(out) and "sk-1" not in json.dumps(out)
     assert out["backend"]["options"] == {"api_key": "${RETRAIN_SECRET_BACKEND_OPTIONS_API_KEY}", "n": 3}
-    assert moved == {"RETRAIN_SECRET_INFERENCE_URL": "hunter2", "RETRAIN_SECRET_INFERENCE_URL_2": "sk-abc123",
-                     "RETRAIN_SECRET_BACKEND_OPTIONS_API_KEY": "sk-1"}
+    assert moved == {
+        "RETRAIN_SECRET_INFERENCE_URL": "hunter2",
+        "RETRAIN_SECRET_INFERENCE_URL_2": "sk-abc123",
+        "RETRAIN_SECRET_BACKEND_OPTIONS_API_KEY": "sk-1",
+    }
     assert expand_secrets_in(out, env) == {**doc, "x": ["/h"]}
-    with pytest.raises(RetrainError, match=r"inference.url refers to \$\{RETRAIN_SECRET_INFERENCE_URL\}, which is not set"):
+    with pytest.raises(
+        RetrainError, match=r"inference.url refers to \$\{RETRAIN_SECRET_INFERENCE_URL\}, which is not set"
+    ):
         expand_secrets_in(out, {})
 
 
@@ -92,8 +106,7 @@ def test_a_literal_secret_is_in_no_file_and_still_reaches_the_run(tmp_path: Path
     for name in ("RETRAIN_SECRET_INFERENCE_URL", "RETRAIN_SECRET_INFERENCE_URL_2"):
         monkeypatch.delenv(name, raising=False)
     log_dir = tmp_path / "run"
-    path = write_tiny_config(tmp_path / "r.toml", log_dir, steps=1,
-                             extra=f'\n[inference]\nurl = "{URL}"\n')
+    path = write_tiny_config(tmp_path / "r.toml", log_dir, steps=1, extra=f'\n[inference]\nurl = "{URL}"\n')
     path.write_text(path.read_text().replace("[logging]\n", '[logging]\nwandb_project = "p"\nwandb_mode = "offline"\n'))
     cfg = load_config(path)
     assert "RETRAIN_SECRET_INFERENCE_URL" in capsys.readouterr().err  # said once, at load
@@ -117,18 +130,21 @@ def test_explain_and_campaign_toml_show_references(tmp_path: Path, capsys, monke
     from retrain.cli import main
 
     path = tmp_path / "c.toml"
-    path.write_text(tiny_campaign_base(0) + f"""
+    path.write_text(
+        tiny_campaign_base(0)
+        + f"""
 [inference]
 url = "{URL}"
 [campaign]
 seeds = [1]
 max_steps = 1
-log_root = "{(tmp_path / 'logs').as_posix()}"
+log_root = "{(tmp_path / "logs").as_posix()}"
 [[campaign.conditions]]
 advantage_mode = "grpo"
 transform_mode = "none"
 "inference.url" = "https://bob:s3cret@other/v1"
-""")
+"""
+    )
     assert main(["explain", str(path)]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "s3cret" not in out and "${RETRAIN_SECRET_INFERENCE_URL}" in out
@@ -144,20 +160,24 @@ transform_mode = "none"
 def test_resume_in_a_shell_without_the_secret_says_which_variable(tmp_path: Path):
     """A later `retrain resume` reads the secret from its own environment, and says so when it is missing."""
     log_dir = tmp_path / "run"
-    path = write_tiny_config(tmp_path / "r.toml", log_dir, steps=4, save_every=1,
-                             extra='\n[inference]\nurl = "https://u:pw9@h/v1"\n')
+    path = write_tiny_config(
+        tmp_path / "r.toml", log_dir, steps=4, save_every=1, extra='\n[inference]\nurl = "https://u:pw9@h/v1"\n'
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAIN_SECRET_")}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-m", "retrain", str(path), "--max-steps", "2"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "retrain", str(path), "--max-steps", "2"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     text = (log_dir / "config.toml").read_text().replace("max_steps = 2", "max_steps = 4")
     (log_dir / "config.toml").write_text(text)
-    again = subprocess.run([sys.executable, "-m", "retrain", "resume", str(log_dir)], env=env,
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "retrain", "resume", str(log_dir)], env=env, capture_output=True, text=True
+    )
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "refers to ${RETRAIN_SECRET_INFERENCE_URL}, which is not set" in again.stderr
     env["RETRAIN_SECRET_INFERENCE_URL"] = "pw9"
-    ok = subprocess.run([sys.executable, "-m", "retrain", "resume", str(log_dir)], env=env,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "retrain", "resume", str(log_dir)], env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr

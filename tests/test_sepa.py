@@ -21,9 +21,7 @@ def open_controller(**kw):
 
 def test_linear_hand_computed():
     sepa = open_controller()
-    assert [sepa.resolve_lambda(s) for s in (0, 10, 35, 60, 110, 500)] == pytest.approx(
-        [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
-    )
+    assert [sepa.resolve_lambda(s) for s in (0, 10, 35, 60, 110, 500)] == pytest.approx([0.0, 0.0, 0.25, 0.5, 1.0, 1.0])
 
 
 def test_linear_steps_not_positive_is_zero():
@@ -104,8 +102,9 @@ def test_auto_lambda_formula():
 
 
 def test_auto_ema_warmup_and_lambda_hand_computed():
-    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0,
-                          ema_decay=0.5, var_threshold=0.5, warmup=2)
+    sepa = SEPAController(
+        steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0, ema_decay=0.5, var_threshold=0.5, warmup=2
+    )
     sepa.observe(1.0, [0.0, 2.0], step=0)  # Var = 1 seeds the EMA
     assert sepa.var_ema == 1.0 and sepa.var_0 is None and sepa.warmup_seen == 1
     assert sepa.resolve_lambda(1) == 0.0  # no var_0 yet
@@ -122,8 +121,7 @@ def test_auto_ema_warmup_and_lambda_hand_computed():
 
 
 def test_auto_is_max_of_auto_and_linear():
-    sepa = SEPAController(steps=100, schedule="auto", delay_steps=0, correct_rate_gate=0.0,
-                          ema_decay=0.0, warmup=1)
+    sepa = SEPAController(steps=100, schedule="auto", delay_steps=0, correct_rate_gate=0.0, ema_decay=0.0, warmup=1)
     sepa.observe(1.0, [0.0, 2.0])  # var_0 = 1
     sepa.observe(1.0, [0.0, 0.2])  # EMA = 0.01 → λ_auto = 1 − 0.01/0.2 = 0.95
     assert sepa.resolve_lambda(10) == pytest.approx(0.95)  # linear 0.1 < auto
@@ -151,8 +149,7 @@ def test_linear_schedule_does_not_track_variance():
 
 
 def test_gate_closed_overrides_auto():
-    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.9,
-                          ema_decay=0.0, warmup=1)
+    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.9, ema_decay=0.0, warmup=1)
     sepa.observe(0.1, [0.0, 2.0])
     sepa.observe(0.1, [0.0, 0.0001])
     assert sepa.var_0 == 1.0 and not sepa.gate_open
@@ -164,11 +161,17 @@ def test_gate_closed_overrides_auto():
 
 def test_constructor_rejects_bad_settings_all_at_once():
     with pytest.raises(RetrainError) as err:
-        SEPAController(steps=10, schedule="cosine", delay_steps=-1, correct_rate_gate=1.5,
-                       ema_decay=1.0, var_threshold=0.0, warmup=-1)
+        SEPAController(
+            steps=10,
+            schedule="cosine",
+            delay_steps=-1,
+            correct_rate_gate=1.5,
+            ema_decay=1.0,
+            var_threshold=0.0,
+            warmup=-1,
+        )
     msg = str(err.value)
-    for key in ("schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold",
-                "warmup"):
+    for key in ("schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold", "warmup"):
         assert f"[sepa].{key}" in msg
 
 
@@ -185,8 +188,9 @@ def _run(sepa, steps, rng_rates, rng_h):
 
 @pytest.mark.parametrize("schedule", ["linear", "auto"])
 def test_state_round_trips_mid_run_and_gives_identical_lambdas(schedule):
-    kw = dict(steps=30, schedule=schedule, delay_steps=3, correct_rate_gate=0.4, ema_decay=0.8,
-              var_threshold=0.5, warmup=4)
+    kw = dict(
+        steps=30, schedule=schedule, delay_steps=3, correct_rate_gate=0.4, ema_decay=0.8, var_threshold=0.5, warmup=4
+    )
     rates = [0.1 * (i % 7) for i in range(40)]
     h = [[(i * 7 + j * 3) % 11 / (1 + i * 0.3) for j in range(5)] for i in range(40)]
 
@@ -212,9 +216,19 @@ def test_state_dict_contents():
     sepa.observe(0.6, [], step=12)
     state = sepa.state_dict()
     assert state == {
-        "version": 1, "steps": 100, "schedule": "linear", "delay_steps": 10,
-        "correct_rate_gate": 0.5, "ema_decay": 0.99, "var_threshold": 0.2, "warmup": 50,
-        "var_ema": None, "var_0": None, "warmup_seen": 0, "gate_open": True, "gate_open_step": 12,
+        "version": 1,
+        "steps": 100,
+        "schedule": "linear",
+        "delay_steps": 10,
+        "correct_rate_gate": 0.5,
+        "ema_decay": 0.99,
+        "var_threshold": 0.2,
+        "warmup": 50,
+        "var_ema": None,
+        "var_0": None,
+        "warmup_seen": 0,
+        "gate_open": True,
+        "gate_open_step": 12,
     }
 
 
@@ -222,8 +236,14 @@ def test_load_state_rejects_bad_or_mismatched_state():
     good = open_controller(correct_rate_gate=0.5).state_dict()
     with pytest.raises(RetrainError, match=r"\[sepa\].steps is 100 but the checkpoint"):
         open_controller(correct_rate_gate=0.5).load_state_dict({**good, "steps": 200})
-    for bad in ({"var_ema": math.inf}, {"var_0": -1.0}, {"warmup_seen": -2},
-                {"gate_open": "true"}, {"gate_open_step": 1.5}, {"var_ema": "x"}):
+    for bad in (
+        {"var_ema": math.inf},
+        {"var_0": -1.0},
+        {"warmup_seen": -2},
+        {"gate_open": "true"},
+        {"gate_open_step": 1.5},
+        {"var_ema": "x"},
+    ):
         with pytest.raises(RetrainError, match="SEPA state"):
             open_controller(correct_rate_gate=0.5).load_state_dict({**good, **bad})
 
@@ -232,8 +252,7 @@ def test_load_state_rejects_bad_or_mismatched_state():
 
 
 def test_auto_schedule_survives_broken_uncertainties_and_keeps_a_finite_ema():
-    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0,
-                          ema_decay=0.5, warmup=1)
+    sepa = SEPAController(steps=0, schedule="auto", delay_steps=0, correct_rate_gate=0.0, ema_decay=0.5, warmup=1)
     sepa.observe(1.0, [8, 4, -12, 1e300, 6, math.nan, 0.5, math.inf], step=0)
     # −12, nan and inf are dropped; with 1e300 kept the variance overflows, so the batch is skipped
     assert sepa.var_ema is None and sepa.warmup_seen == 0 and sepa.resolve_lambda(1) == 0.0
@@ -256,14 +275,19 @@ def test_python_api_rejects_what_the_config_rejects_in_the_same_words(tmp_path):
     assert api.value.problems == config.value.problems == ["[sepa].steps: must be >= 0, got -1"]
 
 
-@pytest.mark.parametrize("state, message", [
-    ([1, 2], "expected a table of values, got list"),
-    ("state", "expected a table of values, got str"),
-    (None, "expected a table of values, got NoneType"),
-    ({"version": 1}, "missing var_ema, var_0, warmup_seen, gate_open, gate_open_step"),
-    ({"var_ema": None, "var_0": None, "warmup_seen": "3", "gate_open": True, "gate_open_step": 0},
-     "warmup_seen must be an int"),
-])
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ([1, 2], "expected a table of values, got list"),
+        ("state", "expected a table of values, got str"),
+        (None, "expected a table of values, got NoneType"),
+        ({"version": 1}, "missing var_ema, var_0, warmup_seen, gate_open, gate_open_step"),
+        (
+            {"var_ema": None, "var_0": None, "warmup_seen": "3", "gate_open": True, "gate_open_step": 0},
+            "warmup_seen must be an int",
+        ),
+    ],
+)
 def test_restoring_a_damaged_state_is_a_clear_error(state, message):
     with pytest.raises(RetrainError, match="SEPA state in the checkpoint is invalid") as info:
         open_controller().load_state_dict(state)

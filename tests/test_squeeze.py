@@ -96,7 +96,7 @@ def test_variance_retained_is_monotone_and_reaches_one_at_full_rank(values):
     s = sorted(values, reverse=True)
     kept = [variance_retained(s, k) for k in range(1, len(s) + 1)]
     assert all(0.0 <= v <= 1.0 for v in kept)
-    assert all(b >= a - 1e-12 for a, b in zip(kept, kept[1:]))
+    assert all(b >= a - 1e-12 for a, b in zip(kept, kept[1:], strict=False))
     assert kept[-1] == pytest.approx(1.0)
 
 
@@ -160,8 +160,12 @@ def test_to_dict_is_the_manifest_shape(known_adapter):
     d = json.loads(json.dumps(analyze_adapter(known_adapter, threshold=0.75).to_dict()))
     assert set(d) == {"recommended_rank", "source_rank", "threshold", "table", "adapter_path"}
     assert d["recommended_rank"] == 2 and d["source_rank"] == 4 and d["threshold"] == 0.75
-    assert d["table"][0] == {"rank": 1, "mean": pytest.approx(0.525, abs=1e-6), "min": pytest.approx(0.25, abs=1e-6),
-                             "max": pytest.approx(0.8, abs=1e-6)}
+    assert d["table"][0] == {
+        "rank": 1,
+        "mean": pytest.approx(0.525, abs=1e-6),
+        "min": pytest.approx(0.25, abs=1e-6),
+        "max": pytest.approx(0.8, abs=1e-6),
+    }
 
 
 def test_format_table_marks_the_recommended_row(known_adapter):
@@ -194,7 +198,10 @@ def test_compress_scales_alpha_and_keeps_scaled_update(known_adapter, tmp_path):
     out = compress_adapter(known_adapter, 2, tmp_path / "r2")
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 2 and config["lora_alpha"] == 4  # 8 · 2/4: alpha/r stays 2
-    src, new = load_file(str(known_adapter / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    src, new = (
+        load_file(str(known_adapter / "adapter_model.safetensors")),
+        load_file(str(out / "adapter_model.safetensors")),
+    )
     key_a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
     key_b = key_a.replace("lora_A", "lora_B")
     assert new[key_a].shape == (2, 16) and new[key_b].shape == (24, 2) and new[key_a].dtype == src[key_a].dtype
@@ -211,7 +218,10 @@ def test_compressed_adapter_gets_the_umask_modes(known_adapter, tmp_path):
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o750  # mkdtemp alone gives 0700
     assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
-        "adapter_model.safetensors": 0o640, "adapter_config.json": 0o640, "squeeze.json": 0o640}
+        "adapter_model.safetensors": 0o640,
+        "adapter_config.json": 0o640,
+        "squeeze.json": 0o640,
+    }
 
 
 def test_compress_non_integer_alpha_stays_exact(tmp_path):
@@ -251,8 +261,13 @@ def tiny_base(tmp_path_factory):
 
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     path = tmp_path_factory.mktemp("tiny_qwen2")
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
@@ -268,8 +283,11 @@ def _load_base(path):
 def _lora_deltas(peft_model) -> dict[str, torch.Tensor]:
     from peft.tuners.lora import LoraLayer
 
-    return {name: m.get_delta_weight("default").detach().double()
-            for name, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
+    return {
+        name: m.get_delta_weight("default").detach().double()
+        for name, m in peft_model.named_modules()
+        if isinstance(m, LoraLayer)
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(LORA_VARIANTS))
@@ -294,8 +312,12 @@ def test_compressed_adapter_reproduces_logits_and_loses_exactly_the_discarded_en
 
     ids = torch.randint(0, 320, (2, 12), generator=torch.Generator().manual_seed(7))
     original = PeftModel.from_pretrained(_load_base(tiny_base), trained_adapter).eval()
-    full = PeftModel.from_pretrained(_load_base(tiny_base), compress_adapter(trained_adapter, 8, tmp_path / "r8")).eval()
-    half = PeftModel.from_pretrained(_load_base(tiny_base), compress_adapter(trained_adapter, 4, tmp_path / "r4")).eval()
+    full = PeftModel.from_pretrained(
+        _load_base(tiny_base), compress_adapter(trained_adapter, 8, tmp_path / "r8")
+    ).eval()
+    half = PeftModel.from_pretrained(
+        _load_base(tiny_base), compress_adapter(trained_adapter, 4, tmp_path / "r4")
+    ).eval()
     with torch.no_grad():
         logits, logits_full = original(ids).logits, full(ids).logits
         base_logits = _load_base(tiny_base)(ids).logits
@@ -357,8 +379,13 @@ def fake_wandb(monkeypatch):
 
 
 def _cfg(adapter, output="", compress_to=0, project=""):
-    sq = types.SimpleNamespace(adapter_path=str(adapter), min_variance_retention=0.75, target_ranks=[],
-                               compress_to=compress_to, output_path=output)
+    sq = types.SimpleNamespace(
+        adapter_path=str(adapter),
+        min_variance_retention=0.75,
+        target_ranks=[],
+        compress_to=compress_to,
+        output_path=output,
+    )
     log = types.SimpleNamespace(wandb_project=project, wandb_entity="", wandb_mode="offline", wandb_group="")
     return types.SimpleNamespace(squeeze=sq, logging=log)
 
@@ -404,8 +431,9 @@ def _parse(argv):
 
 
 def test_cli_json_and_compress(known_adapter, tmp_path, capsys):
-    args = _parse(["squeeze", str(known_adapter), "--min-variance-retention", "0.75", "--target-ranks", "1,2",
-                   "--json"])
+    args = _parse(
+        ["squeeze", str(known_adapter), "--min-variance-retention", "0.75", "--target-ranks", "1,2", "--json"]
+    )
     assert args.func(args) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["recommended_rank"] == 2 and [row["rank"] for row in payload["table"]] == [1, 2]

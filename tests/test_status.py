@@ -31,18 +31,43 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def write_run(d: Path, *, status=None, step_times=(), rates=None, max_steps=4, pid=None, updated=None,
-              condition="grpo+none", seed=1, error=None) -> Path:
+def write_run(
+    d: Path,
+    *,
+    status=None,
+    step_times=(),
+    rates=None,
+    max_steps=4,
+    pid=None,
+    updated=None,
+    condition="grpo+none",
+    seed=1,
+    error=None,
+) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     rates = rates or [0.1 * (i + 1) for i in range(len(step_times))]
-    rows = [{"step": i, "condition": condition, "seed": seed, "correct_rate": r, "step_time_s": t}
-            for i, (t, r) in enumerate(zip(step_times, rates, strict=True))]
+    rows = [
+        {"step": i, "condition": condition, "seed": seed, "correct_rate": r, "step_time_s": t}
+        for i, (t, r) in enumerate(zip(step_times, rates, strict=True))
+    ]
     if rows:
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if status is not None:
-        (d / "run.json").write_text(json.dumps({
-            "status": status, "pid": pid, "hostname": HOST, "updated_at": updated, "step": len(rows) - 1,
-            "max_steps": max_steps, "condition": condition, "seed": seed, "error": error}))
+        (d / "run.json").write_text(
+            json.dumps(
+                {
+                    "status": status,
+                    "pid": pid,
+                    "hostname": HOST,
+                    "updated_at": updated,
+                    "step": len(rows) - 1,
+                    "max_steps": max_steps,
+                    "condition": condition,
+                    "seed": seed,
+                    "error": error,
+                }
+            )
+        )
     return d
 
 
@@ -54,24 +79,56 @@ def logs(tmp_path: Path) -> tuple[Path, float]:
     camp = root / "campaign_20250215_143022"
     runs = [("grpo+none", 1), ("grpo+none", 2), ("maxrl+gtpo", 1), ("maxrl+gtpo", 2)]
     manifest = {
-        "version": 1, "created_at": iso(now - 100), "config_path": None, "conditions": ["grpo+none", "maxrl+gtpo"],
-        "seeds": [1, 2], "max_steps": 4, "executor": "processes",
-        "runs": [{"name": f"{c}_s{s}", "condition": c, "seed": s, "state": "running", "log_dir": f"runs/{c}_s{s}"}
-                 for c, s in runs],
+        "version": 1,
+        "created_at": iso(now - 100),
+        "config_path": None,
+        "conditions": ["grpo+none", "maxrl+gtpo"],
+        "seeds": [1, 2],
+        "max_steps": 4,
+        "executor": "processes",
+        "runs": [
+            {"name": f"{c}_s{s}", "condition": c, "seed": s, "state": "running", "log_dir": f"runs/{c}_s{s}"}
+            for c, s in runs
+        ],
         "squeeze": {"recommended_rank": 8, "table": []},
     }
     camp.mkdir(parents=True)
     (camp / "manifest.json").write_text(json.dumps(manifest))
-    write_run(camp / "runs/grpo+none_s1", status="completed", step_times=[2, 2, 2, 2], rates=[0.1, 0.2, 0.3, 0.5],
-              updated=iso(now - 50))
-    write_run(camp / "runs/grpo+none_s2", status="running", step_times=[1, 3], pid=__import__("os").getpid(),
-              updated=iso(now - 10), seed=2)
-    write_run(camp / "runs/maxrl+gtpo_s1", status="running", step_times=[4], pid=dead_pid(),
-              updated=iso(now - 20), condition="maxrl+gtpo")
+    write_run(
+        camp / "runs/grpo+none_s1",
+        status="completed",
+        step_times=[2, 2, 2, 2],
+        rates=[0.1, 0.2, 0.3, 0.5],
+        updated=iso(now - 50),
+    )
+    write_run(
+        camp / "runs/grpo+none_s2",
+        status="running",
+        step_times=[1, 3],
+        pid=__import__("os").getpid(),
+        updated=iso(now - 10),
+        seed=2,
+    )
+    write_run(
+        camp / "runs/maxrl+gtpo_s1",
+        status="running",
+        step_times=[4],
+        pid=dead_pid(),
+        updated=iso(now - 20),
+        condition="maxrl+gtpo",
+    )
     (camp / "runs/maxrl+gtpo_s2").mkdir(parents=True)  # prepared, never started
     # Standalone runs: one failed, one from before run.json existed and silent for an hour.
-    write_run(root / "single/maxrl+gtpo_sepa_s7", status="failed", step_times=[1.5], condition="maxrl+gtpo_sepa",
-              seed=7, max_steps=10, updated=iso(now - 30), error="CUDA out of memory")
+    write_run(
+        root / "single/maxrl+gtpo_sepa_s7",
+        status="failed",
+        step_times=[1.5],
+        condition="maxrl+gtpo_sepa",
+        seed=7,
+        max_steps=10,
+        updated=iso(now - 30),
+        error="CUDA out of memory",
+    )
     old = write_run(root / "old_run", step_times=[5, 5], condition="grpo+none", seed=3)
     import os
 
@@ -167,7 +224,11 @@ def test_standalone_runs_and_discovery(logs):
     assert set(runs) == {"single/maxrl+gtpo_sepa_s7", "old_run"}
     failed = runs["single/maxrl+gtpo_sepa_s7"]
     assert (failed["state"], failed["error"], failed["steps_done"], failed["max_steps"]) == (
-        "failed", "CUDA out of memory", 1, 10)
+        "failed",
+        "CUDA out of memory",
+        1,
+        10,
+    )
     assert failed["eta_s"] is None
     assert runs["old_run"]["state"] == "stale"  # metrics only, silent for an hour
     assert runs["old_run"]["condition"] == "grpo+none" and runs["old_run"]["seed"] == 3

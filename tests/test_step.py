@@ -32,8 +32,14 @@ def _completion(pieces: list[str], logprobs: list[float]) -> Completion:
     for piece in pieces:
         offsets.append((start, start + len(piece)))
         start += len(piece)
-    return Completion(prompt_ids=[1, 2], token_ids=list(range(10, 10 + len(pieces))), logprobs=logprobs,
-                      text="".join(pieces), offsets=offsets, hit_max_tokens=False)
+    return Completion(
+        prompt_ids=[1, 2],
+        token_ids=list(range(10, 10 + len(pieces))),
+        logprobs=logprobs,
+        text="".join(pieces),
+        offsets=offsets,
+        hit_max_tokens=False,
+    )
 
 
 SCRIPT = {
@@ -57,8 +63,14 @@ class ScriptedBackend:
 
     def train_step(self, datums: list[Datum], lr: float) -> TrainResult:
         self.datums.append(datums)
-        return TrainResult(loss=0.25, clip_fraction=0.0, kl_ref=0.0, sampler_train_kl=0.001, grad_norm=2.0,
-                           num_tokens=sum(len(d.completion_ids) for d in datums))
+        return TrainResult(
+            loss=0.25,
+            clip_fraction=0.0,
+            kl_ref=0.0,
+            sampler_train_kl=0.001,
+            grad_norm=2.0,
+            num_tokens=sum(len(d.completion_ids) for d in datums),
+        )
 
     def save(self, path: str) -> None: ...
 
@@ -82,10 +94,18 @@ EXAMPLES = [Example("2+2", "4"), Example("3+4", "7")]
 def _ctx(transform="gtpo_sepa", gate=0.0) -> StepContext:
     entry = TRANSFORMS.entry(transform) if isinstance(transform, str) else transform
     return StepContext(
-        backend=ScriptedBackend(), scorer=WordScorer(), advantage_fn=maxrl_advantages, transform=entry,
+        backend=ScriptedBackend(),
+        scorer=WordScorer(),
+        advantage_fn=maxrl_advantages,
+        transform=entry,
         sepa=SEPAController(steps=4, schedule="linear", delay_steps=0, correct_rate_gate=gate),
-        uncertainty_kind="surprisal", strategic_grams=["let me check"], gtpo_beta=0.1, hicra_alpha=0.2,
-        group_size=2, sampling=SamplingParams(max_tokens=8, temperature=0.7), lr=1e-3,
+        uncertainty_kind="surprisal",
+        strategic_grams=["let me check"],
+        gtpo_beta=0.1,
+        hicra_alpha=0.2,
+        group_size=2,
+        sampling=SamplingParams(max_tokens=8, temperature=0.7),
+        lr=1e-3,
     )
 
 

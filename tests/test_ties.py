@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 from retrain.rl.advantages import is_uninformative
 from retrain.rl.ties import reward_buckets, reward_tie_stats
 
-KEYS = ("reward_tie_group_rate", "reward_uniform_group_rate", "reward_tie_pair_rate",
-        "reward_unique_fraction_mean")
+KEYS = ("reward_tie_group_rate", "reward_uniform_group_rate", "reward_tie_pair_rate", "reward_unique_fraction_mean")
 
 
 def test_buckets_hand_computed():
@@ -55,9 +54,7 @@ def test_tie_stats_invariants(groups):
     for k in KEYS:
         assert 0.0 <= stats[k] <= 1.0
     # Uniform groups are exactly the uninformative ones, and every uniform group is a tie group.
-    assert stats["reward_uniform_group_rate"] == pytest.approx(
-        sum(is_uninformative(g) for g in usable) / len(usable)
-    )
+    assert stats["reward_uniform_group_rate"] == pytest.approx(sum(is_uninformative(g) for g in usable) / len(usable))
     assert stats["reward_uniform_group_rate"] <= stats["reward_tie_group_rate"]
     # No ties at all ⇔ every reward unique ⇔ no tied pairs.
     no_ties = stats["reward_tie_group_rate"] == 0.0

@@ -47,8 +47,12 @@ def test_explain_reads_what_a_plugin_transform_consumes(plugin_dir, capsys):
     info = _explain(capsys, boost)
     assert info["transform_consumes"] == ["beta"]
     assert not any("λ" in w or "my_transforms" in w for w in info["warnings"])  # no λ: no SEPA ramp warning
-    scaled = write_tiny_config(plugin_dir / "scaled.toml", plugin_dir / "s", transform="my_transforms:lambda_scaled",
-                               extra="\n[gtpo]\nbeta = 0.0\n")
+    scaled = write_tiny_config(
+        plugin_dir / "scaled.toml",
+        plugin_dir / "s",
+        transform="my_transforms:lambda_scaled",
+        extra="\n[gtpo]\nbeta = 0.0\n",
+    )
     info = _explain(capsys, scaled)
     assert info["transform_consumes"] == ["sepa_lambda"]
     assert not any("gtpo.beta = 0" in w for w in info["warnings"])  # it does not use β
@@ -59,8 +63,9 @@ def test_explain_reads_what_a_plugin_transform_consumes(plugin_dir, capsys):
 
 @pytest.mark.slow
 def test_a_plugin_transform_runs_and_is_never_handed_lambda(plugin_dir):
-    cfg = load_config(write_tiny_config(plugin_dir / "c.toml", plugin_dir / "run", steps=3,
-                                        transform="my_transforms:planning_boost"))
+    cfg = load_config(
+        write_tiny_config(plugin_dir / "c.toml", plugin_dir / "run", steps=3, transform="my_transforms:planning_boost")
+    )
     assert cfg.algorithm.transform_mode == "my_transforms:planning_boost"
     assert cfg.sepa.steps == 3 and cfg.sepa.delay_steps == 0  # gtpo_sepa would get λ = step / 3
     assert train(cfg) == 0
@@ -79,8 +84,12 @@ def test_the_contributing_example_is_one_function_and_one_entry():
 
     text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
     code = text.split("### A transform", 1)[1].split("```python", 1)[1].split("```", 1)[0]
-    fresh = Registry("transform", "[algorithm].transform_mode", transforms.transform_variant,
-                     validate_entry=transforms.TRANSFORMS.validate_entry)
+    fresh = Registry(
+        "transform",
+        "[algorithm].transform_mode",
+        transforms.transform_variant,
+        validate_entry=transforms.TRANSFORMS.validate_entry,
+    )
     exec(code, {**vars(transforms), "TRANSFORMS": fresh})  # noqa: S102 -- as if written in rl/transforms.py
     entry = fresh.entry("gtpo_plan_only")
     assert entry.consumes == {"beta", "planning_mask"}

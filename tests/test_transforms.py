@@ -108,15 +108,11 @@ def test_sepa_pool_invariants(h_mask, lam):
     exec_before = [x for x, m in zip(h, mask, strict=True) if not m]
     exec_after = [x for x, m in zip(pooled, mask, strict=True) if not m]
     # Planning tokens never move.
-    assert [x for x, m in zip(pooled, mask, strict=True) if m] == [
-        x for x, m in zip(h, mask, strict=True) if m
-    ]
+    assert [x for x, m in zip(pooled, mask, strict=True) if m] == [x for x, m in zip(h, mask, strict=True) if m]
     if exec_before:
         # Pooling keeps the execution mean and scales its variance by (1 − λ)².
         assert _mean(exec_after) == pytest.approx(_mean(exec_before), rel=1e-9, abs=1e-9)
-        assert _var(exec_after) == pytest.approx(
-            (1 - lam) ** 2 * _var(exec_before), rel=1e-6, abs=1e-9
-        )
+        assert _var(exec_after) == pytest.approx((1 - lam) ** 2 * _var(exec_before), rel=1e-6, abs=1e-9)
     # λ = 1: execution uncertainty is one constant; λ = 0: identity.
     full = [x for x, m in zip(sepa_pool(h, mask, 1.0), mask, strict=True) if not m]
     assert len(set(full)) <= 1
@@ -173,9 +169,7 @@ def test_gtpo_gives_more_credit_to_uncertain_tokens():
 
 
 def test_hicra_hand_computed():
-    assert apply_hicra([1.0, 1.0, -1.0, -1.0], [0, 1, 0, 1], 0.2) == pytest.approx(
-        [1.0, 1.2, -1.0, -0.8]
-    )
+    assert apply_hicra([1.0, 1.0, -1.0, -1.0], [0, 1, 0, 1], 0.2) == pytest.approx([1.0, 1.2, -1.0, -0.8])
 
 
 @settings(max_examples=100, deadline=None)
@@ -185,8 +179,7 @@ def test_hicra_hand_computed():
     st.data(),
 )
 def test_hicra_invariants(token_adv, alpha, data):
-    mask = data.draw(st.lists(st.sampled_from([0, 1]), min_size=len(token_adv),
-                              max_size=len(token_adv)))
+    mask = data.draw(st.lists(st.sampled_from([0, 1]), min_size=len(token_adv), max_size=len(token_adv)))
     out = apply_hicra(token_adv, mask, alpha)
     assert apply_hicra(token_adv, mask, 0.0) == token_adv  # α = 0 is the identity
     for a, m, b in zip(token_adv, mask, out, strict=True):
@@ -208,19 +201,16 @@ def test_token_advantages_hand_computed_every_transform():
     assert token_advantages(0.5, h, mask, transform="none", **kw) == [0.5] * 4
     # gtpo: mean(h) = 3, w = 1 + 0.1(h/3 − 1) = [14/15, 29/30, 1, 11/10]
     w = [14 / 15, 29 / 30, 1.0, 1.1]
-    assert token_advantages(0.5, h, mask, transform="gtpo", **kw) == pytest.approx(
-        [0.5 * x for x in w]
-    )
+    assert token_advantages(0.5, h, mask, transform="gtpo", **kw) == pytest.approx([0.5 * x for x in w])
     # gtpo_hicra: the planning token (index 1) gets ×1.2 for a positive A
     assert token_advantages(0.5, h, mask, transform="gtpo_hicra", **kw) == pytest.approx(
         [0.5 * w[0], 0.5 * w[1] * 1.2, 0.5 * w[2], 0.5 * w[3]]
     )
     # gtpo_sepa, λ = 1: execution h → 10/3 each, planning 2; mean 3; w = [10/9·0.1 …]
-    w_sepa = [1 + 0.1 * (10 / 9 - 1), 1 + 0.1 * (2 / 3 - 1), 1 + 0.1 * (10 / 9 - 1),
-              1 + 0.1 * (10 / 9 - 1)]
-    assert token_advantages(
-        -1.0, h, mask, transform="gtpo_sepa", sepa_lambda=1.0, **kw
-    ) == pytest.approx([-x for x in w_sepa])
+    w_sepa = [1 + 0.1 * (10 / 9 - 1), 1 + 0.1 * (2 / 3 - 1), 1 + 0.1 * (10 / 9 - 1), 1 + 0.1 * (10 / 9 - 1)]
+    assert token_advantages(-1.0, h, mask, transform="gtpo_sepa", sepa_lambda=1.0, **kw) == pytest.approx(
+        [-x for x in w_sepa]
+    )
 
 
 @settings(max_examples=100, deadline=None)

@@ -51,7 +51,7 @@ def test_campaign_with_a_run_name_too_long_writes_nothing(tmp_path: Path):
     path.write_text(f"""
 [campaign]
 seeds = [1]
-log_root = "{(tmp_path / 'logs').as_posix()}"
+log_root = "{(tmp_path / "logs").as_posix()}"
 [[campaign.conditions]]
 advantage_mode = "grpo"
 transform_mode = "none"
@@ -77,7 +77,9 @@ def test_bad_data_file_writes_nothing_and_the_fixed_rerun_uses_the_same_dir(tmp_
     data.write_bytes(b'{"prompt": "1+1=", "answer": "2"}\n{"prompt": "\xff", "answer": "3"}\n')
     log_dir = tmp_path / "logs" / "run"
     path = tiny(tmp_path, log_dir, **{'source = "arithmetic"': f'source = "jsonl"\npath = "{data.as_posix()}"'})
-    path.write_text(path.read_text().replace("[eval]\nevery = 2\nnum_examples = 4", "[eval]\nevery = 2\nnum_examples = 1"))
+    path.write_text(
+        path.read_text().replace("[eval]\nevery = 2\nnum_examples = 4", "[eval]\nevery = 2\nnum_examples = 1")
+    )
     with pytest.raises(RetrainError, match=r"d\.jsonl:2: not UTF-8"):
         train(load_config(path))
     assert not (tmp_path / "logs").exists()
@@ -114,14 +116,17 @@ def test_campaign_with_a_bad_plugin_writes_nothing(tmp_path: Path):
     from retrain.campaign.runner import run_campaign
 
     path = tmp_path / "c.toml"
-    path.write_text(tiny_campaign_base(0).replace("retrain_test_plugins:digit_fraction", "nope_xyz:score") + f"""
+    path.write_text(
+        tiny_campaign_base(0).replace("retrain_test_plugins:digit_fraction", "nope_xyz:score")
+        + f"""
 [campaign]
 seeds = [1, 2]
-log_root = "{(tmp_path / 'logs').as_posix()}"
+log_root = "{(tmp_path / "logs").as_posix()}"
 [[campaign.conditions]]
 advantage_mode = "grpo"
 transform_mode = "none"
-""")
+"""
+    )
     with pytest.raises(RetrainError, match="nope_xyz"):
         run_campaign(load_config(path))
     assert not (tmp_path / "logs").exists()

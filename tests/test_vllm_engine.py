@@ -75,8 +75,7 @@ log_dir = "{log_dir}"
 def require_vllm() -> None:
     if Path(VLLM_PYTHON).exists():
         return
-    message = (f"no vLLM interpreter at {VLLM_PYTHON}: run `bash scripts/setup_vllm.sh` "
-               "or set RETRAIN_VLLM_PYTHON")
+    message = f"no vLLM interpreter at {VLLM_PYTHON}: run `bash scripts/setup_vllm.sh` or set RETRAIN_VLLM_PYTHON"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -98,9 +97,16 @@ def run_env(user_model_cache):
         else:
             os.environ["RETRAIN_CACHE"] = old
     path = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    return {"env": {**os.environ, **SERVER_ENV, "PYTHONPATH": path, "RETRAIN_CACHE": str(user_model_cache),
-                    "RETRAIN_VLLM_PYTHON": VLLM_PYTHON},
-            "model_dir": model_dir}
+    return {
+        "env": {
+            **os.environ,
+            **SERVER_ENV,
+            "PYTHONPATH": path,
+            "RETRAIN_CACHE": str(user_model_cache),
+            "RETRAIN_VLLM_PYTHON": VLLM_PYTHON,
+        },
+        "model_dir": model_dir,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +114,21 @@ def vllm_server(run_env, tmp_path_factory):
     """One server for the module: SmolLM2-135M, LoRA up to rank 16, two adapters at once."""
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     port = free_port()
-    args = server_args(run_env["model_dir"], SERVED, host="127.0.0.1", port=port, lora_rank=16, max_loras=2,
-                       max_model_len=1024, dtype="float32", extra=["--distributed-executor-backend", "uni"])
+    args = server_args(
+        run_env["model_dir"],
+        SERVED,
+        host="127.0.0.1",
+        port=port,
+        lora_rank=16,
+        max_loras=2,
+        max_model_len=1024,
+        dtype="float32",
+        extra=["--distributed-executor-backend", "uni"],
+    )
     t0 = time.monotonic()
-    server = VLLMServer.launch(VLLM_PYTHON, args, host="127.0.0.1", port=port, log_path=log, env=SERVER_ENV,
-                               startup_timeout_s=900)
+    server = VLLMServer.launch(
+        VLLM_PYTHON, args, host="127.0.0.1", port=port, log_path=log, env=SERVER_ENV, startup_timeout_s=900
+    )
     print(f"vLLM server ready in {time.monotonic() - t0:.0f} s")
     yield server
     pgid = server.pid
@@ -135,18 +151,41 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def write_run(tmp_path: Path, name: str, url: str, *, steps: int = 3, save_every: int = 0, eval_every: int = 0,
-              model: str = SERVED, inference: str = "", batch: int = 2, group: int = 4) -> tuple[Path, Path]:
+def write_run(
+    tmp_path: Path,
+    name: str,
+    url: str,
+    *,
+    steps: int = 3,
+    save_every: int = 0,
+    eval_every: int = 0,
+    model: str = SERVED,
+    inference: str = "",
+    batch: int = 2,
+    group: int = 4,
+) -> tuple[Path, Path]:
     log_dir = tmp_path / name
     path = tmp_path / f"{name}.toml"
-    path.write_text(RUN_TOML.format(model=model, steps=steps, save_every=save_every, eval_every=eval_every,
-                                    url=url, inference=inference, log_dir=log_dir, batch=batch, group=group))
+    path.write_text(
+        RUN_TOML.format(
+            model=model,
+            steps=steps,
+            save_every=save_every,
+            eval_every=eval_every,
+            url=url,
+            inference=inference,
+            log_dir=log_dir,
+            batch=batch,
+            group=group,
+        )
+    )
     return path, log_dir
 
 
 def retrain(args: list[str], env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "retrain", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "retrain", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def rows(path: Path) -> list[dict]:
@@ -170,12 +209,20 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def test_launch_mode_streams_the_log_and_ctrl_c_leaves_no_process(run_env, tmp_path):
-    cfg, log_dir = write_run(tmp_path, "launched", f"http://127.0.0.1:{free_port()}/v1", steps=3, batch=1, group=2,
-                             inference=f'launch = true\npython = "{VLLM_PYTHON}"\nserver_args = ["--max-model-len", "1024"]')
+    cfg, log_dir = write_run(
+        tmp_path,
+        "launched",
+        f"http://127.0.0.1:{free_port()}/v1",
+        steps=3,
+        batch=1,
+        group=2,
+        inference=f'launch = true\npython = "{VLLM_PYTHON}"\nserver_args = ["--max-model-len", "1024"]',
+    )
     out = tmp_path / "launched.out"
     with open(out, "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "retrain", str(cfg)], env=run_env["env"], stdout=stdout,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrain", str(cfg)], env=run_env["env"], stdout=stdout, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: len(rows(log_dir / "metrics.jsonl")) >= 1, 900, "step 0 of the launched run", proc)
         line = next(line for line in out.read_text().splitlines() if "started vLLM server (pid" in line)
@@ -240,8 +287,9 @@ def urlopen(url: str) -> bytes:
         return resp.read()
 
 
-def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adapter(run_env, vllm_server, tmp_path,
-                                                                                  monkeypatch):
+def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adapter(
+    run_env, vllm_server, tmp_path, monkeypatch
+):
     import torch
 
     from retrain.backends.base import Datum, SamplingParams
@@ -250,8 +298,13 @@ def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adap
 
     monkeypatch.setenv("RETRAIN_CACHE", run_env["env"]["RETRAIN_CACHE"])
     local = LocalBackend(SERVED, lora_rank=8, device="cpu", temperature=0.7)
-    engine = OpenAIEngine(OpenAIClient(vllm_server.url, timeout_s=300), SERVED, stop_ids=local.stop_ids,
-                          adapter_dir=tmp_path / "adapters", lora_name="engine-test")
+    engine = OpenAIEngine(
+        OpenAIClient(vllm_server.url, timeout_s=300),
+        SERVED,
+        stop_ids=local.stop_ids,
+        adapter_dir=tmp_path / "adapters",
+        lora_name="engine-test",
+    )
     backend = ServerSampledBackend(local, engine)
     prompts = ["What is 2 + 3?", "What is 17 + 25?"]
     params = SamplingParams(max_tokens=8, temperature=0.7, seed=11)
@@ -261,7 +314,9 @@ def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adap
         again = backend.sample(prompts, 3, params)
         tokens = lambda groups: [[c.token_ids for c in g] for g in groups]  # noqa: E731
         assert tokens(again) == tokens(first) and engine.version == 1  # same seed, same draws; no re-sync
-        assert tokens(backend.sample(prompts, 3, SamplingParams(max_tokens=8, temperature=0.7, seed=12))) != tokens(first)
+        assert tokens(backend.sample(prompts, 3, SamplingParams(max_tokens=8, temperature=0.7, seed=12))) != tokens(
+            first
+        )
         # The server's logprobs are the trainer's temperature-scaled ones.
         datums = [Datum(c.prompt_ids, c.token_ids, c.logprobs, [0.0] * len(c.token_ids)) for g in first for c in g]
         with torch.no_grad():
@@ -277,10 +332,13 @@ def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adap
     assert not (tmp_path / "adapters").exists()
 
 
-@pytest.mark.parametrize("served, model, message", [
-    ("not-served", SERVED, r"serves \['smollm2-135m'\], not this run's model"),
-    (SERVED, "tiny-random", r"tokenizes .* it serves a different model"),
-])
+@pytest.mark.parametrize(
+    "served, model, message",
+    [
+        ("not-served", SERVED, r"serves \['smollm2-135m'\], not this run's model"),
+        (SERVED, "tiny-random", r"tokenizes .* it serves a different model"),
+    ],
+)
 def test_wrong_model_is_exit_2_before_anything_is_written(run_env, vllm_server, tmp_path, served, model, message):
     import re
 
@@ -360,13 +418,23 @@ def test_hung_then_dead_server_stop_resumably_and_resume_finishes(run_env, vllm_
     port = int(vllm_server.url.rsplit(":", 1)[1].split("/")[0])
     proxy = Proxy(port)
     try:
-        cfg, log_dir = write_run(tmp_path, "faults", f"http://127.0.0.1:{proxy.port}/v1", steps=3,
-                                 inference="request_timeout_s = 30\nmax_retries = 1")
+        cfg, log_dir = write_run(
+            tmp_path,
+            "faults",
+            f"http://127.0.0.1:{proxy.port}/v1",
+            steps=3,
+            inference="request_timeout_s = 30\nmax_retries = 1",
+        )
         metrics = log_dir / "metrics.jsonl"
 
         def run_until_fault(args: list[str], fault) -> subprocess.CompletedProcess:
-            proc = subprocess.Popen([sys.executable, "-m", "retrain", *args], env=run_env["env"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "retrain", *args],
+                env=run_env["env"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             done = len(rows(metrics))
             try:
                 wait_for(lambda: len(rows(metrics)) > done, 600, "one more step", proc)
@@ -410,12 +478,14 @@ def test_campaign_runs_share_one_server_each_with_its_own_adapter(run_env, vllm_
     base, _ = write_run(tmp_path, "unused", vllm_server.url, steps=1)
     campaign = tmp_path / "campaign.toml"
     text = base.read_text().replace(f'log_dir = "{tmp_path / "unused"}"', "")
-    campaign.write_text(text + f"""
+    campaign.write_text(
+        text
+        + f"""
 [campaign]
 seeds = [1]
 executor = "processes"
 max_workers = 2
-log_root = "{tmp_path / 'logs'}"
+log_root = "{tmp_path / "logs"}"
 
 [[campaign.conditions]]
 advantage_mode = "grpo"
@@ -424,7 +494,8 @@ transform_mode = "none"
 [[campaign.conditions]]
 advantage_mode = "maxrl"
 transform_mode = "none"
-""")
+"""
+    )
     seen: list[set[str]] = []
     stop = threading.Event()
 

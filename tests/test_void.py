@@ -26,26 +26,40 @@ def test_planning_void_warning_threshold_and_labels():
     assert planning_void_warning("x", 0.0009) is not None
     assert planning_void_warning("x", 0.001) is None and planning_void_warning("x", None) is None
     assert planning_void_warning("x", float("nan")) is None
-    assert [uses_planning(c) for c in ("maxrl+gtpo_hicra", "grpo+gtpo_sepa~sepa.steps=5", "maxrl+gtpo",
-                                      "maxrl+none", "maxrl+my.mod:fn")] == [True, True, False, False, False]
+    assert [
+        uses_planning(c)
+        for c in ("maxrl+gtpo_hicra", "grpo+gtpo_sepa~sepa.steps=5", "maxrl+gtpo", "maxrl+none", "maxrl+my.mod:fn")
+    ] == [True, True, False, False, False]
     rows = [{"planning_token_fraction": 0.0}, {"planning_token_fraction": None}, {}]
     assert planning_void_warnings({"maxrl+gtpo": [rows], "maxrl+gtpo_hicra": [rows]}) == [
-        planning_void_warning("maxrl+gtpo_hicra", 0.0)]
+        planning_void_warning("maxrl+gtpo_hicra", 0.0)
+    ]
     # a condition that never logged the fraction is not accused
     assert planning_void_warnings({"maxrl+gtpo_hicra": [[{}]]}) == []
 
 
 def test_identical_metrics_ignores_timing_backpressure_and_the_label():
-    a = [{"step": 0, "condition": "maxrl+gtpo", "correct_rate": 0.5, "loss": -0.1, "step_time_s": 3.0,
-          "bp_sigma": 0.1, "bp_regime": "warmup"}]
+    a = [
+        {
+            "step": 0,
+            "condition": "maxrl+gtpo",
+            "correct_rate": 0.5,
+            "loss": -0.1,
+            "step_time_s": 3.0,
+            "bp_sigma": 0.1,
+            "bp_regime": "warmup",
+        }
+    ]
     b = [{**a[0], "condition": "maxrl+gtpo_hicra", "step_time_s": 9.0, "bp_sigma": 0.7, "bp_regime": "linear"}]
     assert identical_metrics(a, b)
     assert not identical_metrics(a, [{**b[0], "loss": -0.1000001}])
     assert not identical_metrics(a, a + a) and not identical_metrics([], [])
-    warnings = identical_condition_warnings({"maxrl+gtpo": {1: a, 2: a}, "maxrl+gtpo_hicra": {1: b},
-                                             "maxrl+gtpo_sepa": {1: [{**a[0], "sepa_lambda": 0.3}]}})
+    warnings = identical_condition_warnings(
+        {"maxrl+gtpo": {1: a, 2: a}, "maxrl+gtpo_hicra": {1: b}, "maxrl+gtpo_sepa": {1: [{**a[0], "sepa_lambda": 0.3}]}}
+    )
     assert warnings == [warnings[0]] and warnings[0].startswith(
-        "maxrl+gtpo and maxrl+gtpo_hicra produced identical metrics on seed(s) 1: every non-timing metric")
+        "maxrl+gtpo and maxrl+gtpo_hicra produced identical metrics on seed(s) 1: every non-timing metric"
+    )
     assert "no token is a planning token" in warnings[0]
     # no shared seed: nothing to say
     assert identical_condition_warnings({"a+b": {1: a}, "a+c": {2: a}}) == []
@@ -55,8 +69,12 @@ def test_identical_metrics_ignores_timing_backpressure_and_the_label():
 def void_campaign(tmp_path_factory) -> Path:
     """gtpo, gtpo_hicra and gtpo_sepa × 3 seeds, planning_token_fraction 0 everywhere, and every gtpo_hicra
     run a copy of the gtpo run of its seed (what a HICRA run with no planning token logs)."""
-    root = write_campaign(tmp_path_factory.mktemp("void") / "campaign_void", conditions=CONDITIONS,
-                          lifts={"maxrl+gtpo_sepa": 0.05}, squeeze=False)
+    root = write_campaign(
+        tmp_path_factory.mktemp("void") / "campaign_void",
+        conditions=CONDITIONS,
+        lifts={"maxrl+gtpo_sepa": 0.05},
+        squeeze=False,
+    )
     for run in (root / "runs").iterdir():
         for rel in ("metrics.jsonl", "emergence/steps.jsonl"):
             rows = [json.loads(line) for line in (run / rel).read_text().splitlines()]
@@ -89,8 +107,20 @@ def test_report_names_the_void_comparisons(void_campaign, tmp_path):
 
 
 def test_litmus_names_the_void_comparisons(void_campaign, tmp_path, capsys):
-    code = run_cli(["litmus", str(void_campaign), "--baseline", "maxrl+gtpo", "--candidate", "maxrl+gtpo_hicra",
-                    "--output", str(tmp_path / "l.json"), "--markdown", str(tmp_path / "l.md")])
+    code = run_cli(
+        [
+            "litmus",
+            str(void_campaign),
+            "--baseline",
+            "maxrl+gtpo",
+            "--candidate",
+            "maxrl+gtpo_hicra",
+            "--output",
+            str(tmp_path / "l.json"),
+            "--markdown",
+            str(tmp_path / "l.md"),
+        ]
+    )
     assert code in (0, 1, 2)
     out = capsys.readouterr().out
     ident = "baseline maxrl+gtpo and candidate maxrl+gtpo_hicra produced identical metrics on seed(s) 42, 101, 202"
@@ -121,8 +151,10 @@ def test_end_of_run_summary_warns_when_hicra_saw_no_planning_token(tmp_path, cap
     from retrain.config import load_config
     from retrain.run import train
 
-    cfg = load_config(write_tiny_config(tmp_path / "c.toml", tmp_path / "run", steps=2, transform="gtpo_hicra",
-                                        save_every=0), ["--planning.strategic_grams", '["start over"]'])
+    cfg = load_config(
+        write_tiny_config(tmp_path / "c.toml", tmp_path / "run", steps=2, transform="gtpo_hicra", save_every=0),
+        ["--planning.strategic_grams", '["start over"]'],
+    )
     assert train(cfg) == 0
     out = capsys.readouterr().out
     assert "warning: maxrl+gtpo_hicra (this run): planning_token_fraction = 0.0000" in out

@@ -67,7 +67,8 @@ def connection_error() -> Exception:
 def server_error(status: int = 500) -> Exception:
     request = httpx.Request("POST", URL)
     cls = {429: tinker.RateLimitError, 400: tinker.BadRequestError, 404: tinker.NotFoundError}.get(
-        status, tinker.InternalServerError)
+        status, tinker.InternalServerError
+    )
     return cls(f"stand-in HTTP {status}", response=httpx.Response(status, request=request), body=None)
 
 
@@ -171,8 +172,10 @@ class StandInRestClient:
 
     def get_server_capabilities(self):
         s = self._service
-        models = [SupportedModel(model_name=name, max_context_length=s.max_context_length, trainable=True,
-                                 sampleable=True) for name in s.models]
+        models = [
+            SupportedModel(model_name=name, max_context_length=s.max_context_length, trainable=True, sampleable=True)
+            for name in s.models
+        ]
         return s._submit("capabilities", lambda: types.GetServerCapabilitiesResponse(supported_models=models))
 
 
@@ -180,12 +183,20 @@ class StandInServiceClient:
     def __init__(self, service: StandInService):
         self._service = service
 
-    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None,
-                                    train_mlp: bool = True, train_attn: bool = True, train_unembed: bool = True,
-                                    user_metadata: dict[str, str] | None = None,
-                                    optimizer: types.OptimizerConfig | None = None):
-        lora = types.LoraConfig(rank=rank, seed=seed, train_mlp=train_mlp, train_attn=train_attn,
-                                train_unembed=train_unembed)
+    def create_lora_training_client(
+        self,
+        base_model: str,
+        rank: int = 32,
+        seed: int | None = None,
+        train_mlp: bool = True,
+        train_attn: bool = True,
+        train_unembed: bool = True,
+        user_metadata: dict[str, str] | None = None,
+        optimizer: types.OptimizerConfig | None = None,
+    ):
+        lora = types.LoraConfig(
+            rank=rank, seed=seed, train_mlp=train_mlp, train_attn=train_attn, train_unembed=train_unembed
+        )
         s = self._service
 
         def create():
@@ -195,9 +206,13 @@ class StandInServiceClient:
 
         return s._submit("create", create, base_model=base_model, lora=lora)
 
-    def create_training_client_from_state_with_optimizer(self, path: str, base_model: str | None = None,
-                                                         user_metadata: dict[str, str] | None = None,
-                                                         weights_access_token: str | None = None):
+    def create_training_client_from_state_with_optimizer(
+        self,
+        path: str,
+        base_model: str | None = None,
+        user_metadata: dict[str, str] | None = None,
+        weights_access_token: str | None = None,
+    ):
         s = self._service
 
         def restore():
@@ -222,8 +237,14 @@ class StandInTrainingClient:
         self._service, self.base_model, self.lora = service, base_model, lora
         self.model_id = f"standin-run-{next(service._ids)}"
         targets = [m for flag, group in LORA_GROUPS.items() if getattr(lora, flag) for m in group]
-        self.local = LocalBackend(service.models[base_model], lora_rank=lora.rank, target_modules=targets,
-                                  device="cpu", temperature=1.0, seed=lora.seed or 0)
+        self.local = LocalBackend(
+            service.models[base_model],
+            lora_rank=lora.rank,
+            target_modules=targets,
+            device="cpu",
+            temperature=1.0,
+            seed=lora.seed or 0,
+        )
         self._snapshots = itertools.count(1)
         service.training_clients.append(self)
 
@@ -244,8 +265,7 @@ class StandInTrainingClient:
 
     # ------------------------------------------------------------ training
 
-    def forward_backward(self, data: list[types.Datum], loss_fn: types.LossFnType,
-                         loss_fn_config: dict | None = None):
+    def forward_backward(self, data: list[types.Datum], loss_fn: types.LossFnType, loss_fn_config: dict | None = None):
         if loss_fn != "importance_sampling" or loss_fn_config:
             raise ValueError(f"the stand-in implements the importance_sampling loss only, got {loss_fn!r}")
         rows = [_check_is_datum(d) for d in data]
@@ -257,16 +277,24 @@ class StandInTrainingClient:
         # model_input[i] predicts target[i]; with a shift-by-one datum that is the completion
         # logprob of targets after the first input token.
         logprobs_B_T, mask_B_T = local.completion_logprobs(
-            [RetrainDatum([r["input"][0]], r["targets"], r["logprobs"], r["advantages"]) for r in rows])
+            [RetrainDatum([r["input"][0]], r["targets"], r["logprobs"], r["advantages"]) for r in rows]
+        )
         old_B_T = _padded([r["logprobs"] for r in rows], mask_B_T.shape[1])
         adv_B_T = _padded([r["advantages"] for r in rows], mask_B_T.shape[1])
         ratio_B_T = torch.exp(torch.where(mask_B_T, logprobs_B_T - old_B_T, 0.0))
         loss = -(ratio_B_T * adv_B_T * mask_B_T).sum()  # the service sums over every token of every datum
         loss.backward()  # gradients accumulate until optim_step
-        outputs = [{"logprobs": types.TensorData.from_numpy(
-            logprobs_B_T[b, : len(r["targets"])].detach().numpy().astype(np.float32))} for b, r in enumerate(rows)]
-        return types.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord", loss_fn_outputs=outputs,
-                                           metrics={"loss:sum": float(loss.item())})
+        outputs = [
+            {
+                "logprobs": types.TensorData.from_numpy(
+                    logprobs_B_T[b, : len(r["targets"])].detach().numpy().astype(np.float32)
+                )
+            }
+            for b, r in enumerate(rows)
+        ]
+        return types.ForwardBackwardOutput(
+            loss_fn_output_type="ArrayRecord", loss_fn_outputs=outputs, metrics={"loss:sum": float(loss.item())}
+        )
 
     def optim_step(self, optim_params: types.AdamParams | None = None, *, adam_params: types.AdamParams | None = None):
         params = optim_params or adam_params
@@ -287,24 +315,35 @@ class StandInTrainingClient:
 
     # ------------------------------------------------------------ weights
 
-    def save_state(self, name: str, ttl_seconds: int | None = None, overwrite: bool = False,
-                   user_metadata: dict[str, str] | None = None):
+    def save_state(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: dict[str, str] | None = None,
+    ):
         path = f"tinker://{self.model_id}/weights/{name}"
 
         def save():
             if path in self._service.checkpoints and not overwrite:
                 raise server_error(409)
             self._service.checkpoints[path] = {
-                "base_model": self.base_model, "lora": self.lora, "ttl_seconds": ttl_seconds,
-                "adapter": self.adapter_state(), "optimizer": copy.deepcopy(self.local.optimizer.state_dict())}
+                "base_model": self.base_model,
+                "lora": self.lora,
+                "ttl_seconds": ttl_seconds,
+                "adapter": self.adapter_state(),
+                "optimizer": copy.deepcopy(self.local.optimizer.state_dict()),
+            }
             return types.SaveWeightsResponse(path=path)
 
         return self._service._submit("save_state", save, name=name, ttl_seconds=ttl_seconds)
 
-    def save_weights_and_get_sampling_client(self, name: str | None = None, retry_config=None,
-                                             record_stability_info: bool = False, kind: str = "snapshot"):
+    def save_weights_and_get_sampling_client(
+        self, name: str | None = None, retry_config=None, record_stability_info: bool = False, kind: str = "snapshot"
+    ):
         return self._service._submit(
-            "publish", lambda: StandInSamplingClient(self, self.adapter_state(), next(self._snapshots)))
+            "publish", lambda: StandInSamplingClient(self, self.adapter_state(), next(self._snapshots))
+        )
 
 
 class StandInSamplingClient:
@@ -313,14 +352,28 @@ class StandInSamplingClient:
     def __init__(self, owner: StandInTrainingClient, adapter: dict, snapshot: int):
         self._owner, self._adapter, self.snapshot = owner, adapter, snapshot
 
-    def sample(self, prompt: types.ModelInput, num_samples: int, sampling_params: types.SamplingParams,
-               include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, topk_sample_logprobs: int = 0,
-               target_prompt_logprobs=None, prompt_alt_tokens_k: int = 0, prompt_logprobs_last_n: int | None = None):
+    def sample(
+        self,
+        prompt: types.ModelInput,
+        num_samples: int,
+        sampling_params: types.SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs=None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+    ):
         if not isinstance(prompt, types.ModelInput) or not isinstance(sampling_params, types.SamplingParams):
             raise TypeError("sample takes a ModelInput and SamplingParams")
         return self._owner._service._submit(
-            "sample", lambda: self._sample(prompt.to_ints(), num_samples, sampling_params),
-            prompt=prompt.to_ints(), num_samples=num_samples, params=sampling_params, snapshot=self.snapshot)
+            "sample",
+            lambda: self._sample(prompt.to_ints(), num_samples, sampling_params),
+            prompt=prompt.to_ints(),
+            num_samples=num_samples,
+            params=sampling_params,
+            snapshot=self.snapshot,
+        )
 
     def _sample(self, prompt_ids: list[int], n: int, p: types.SamplingParams) -> types.SampleResponse:
         from peft import set_peft_model_state_dict
@@ -335,15 +388,31 @@ class StandInSamplingClient:
             generator = torch.Generator().manual_seed(p.seed if p.seed is not None else 0)
             stop = set(p.stop) if p.stop is not None else local.stop_ids
             with torch.no_grad():
-                raw = sample_groups(local.model, [prompt_ids], n, max_tokens=p.max_tokens, temperature=p.temperature,
-                                    top_p=p.top_p, greedy=p.top_k == 1, want_entropy=False, generator=generator,
-                                    stop_ids=stop, pad_id=local.pad_id, device=local.device)[0]
+                raw = sample_groups(
+                    local.model,
+                    [prompt_ids],
+                    n,
+                    max_tokens=p.max_tokens,
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    greedy=p.top_k == 1,
+                    want_entropy=False,
+                    generator=generator,
+                    stop_ids=stop,
+                    pad_id=local.pad_id,
+                    device=local.device,
+                )[0]
         finally:
             set_peft_model_state_dict(local.model, training_weights)
-        sequences = [types.SampledSequence(
-            stop_reason="length" if r.hit_max_tokens else "stop", sequence_id=f"seq-{i}",
-            tokens_np=np.asarray(r.token_ids, np.int32), logprobs_np=np.asarray(r.logprobs, np.float32),
-        ) for i, r in enumerate(raw)]
+        sequences = [
+            types.SampledSequence(
+                stop_reason="length" if r.hit_max_tokens else "stop",
+                sequence_id=f"seq-{i}",
+                tokens_np=np.asarray(r.token_ids, np.int32),
+                logprobs_np=np.asarray(r.logprobs, np.float32),
+            )
+            for i, r in enumerate(raw)
+        ]
         return types.SampleResponse(sequences=sequences)
 
 
@@ -365,8 +434,12 @@ def _check_is_datum(d) -> dict:
         raise ValueError("every loss_fn_input must have model_input.length entries")
     if tokens[1:] != targets[:-1]:
         raise ValueError("target_tokens must be model_input shifted by one (next-token alignment)")
-    return {"input": tokens, "targets": targets, "logprobs": list(inputs["logprobs"].data),
-            "advantages": list(inputs["advantages"].data)}
+    return {
+        "input": tokens,
+        "targets": targets,
+        "logprobs": list(inputs["logprobs"].data),
+        "advantages": list(inputs["advantages"].data),
+    }
 
 
 def _padded(rows: list[list[float]], width: int) -> torch.Tensor:

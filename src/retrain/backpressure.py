@@ -51,16 +51,28 @@ BACKPRESSURE_BOUNDS = {
 
 
 def backpressure_problems(
-    warmup_steps: int, ema_decay: float, throttle_margin: float, increase_margin: float,
-    min_batch_size: int, max_batch_size: int,
+    warmup_steps: int,
+    ema_decay: float,
+    throttle_margin: float,
+    increase_margin: float,
+    min_batch_size: int,
+    max_batch_size: int,
 ) -> list[str]:
     """Every [backpressure] setting outside its limits, and min above max."""
-    values = {"warmup_steps": warmup_steps, "ema_decay": ema_decay, "throttle_margin": throttle_margin,
-              "increase_margin": increase_margin, "min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+    values = {
+        "warmup_steps": warmup_steps,
+        "ema_decay": ema_decay,
+        "throttle_margin": throttle_margin,
+        "increase_margin": increase_margin,
+        "min_batch_size": min_batch_size,
+        "max_batch_size": max_batch_size,
+    }
     problems = bound_problems("backpressure", BACKPRESSURE_BOUNDS, values)
     if min_batch_size > max_batch_size:
-        problems.append(f"[backpressure].min_batch_size: {min_batch_size} is above max_batch_size {max_batch_size}; "
-                        "lower it or raise max_batch_size")
+        problems.append(
+            f"[backpressure].min_batch_size: {min_batch_size} is above max_batch_size {max_batch_size}; "
+            "lower it or raise max_batch_size"
+        )
     return problems
 
 
@@ -162,7 +174,11 @@ def warmup_sweep(min_batch_size: int, max_batch_size: int) -> list[int]:
 
 
 def classify_regime(
-    p: int, throughput_ratio: float | None, p_star: float | None, fitted: bool, throttle_margin: float,
+    p: int,
+    throughput_ratio: float | None,
+    p_star: float | None,
+    fitted: bool,
+    throttle_margin: float,
     increase_margin: float,
 ) -> Regime:
     """Where the observed p sits on the fitted curve (target = throttle_margin·p*):
@@ -184,8 +200,14 @@ def classify_regime(
 
 
 def decide_batch_size(
-    current: int, group_size: int, p_star: float | None, fitted: bool, throttle_margin: float,
-    increase_margin: float, min_batch_size: int, max_batch_size: int,
+    current: int,
+    group_size: int,
+    p_star: float | None,
+    fitted: bool,
+    throttle_margin: float,
+    increase_margin: float,
+    min_batch_size: int,
+    max_batch_size: int,
 ) -> tuple[Action, int]:
     """Next batch size for the current one, with hysteresis band [increase_margin·target, target].
 
@@ -257,8 +279,9 @@ class USLController:
         initial_batch_size: int = 8,
         window_per_size: int = 8,
     ):
-        problems = backpressure_problems(warmup_steps, ema_decay, throttle_margin, increase_margin,
-                                         min_batch_size, max_batch_size)
+        problems = backpressure_problems(
+            warmup_steps, ema_decay, throttle_margin, increase_margin, min_batch_size, max_batch_size
+        )
         if group_size < 1 or initial_batch_size < 1 or window_per_size < 1:
             problems.append("group_size, initial_batch_size and window_per_size must be ≥ 1")
         if problems:
@@ -275,7 +298,9 @@ class USLController:
         self.window_per_size = window_per_size
         self._sweep = warmup_sweep(min_batch_size, max_batch_size)
         # Disabled: the user's batch size, untouched. Enabled: start inside [min, max].
-        self._current = initial_batch_size if not enabled else min(max(initial_batch_size, min_batch_size), max_batch_size)
+        self._current = (
+            initial_batch_size if not enabled else min(max(initial_batch_size, min_batch_size), max_batch_size)
+        )
         self._n_obs = 0
         self._ratio_ema: float | None = None
         self._window: dict[int, deque[float]] = {}
@@ -314,8 +339,10 @@ class USLController:
         predicted = _finite_or_none(fit.predict(p)) if fit else None
         if throughput is not None and predicted:
             ratio = throughput / predicted
-            self._ratio_ema = ratio if self._ratio_ema is None else (
-                self.ema_decay * self._ratio_ema + (1.0 - self.ema_decay) * ratio
+            self._ratio_ema = (
+                ratio
+                if self._ratio_ema is None
+                else (self.ema_decay * self._ratio_ema + (1.0 - self.ema_decay) * ratio)
             )
 
         if self._n_obs < self.warmup_steps:
@@ -327,8 +354,14 @@ class USLController:
             action = "hold"
             if self.enabled:
                 action, self._current = decide_batch_size(
-                    self._current, group_size, p_star, fit is not None, self.throttle_margin,
-                    self.increase_margin, self.min_batch_size, self.max_batch_size,
+                    self._current,
+                    group_size,
+                    p_star,
+                    fit is not None,
+                    self.throttle_margin,
+                    self.increase_margin,
+                    self.min_batch_size,
+                    self.max_batch_size,
                 )
         self._last = BPDecision(
             regime=regime,

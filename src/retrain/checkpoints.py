@@ -57,16 +57,26 @@ def checkpoint_dir_name(step: int, final: bool) -> str:
 
 def file_sizes(folder: Path) -> dict[str, int]:
     """{relative path: size} of every file under `folder` except its own record."""
-    return {p.relative_to(folder).as_posix(): p.stat().st_size
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() != TRAINER_STATE}
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != TRAINER_STATE
+    }
 
 
 def state_problems(state: object) -> list[str]:
     """What is wrong with the shape of a state document (empty when nothing is)."""
     if not isinstance(state, dict):
         return [f"not a JSON object (got {type(state).__name__})"]
-    expected = {"step": int, "checkpoint": str, "cursor": dict, "sepa": dict, "backpressure": dict,
-                "counters": dict, "rng": dict}
+    expected = {
+        "step": int,
+        "checkpoint": str,
+        "cursor": dict,
+        "sepa": dict,
+        "backpressure": dict,
+        "counters": dict,
+        "rng": dict,
+    }
     problems = []
     for key, kind in expected.items():
         if key not in state:
@@ -81,8 +91,9 @@ def state_problems(state: object) -> list[str]:
         if not isinstance(state["counters"].get(key), int):
             problems.append(f"counters.{key} should be an integer")
     rng = state["rng"]
-    if not (isinstance(rng.get("python"), str) and isinstance(rng.get("numpy"), list)
-            and isinstance(rng.get("torch"), str)):
+    if not (
+        isinstance(rng.get("python"), str) and isinstance(rng.get("numpy"), list) and isinstance(rng.get("torch"), str)
+    ):
         problems.append("'rng' should hold python (text), numpy (list) and torch (text) states")
     return problems
 
@@ -126,8 +137,9 @@ def checkpoint_problems(run_dir: Path, state: dict, steps: set[int]) -> list[str
     record = read_json(folder / TRAINER_STATE)
     if record:
         if record.get("step") != state["step"]:
-            problems.append(f"it says step {state['step']} but {state['checkpoint']}/{TRAINER_STATE} says "
-                            f"step {record.get('step')}")
+            problems.append(
+                f"it says step {state['step']} but {state['checkpoint']}/{TRAINER_STATE} says step {record.get('step')}"
+            )
         listed = record.get("files")
         if isinstance(listed, dict):
             for name, size in listed.items():
@@ -135,14 +147,18 @@ def checkpoint_problems(run_dir: Path, state: dict, steps: set[int]) -> list[str
                 if not path.is_file():
                     problems.append(f"{state['checkpoint']}/{name} is missing")
                 elif path.stat().st_size != size:
-                    problems.append(f"{state['checkpoint']}/{name} has {path.stat().st_size} bytes, "
-                                    f"{size} were written (truncated or overwritten)")
+                    problems.append(
+                        f"{state['checkpoint']}/{name} has {path.stat().st_size} bytes, "
+                        f"{size} were written (truncated or overwritten)"
+                    )
     elif not any(folder.iterdir()):
         problems.append(f"its checkpoint {state['checkpoint']} is empty")
     if state["step"] >= 0 and state["step"] not in steps:
         last = max(steps) if steps else None
-        problems.append(f"it says step {state['step']} but metrics.jsonl "
-                        + (f"ends at step {last}" if last is not None else "has no rows"))
+        problems.append(
+            f"it says step {state['step']} but metrics.jsonl "
+            + (f"ends at step {last}" if last is not None else "has no rows")
+        )
     return problems
 
 
@@ -217,5 +233,8 @@ def is_complete(run_dir: Path | str, max_steps: int) -> bool:
         choice = choose_checkpoint(run_dir)
     except RetrainError:
         return False
-    return (choice.state is not None and choice.step >= max_steps - 1
-            and choice.state["checkpoint"] == f"{ADAPTER_DIR}/final")
+    return (
+        choice.state is not None
+        and choice.step >= max_steps - 1
+        and choice.state["checkpoint"] == f"{ADAPTER_DIR}/final"
+    )

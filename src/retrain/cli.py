@@ -184,9 +184,12 @@ def _add_explain(subparsers: Any, help_text: str) -> None:
         allow_abbrev=False,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--probe", action="store_true",
-                   help="also sample a few completions of the base model (loads it) and warn when the strategic "
-                        "grams mark ~no token, i.e. when SEPA vs HICRA would compare nothing")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also sample a few completions of the base model (loads it) and warn when the strategic "
+        "grams mark ~no token, i.e. when SEPA vs HICRA would compare nothing",
+    )
     p.set_defaults(func=cmd_explain, accepts_extras=True)  # extras: the config path and overrides
 
 
@@ -194,13 +197,17 @@ def _add_init(subparsers: Any, help_text: str) -> None:
     from retrain.templates import TEMPLATES  # light: config models only
 
     p = subparsers.add_parser("init", help=help_text, description="Write a commented starter TOML; never overwrites.")
-    p.add_argument("--template", "-t", choices=TEMPLATES, default="quickstart", help="starter profile (default: quickstart)")
+    p.add_argument(
+        "--template", "-t", choices=TEMPLATES, default="quickstart", help="starter profile (default: quickstart)"
+    )
     p.add_argument("path", nargs="?", default="retrain.toml", help="file to create (default: retrain.toml)")
     p.set_defaults(func=cmd_init)
 
 
 def _add_resume(subparsers: Any, help_text: str) -> None:
-    p = subparsers.add_parser("resume", help=help_text, description="Resume a run dir (config.toml) or a campaign dir (manifest.json).")
+    p = subparsers.add_parser(
+        "resume", help=help_text, description="Resume a run dir (config.toml) or a campaign dir (manifest.json)."
+    )
     p.add_argument("dir", help="run or campaign directory")
     p.set_defaults(func=cmd_resume)
 
@@ -317,4 +324,3 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = write_template(args.template, args.path)
     print(f"wrote {path} (template {args.template}); preview with `retrain explain {path}`, run with `retrain {path}`")
     return 0
-

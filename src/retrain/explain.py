@@ -82,7 +82,9 @@ def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
         out.append(f"{entry} (the run would stop here)")
     consumes = entry.consumes if not isinstance(entry, str) else frozenset()
     if t.group_size == 1:
-        out.append("group_size = 1: every group is uninformative (one reward cannot differ from itself), so no step ever trains")
+        out.append(
+            "group_size = 1: every group is uninformative (one reward cannot differ from itself), so no step ever trains"
+        )
     if "sepa_lambda" in consumes:
         if cfg.sepa.delay_steps >= t.max_steps:
             out.append(
@@ -106,9 +108,13 @@ def run_warnings(cfg: Config, on_cpu: bool) -> list[str]:
     if on_cpu and cfg.model.lora_rank > CPU_MAX_LORA_RANK:
         out.append(f"lora_rank = {cfg.model.lora_rank} on CPU: slow for no measured gain; try 16-32")
     if on_cpu and t.max_tokens > CPU_MAX_TOKENS:
-        out.append(f"max_tokens = {t.max_tokens} on CPU: sampling that long takes minutes per step; the quickstart uses 32")
+        out.append(
+            f"max_tokens = {t.max_tokens} on CPU: sampling that long takes minutes per step; the quickstart uses 32"
+        )
     if t.save_every == 0 or t.save_every > t.max_steps:
-        out.append("no intermediate checkpoint (save_every = 0 or > max_steps): an interrupted run restarts from step 0")
+        out.append(
+            "no intermediate checkpoint (save_every = 0 or > max_steps): an interrupted run restarts from step 0"
+        )
     if cfg.eval.every > t.max_steps:
         out.append(f"eval.every = {cfg.eval.every} > max_steps: held-out evaluation runs only at the end")
     if cfg.logging.wandb_project and importlib.util.find_spec("wandb") is None:
@@ -230,8 +236,10 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
         runs, labels, warnings = [], [], []
         assert cfg.squeeze is not None
         if not cfg.squeeze.adapter_path:
-            warnings.append("[squeeze] without [campaign] is a standalone squeeze (it trains nothing) and needs "
-                            "adapter_path; add [campaign] to squeeze a campaign's first run, or remove [squeeze] to train")
+            warnings.append(
+                "[squeeze] without [campaign] is a standalone squeeze (it trains nothing) and needs "
+                "adapter_path; add [campaign] to squeeze a campaign's first run, or remove [squeeze] to train"
+            )
         info["seeds"] = []
         info["log_dir"] = None
     steps = [r["max_steps"] for r in runs]
@@ -247,7 +255,9 @@ def explain(cfg: Config, config_path: str | Path | None, cuda_present: bool | No
         plugins=plugin_paths(cfg),
     )
     if cfg.backpressure.enabled and runs:
-        info["warnings"].append("backpressure is enabled: batch_size changes during the run, so episode counts are nominal")
+        info["warnings"].append(
+            "backpressure is enabled: batch_size changes during the run, so episode counts are nominal"
+        )
     return info
 
 
@@ -279,8 +289,16 @@ def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[
         entry = transform_entry(run_cfg)
         if isinstance(entry, str) or "planning_mask" not in entry.consumes:
             continue
-        key = json.dumps([run_cfg.model.name, config_to_dict(run_cfg)["data"], list(run_cfg.planning.strategic_grams),
-                          run_cfg.training.max_tokens, run_cfg.training.temperature, run_cfg.training.seed])
+        key = json.dumps(
+            [
+                run_cfg.model.name,
+                config_to_dict(run_cfg)["data"],
+                list(run_cfg.planning.strategic_grams),
+                run_cfg.training.max_tokens,
+                run_cfg.training.temperature,
+                run_cfg.training.seed,
+            ]
+        )
         labels, _ = settings.setdefault(key, ([], run_cfg))
         if label not in labels:
             labels.append(label)
@@ -289,8 +307,10 @@ def probe_warnings(cfg: Config, num_prompts: int = 4, probe=None) -> tuple[list[
         report = probe(run_cfg, num_prompts=num_prompts)
         report["conditions"] = labels
         reports.append(report)
-        warning = planning_void_warning(f"{', '.join(labels)} (probe of {report['completions']} base-model "
-                                        "completions)", report["planning_token_fraction"])
+        warning = planning_void_warning(
+            f"{', '.join(labels)} (probe of {report['completions']} base-model completions)",
+            report["planning_token_fraction"],
+        )
         if warning:
             warnings.append(warning)
     return reports, warnings
@@ -315,7 +335,13 @@ def _duration(seconds: float) -> str:
 def render_text(info: dict[str, Any], cfg: Config) -> str:
     """The human-readable explanation: resolved TOML, then the numbers, then warnings."""
     source = info["config_path"] or "built-in quickstart"
-    lines = [f"# retrain explain: {source} ({info['kind']})", "# resolved config:", "", config_to_toml(cfg).rstrip(), ""]
+    lines = [
+        f"# retrain explain: {source} ({info['kind']})",
+        "# resolved config:",
+        "",
+        config_to_toml(cfg).rstrip(),
+        "",
+    ]
     lines.append("# summary")
     if info["kind"] == "squeeze":
         assert cfg.squeeze is not None
@@ -326,7 +352,10 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
     t = cfg.training
     rows = [
         ("condition(s)", ", ".join(info["conditions"])),
-        ("datums/step", f"{info['datums_per_step']} ({t.batch_size} prompts x {t.group_size} completions; uninformative groups add none)"),
+        (
+            "datums/step",
+            f"{info['datums_per_step']} ({t.batch_size} prompts x {t.group_size} completions; uninformative groups add none)",
+        ),
         ("steps per run", str(info["steps_per_run"]) if info["steps_per_run"] is not None else "varies"),
         ("episodes per run", str(info["episodes_per_run"]) if info["episodes_per_run"] is not None else "varies"),
     ]
@@ -341,12 +370,25 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
         rows.append(("transform uses", ", ".join(info["transform_consumes"]) or "no knobs"))
     tokens = info["tokens_per_step"]
     measured = tokens["measured"]
-    rows.append(("tokens/step", f"<= {tokens['sampled_max']:,} sampled ({t.batch_size} x {t.group_size} x max_tokens {t.max_tokens})"
-                 + (f"; measured {measured['sampled']:,.0f} sampled, {measured['prompt_and_completion']:,.0f} prompt + completion"
-                    if measured and measured["sampled"] and measured["prompt_and_completion"] else "")))
+    rows.append(
+        (
+            "tokens/step",
+            f"<= {tokens['sampled_max']:,} sampled ({t.batch_size} x {t.group_size} x max_tokens {t.max_tokens})"
+            + (
+                f"; measured {measured['sampled']:,.0f} sampled, {measured['prompt_and_completion']:,.0f} prompt + completion"
+                if measured and measured["sampled"] and measured["prompt_and_completion"]
+                else ""
+            ),
+        )
+    )
     rows.append(("log dir", str(info["log_dir"])))
     if info["estimated_wall_time_s"] is not None:
-        rows.append(("est. wall time", f"{_duration(info['estimated_wall_time_s'])} (median step {info['estimated_step_time_s']:.1f}s from {info['log_dir']}/metrics.jsonl)"))
+        rows.append(
+            (
+                "est. wall time",
+                f"{_duration(info['estimated_wall_time_s'])} (median step {info['estimated_step_time_s']:.1f}s from {info['log_dir']}/metrics.jsonl)",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     lines += [f"#   {k:<{width}}  {v}" for k, v in rows]
     if info["backend"]["settings"]:
@@ -359,17 +401,26 @@ def render_text(info: dict[str, Any], cfg: Config) -> str:
             seeds = " ".join(str(r["seed"]) for r in info["runs"] if r["condition"] == label)
             lines.append(f"#   {label:<{width}}  seeds {seeds}")
     if info.get("plugins"):
-        lines += ["", "# plugins: Python code this config imports and runs with your permissions, as",
-                  "# `python FILE.py` would; run only configs whose plugins you trust"]
+        lines += [
+            "",
+            "# plugins: Python code this config imports and runs with your permissions, as",
+            "# `python FILE.py` would; run only configs whose plugins you trust",
+        ]
         lines += [f"#   {p['key']} = {p['path']}" for p in info["plugins"]]
     for report in info.get("probe", []):
         hits = [g for g, h in sorted(report["gram_hits"].items(), key=lambda gh: -gh[1]) if h]
         matched = ", ".join(repr(g) for g in hits) if hits else "none"
-        lines += ["",
-                  (f"# planning probe ({', '.join(report['conditions'])}): {report['prompts']} prompts x "
-                   f"{report['samples_per_prompt']} base-model completions"),
-                  (f"#   planning_token_fraction {report['planning_token_fraction']:.4f} "
-                   f"({report['planning_tokens']} of {report['tokens']} tokens); grams matched: {matched}")]
+        lines += [
+            "",
+            (
+                f"# planning probe ({', '.join(report['conditions'])}): {report['prompts']} prompts x "
+                f"{report['samples_per_prompt']} base-model completions"
+            ),
+            (
+                f"#   planning_token_fraction {report['planning_token_fraction']:.4f} "
+                f"({report['planning_tokens']} of {report['tokens']} tokens); grams matched: {matched}"
+            ),
+        ]
     lines += ["", "# warnings" if info["warnings"] else "# warnings: none"]
     lines += [f"#   - {w}" for w in info["warnings"]]
     return "\n".join(lines) + "\n"

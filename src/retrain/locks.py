@@ -57,14 +57,20 @@ def process_start_time(pid: int) -> str | None:
     except OSError:
         return None
     # Field 22; the command name (field 2) is in parentheses and may hold spaces.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None
 
 
 def holder_record(kind: str) -> dict:
     pid = os.getpid()
-    return {"kind": kind, "pid": pid, "host": socket.gethostname(), "since": now_iso(),
-            "pid_start": process_start_time(pid), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    return {
+        "kind": kind,
+        "pid": pid,
+        "host": socket.gethostname(),
+        "since": now_iso(),
+        "pid_start": process_start_time(pid),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
 
 
 def read_holder(directory: Path | str, tries: int = 10) -> dict:
@@ -181,8 +187,10 @@ class DirLock:
         }.get(self.kind, "wait for it to finish")
         msg = f"{self.directory}: this {what} is in use by {describe_holder(holder)}; {fix}"
         if record_only:
-            msg += (f". (This filesystem has no file locks, so only the record in {self.path} says so; if that "
-                    "process is really gone, delete the file.)")
+            msg += (
+                f". (This filesystem has no file locks, so only the record in {self.path} says so; if that "
+                "process is really gone, delete the file.)"
+            )
         return LockHeld(msg, holder)
 
     def __enter__(self) -> Self:

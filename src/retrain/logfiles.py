@@ -51,12 +51,23 @@ MAX_LINE_BYTES = 4 << 20  # a metrics row is ~1-2 KB; a generations row with a l
 BLOCK_BYTES = 8 << 20
 MAX_ABS = 1e150  # squares (variances) of numbers up to this stay finite in float64
 MAX_INDEX = 2**53  # steps beyond this are not exact in float64
-FLAG_KEYS = frozenset({"sepa_gate_open", "loss_is_placeholder", "backend_reports_sync_loss", "correct",
-                       "hit_max_tokens"})
+FLAG_KEYS = frozenset(
+    {"sepa_gate_open", "loss_is_placeholder", "backend_reports_sync_loss", "correct", "hit_max_tokens"}
+)
 # Metrics keys that measure wall-clock time: they differ between any two runs of the same computation,
 # resumed or not (tests, and `retrain.void`'s identical-metrics check, compare everything else).
-TIMING_KEYS = ("step_time_s", "sample_time_s", "weight_sync_time_s", "score_time_s", "advantage_time_s", "train_time_s",
-               "eval_time_s", "tokens_per_second", "bp_throughput", "bp_predicted_throughput")
+TIMING_KEYS = (
+    "step_time_s",
+    "sample_time_s",
+    "weight_sync_time_s",
+    "score_time_s",
+    "advantage_time_s",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_second",
+    "bp_throughput",
+    "bp_predicted_throughput",
+)
 MAX_NAMED_LINES = 5  # line numbers named per reason in a summary
 _SHORT_TOKEN = 32  # bytes of a value read at once; longer ones one by one (a 5,000-digit integer, a string)
 
@@ -235,8 +246,9 @@ def _human(n: int) -> str:
     return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
 
 
-def iter_blocks(path: str | Path, problems: LogProblems, max_line_bytes: int = MAX_LINE_BYTES,
-                block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, memoryview]]:
+def iter_blocks(
+    path: str | Path, problems: LogProblems, max_line_bytes: int = MAX_LINE_BYTES, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[int, memoryview]]:
     """(line number of the first line, whole lines each ending in \\n) over the file, block by block.
 
     Each block is a view into one reused buffer, valid until the next block is produced (no
@@ -252,13 +264,13 @@ def iter_blocks(path: str | Path, problems: LogProblems, max_line_bytes: int = M
     view = memoryview(buf)
     with f:
         lineno, have, skipping = 1, 0, False  # have: bytes of an unfinished line kept at buf[:have]
-        while got := f.readinto(view[have:have + block_bytes]):
+        while got := f.readinto(view[have : have + block_bytes]):
             if skipping:
                 nl = buf.find(b"\n", 0, got)
                 if nl < 0:
                     continue
                 got -= nl + 1
-                buf[:got] = buf[nl + 1:nl + 1 + got]
+                buf[:got] = buf[nl + 1 : nl + 1 + got]
                 skipping, lineno = False, lineno + 1
             end = have + got
             cut = buf.rfind(b"\n", 0, end) + 1
@@ -273,7 +285,7 @@ def iter_blocks(path: str | Path, problems: LogProblems, max_line_bytes: int = M
                 buf[:have] = buf[cut:end]
         if have and not skipping:
             buf[have] = ord("\n")
-            yield lineno, view[:have + 1]
+            yield lineno, view[: have + 1]
 
 
 def _parse_line(raw: bytes, lineno: int, problems: LogProblems) -> dict | None:
@@ -297,8 +309,9 @@ def _parse_line(raw: bytes, lineno: int, problems: LogProblems) -> dict | None:
     return row
 
 
-def _block_rows(block: memoryview, first: int, max_line_bytes: int,
-                problems: LogProblems) -> Iterator[tuple[int, dict]]:
+def _block_rows(
+    block: memoryview, first: int, max_line_bytes: int, problems: LogProblems
+) -> Iterator[tuple[int, dict]]:
     """(line number, row) of every JSON-object line of one block (`iter_blocks`), parsed by json.loads."""
     for i, raw in enumerate(bytes(block).split(b"\n")[:-1]):
         if not raw.strip():
@@ -311,8 +324,9 @@ def _block_rows(block: memoryview, first: int, max_line_bytes: int,
             yield first + i, row
 
 
-def _iter_rows(path: str | Path, problems: LogProblems, max_line_bytes: int,
-               block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, dict]]:
+def _iter_rows(
+    path: str | Path, problems: LogProblems, max_line_bytes: int, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[int, dict]]:
     for first, block in iter_blocks(path, problems, max_line_bytes, block_bytes):
         yield from _block_rows(block, first, max_line_bytes, problems)
 
@@ -343,8 +357,9 @@ def clean_row(row: dict, problems: LogProblems) -> dict:
     return out
 
 
-def read_rows(path: str | Path, *, problems: LogProblems | None = None,
-              max_line_bytes: int = MAX_LINE_BYTES) -> list[dict]:
+def read_rows(
+    path: str | Path, *, problems: LogProblems | None = None, max_line_bytes: int = MAX_LINE_BYTES
+) -> list[dict]:
     """Every JSON-object line of `path` as a cleaned dict (`clean_row`), in file order.
 
     Blank lines are ignored; bad lines and values are counted in `problems` (warned about here when
@@ -452,8 +467,9 @@ class _KeyScan:
         return found
 
 
-def _value_tokens(block: memoryview, buf: np.ndarray, at: np.ndarray,
-                  scan: _KeyScan) -> tuple[np.ndarray, dict[int, bytes]]:
+def _value_tokens(
+    block: memoryview, buf: np.ndarray, at: np.ndarray, scan: _KeyScan
+) -> tuple[np.ndarray, dict[int, bytes]]:
     """The raw value after each `"key":` whose closing quote is at `at`, as `S{_SHORT_TOKEN}` tokens
     (zero-padded; what the regex `[^,}\\s]*` would take), and {i: whole token} for the ones a window of
     _SHORT_TOKEN bytes cannot give: longer values (a 5,000-digit integer, a long string), more than
@@ -472,8 +488,10 @@ def _value_tokens(block: memoryview, buf: np.ndarray, at: np.ndarray,
     u8[np.arange(width) >= length[:, None]] = 0
     odd = (length == width) | _BLANK[buf[start]] | (start > len(buf) - width)
     # Each position is a key the scan found, so the key's regex matches there.
-    whole = {i: cast("re.Match[bytes]", scan.regex.match(block, at[i] - len(scan.needle) + 1))[1]
-             for i in np.flatnonzero(odd).tolist()}
+    whole = {
+        i: cast("re.Match[bytes]", scan.regex.match(block, at[i] - len(scan.needle) + 1))[1]
+        for i in np.flatnonzero(odd).tolist()
+    }
     return tokens, whole
 
 
@@ -526,8 +544,9 @@ def _slow_token(key: str, tok: bytes) -> tuple[float | None, str | None]:
     return check_value(key, value)
 
 
-def _fast_block(block: memoryview, keys: list[str], scans: dict[str, _KeyScan], max_line_bytes: int,
-                problems: LogProblems) -> dict[str, np.ndarray] | None:
+def _fast_block(
+    block: memoryview, keys: list[str], scans: dict[str, _KeyScan], max_line_bytes: int, problems: LogProblems
+) -> dict[str, np.ndarray] | None:
     """Columns of a block whose lines are all one flat JSON object each; None to fall back.
 
     keys[0] is the index: its bad values are not counted here (the caller counts the rows).
@@ -568,8 +587,9 @@ def _fast_block(block: memoryview, keys: list[str], scans: dict[str, _KeyScan], 
     return out
 
 
-def _slow_block(block: memoryview, first: int, keys: list[str], max_line_bytes: int,
-                problems: LogProblems) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _slow_block(
+    block: memoryview, first: int, keys: list[str], max_line_bytes: int, problems: LogProblems
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Columns of a block parsed line by line with json.loads, and the line number of each row."""
     cols: dict[str, list[float]] = {k: [] for k in keys}
     linenos = []
@@ -583,8 +603,15 @@ def _slow_block(block: memoryview, first: int, keys: list[str], max_line_bytes: 
     return {k: np.array(v, dtype=np.float64) for k, v in cols.items()}, np.array(linenos, dtype=np.int64)
 
 
-def read_columns(path: str | Path, keys: list[str], *, index: str = "step", min_index: int = 0,
-                 problems: LogProblems | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Columns:
+def read_columns(
+    path: str | Path,
+    keys: list[str],
+    *,
+    index: str = "step",
+    min_index: int = 0,
+    problems: LogProblems | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Columns:
     """Only `keys` (and the `index` key) of every row of `path`, as aligned float64 arrays.
 
     Rows whose index is not an integer in [min_index, 2**53) are skipped and counted. A missing
@@ -610,8 +637,11 @@ def read_columns(path: str | Path, keys: list[str], *, index: str = "step", min_
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(idx) & (idx == np.floor(idx)) & (idx >= min_index) & (idx < MAX_INDEX)
     if not ok.all():
-        problems.line(f"without an integer {index}", count=int((~ok).sum()),
-                      linenos=np.concatenate(lineno_parts)[~ok][:MAX_NAMED_LINES].tolist())
+        problems.line(
+            f"without an integer {index}",
+            count=int((~ok).sum()),
+            linenos=np.concatenate(lineno_parts)[~ok][:MAX_NAMED_LINES].tolist(),
+        )
     idx = idx[ok].astype(np.int64)
     # the last row written for an index value wins: unique over the reversed order keeps the last one
     rev = idx[::-1]

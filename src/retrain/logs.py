@@ -25,9 +25,18 @@ from retrain.jsonio import finite
 
 # Keys of emergence/steps.jsonl (docs/metrics.md): a compact per-step view for the analysis tools.
 EMERGENCE_STEP_KEYS = (
-    "step", "condition", "mean_reward", "correct_count", "total_count",
-    "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
-    "post_exec_entropy_var", "sepa_lambda", "planning_token_fraction",
+    "step",
+    "condition",
+    "mean_reward",
+    "correct_count",
+    "total_count",
+    "exec_entropy_mean",
+    "exec_entropy_var",
+    "plan_entropy_mean",
+    "plan_entropy_var",
+    "post_exec_entropy_var",
+    "sepa_lambda",
+    "planning_token_fraction",
 )
 
 # metrics.jsonl key → wandb key (docs/research-guide.md: "train/rewards/correct_rate", ...).
@@ -124,8 +133,12 @@ class ConsoleSink:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=Console(file=self.stream),
+                TextColumn(f"[bold]{label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
             )
             self._task = self._progress.add_task("train", total=max_steps, completed=start_step)
             self._progress.start()
@@ -172,8 +185,19 @@ def format_step_line(row: dict, label: str) -> str:
 class WandbSink:
     """Logs each row under the `train/...` keys of docs/metrics.md at `step`."""
 
-    def __init__(self, *, project: str, entity: str | None, name: str, group: str, tags: list[str],
-                 config: dict, mode: str, log_dir: Path, run_id: str):
+    def __init__(
+        self,
+        *,
+        project: str,
+        entity: str | None,
+        name: str,
+        group: str,
+        tags: list[str],
+        config: dict,
+        mode: str,
+        log_dir: Path,
+        run_id: str,
+    ):
         try:
             import wandb
         except ImportError as e:
@@ -185,8 +209,16 @@ class WandbSink:
         self._wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(
-            project=project, entity=entity or None, name=name, group=group, tags=tags,
-            config=config, mode=mode, dir=str(log_dir), id=run_id, resume="allow",
+            project=project,
+            entity=entity or None,
+            name=name,
+            group=group,
+            tags=tags,
+            config=config,
+            mode=mode,
+            dir=str(log_dir),
+            id=run_id,
+            resume="allow",
             reinit="finish_previous",
         )
         self.run.define_metric("*", step_metric="step")
@@ -197,7 +229,9 @@ class WandbSink:
             if key in WANDB_KEYS:
                 # None (e.g. no planning tokens this step) is logged as NaN: a gap in the chart,
                 # and the key still exists for panels and "group by condition".
-                data[WANDB_KEYS[key]] = float("nan") if value is None else float(value) if isinstance(value, bool) else value
+                data[WANDB_KEYS[key]] = (
+                    float("nan") if value is None else float(value) if isinstance(value, bool) else value
+                )
             elif key.startswith("bp_") and value is not None:
                 data[f"train/backpressure/{key[3:]}"] = value
         self.run.log(data, step=row["step"])

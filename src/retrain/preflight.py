@@ -153,8 +153,9 @@ def check_memory(cfg, model_config) -> None:
     t = cfg.training
     device = resolve_device(cfg.backend.device)
     text = getattr(model_config, "text_config", model_config)
-    dtype, _ = resolve_dtype(cfg.backend.dtype, device, getattr(text, "hidden_size", None),
-                             getattr(text, "intermediate_size", None))  # the dtype the backend will pick
+    dtype, _ = resolve_dtype(
+        cfg.backend.dtype, device, getattr(text, "hidden_size", None), getattr(text, "intermediate_size", None)
+    )  # the dtype the backend will pick
     dtype_bytes = torch.finfo(dtype).bits // 8
     max_rows = BACKENDS.entry("local").with_defaults(cfg.backend.options)["max_sample_rows"]
     rows = min(t.batch_size, max(1, max_rows // t.group_size)) * t.group_size  # see LocalBackend.sample

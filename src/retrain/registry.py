@@ -67,8 +67,12 @@ def number_at_least(minimum: float) -> Callable[[Any], str | None]:
     """An option check: a finite number, integer or not, >= minimum (seconds, rates)."""
 
     def check(value: Any) -> str | None:
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or (isinstance(value, float) and not math.isfinite(value)) or value < minimum):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value < minimum
+        ):
             return f"must be a number >= {minimum:g}, got {show(value)}"
         return None
 
@@ -133,7 +137,9 @@ class Variant(Generic[T]):
             opt = self.options.get(key)
             if opt is None:
                 known = list(self.options)
-                problems.append(f"{where}.{key}: unknown option for {owner}{suggest(key, known)} (known: {', '.join(known)})")
+                problems.append(
+                    f"{where}.{key}: unknown option for {owner}{suggest(key, known)} (known: {', '.join(known)})"
+                )
             elif (problem := opt.problem(value)) is not None:
                 problems.append(f"{where}.{key}: {problem}")
         return problems
@@ -191,8 +197,18 @@ class Registry(Generic[T]):
         """Decorator: register the function below as the built-in `name`, returning it unchanged."""
 
         def decorate(fn: T) -> T:
-            self.add(Variant(name, fn, summary, _known(consumes), _known(provides), check,
-                             MappingProxyType(dict(options or {})), takes_argument))
+            self.add(
+                Variant(
+                    name,
+                    fn,
+                    summary,
+                    _known(consumes),
+                    _known(provides),
+                    check,
+                    MappingProxyType(dict(options or {})),
+                    takes_argument,
+                )
+            )
             return fn
 
         return decorate
@@ -267,8 +283,10 @@ class Registry(Generic[T]):
         elif "." in name:
             module, _, fn = name.rpartition(".")
             hint = f" Did you mean {module + ':' + fn!r}?"
-        return (f"unknown {self.kind} {name!r}: use a built-in ({', '.join(self.names)}) or a plugin "
-                f"path {PLUGIN_FORM}.{hint}")
+        return (
+            f"unknown {self.kind} {name!r}: use a built-in ({', '.join(self.names)}) or a plugin "
+            f"path {PLUGIN_FORM}.{hint}"
+        )
 
 
 def _known(names: Iterable[str]) -> frozenset[str]:

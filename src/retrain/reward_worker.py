@@ -158,8 +158,16 @@ class _Worker:
         self._life_w: int | None = life_w
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, json.dumps(_import_path()), str(child_sock.fileno()),
-                 str(wake_w), str(life_r), str(os.getpid())],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    json.dumps(_import_path()),
+                    str(child_sock.fileno()),
+                    str(wake_w),
+                    str(life_r),
+                    str(os.getpid()),
+                ],
                 pass_fds=(child_sock.fileno(), wake_w, life_r),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
@@ -324,8 +332,11 @@ class WorkerPool:
                         w.conn.send(("run", [(i, *items[i]) for i in batch]))
                     except OSError:
                         pass  # died: its wake pipe reports EOF and the items are requeued
-            deadlines = [w.head_start + hard_limit if w.ready else w.started + START_TIMEOUT_S
-                         for w in self._workers if w.pending or not w.ready]
+            deadlines = [
+                w.head_start + hard_limit if w.ready else w.started + START_TIMEOUT_S
+                for w in self._workers
+                if w.pending or not w.ready
+            ]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             woken = [key.data for key, _ in self._selector.select(timeout)]
             for w in list(self._workers):
@@ -368,7 +379,9 @@ class WorkerPool:
             else:
                 self._take_result(w, msg, results, todo)
 
-    def _take_result(self, w: _Worker, msg: tuple[Any, ...], results: list[CallResult | None], todo: deque[int]) -> None:
+    def _take_result(
+        self, w: _Worker, msg: tuple[Any, ...], results: list[CallResult | None], todo: deque[int]
+    ) -> None:
         _, i, status, value, detail, peak_mb, start, end, recycle = msg
         if not w.pending or w.pending[0] != i:  # cannot happen: results come in send order
             raise RuntimeError(f"reward worker answered item {i}, expected {list(w.pending)[:1]}")
@@ -378,12 +391,19 @@ class WorkerPool:
         if recycle:  # it exits after this message; the rest of its chunk goes to a fresh worker
             self._lost(w, results, todo, None)
 
-    def _check_deadline(self, w: _Worker, results: list[CallResult | None], todo: deque[int], hard_limit: float) -> None:
+    def _check_deadline(
+        self, w: _Worker, results: list[CallResult | None], todo: deque[int], hard_limit: float
+    ) -> None:
         now = time.monotonic()
         if w.pending and w.ready and now >= w.head_start + hard_limit:
             i = w.pending.popleft()
-            results[i] = CallResult(0.0, "timeout", f"timed out after {self.limits.timeout_s:g} s "
-                                    "(worker killed: the call did not return)", now - w.head_start, w.peak_mb())
+            results[i] = CallResult(
+                0.0,
+                "timeout",
+                f"timed out after {self.limits.timeout_s:g} s (worker killed: the call did not return)",
+                now - w.head_start,
+                w.peak_mb(),
+            )
             self._lost(w, results, todo, None)
         elif not w.ready and now >= w.started + START_TIMEOUT_S:
             self._failed_starts += 1
@@ -399,8 +419,13 @@ class WorkerPool:
                 self._last_death = detail
             elif w.pending:
                 i = w.pending.popleft()
-                results[i] = CallResult(0.0, "failed", f"the reward worker died during the call ({detail})",
-                                        time.monotonic() - w.head_start, None)
+                results[i] = CallResult(
+                    0.0,
+                    "failed",
+                    f"the reward worker died during the call ({detail})",
+                    time.monotonic() - w.head_start,
+                    None,
+                )
         todo.extendleft(reversed(w.pending))
         w.pending.clear()
         self._replace(w)
@@ -476,7 +501,7 @@ def _parse_status(data: bytes) -> dict[str, float]:
     for key in (b"VmRSS:", b"VmHWM:", b"VmData:"):
         at = data.find(key)
         if at >= 0:
-            out[key[:-1].decode()] = int(data[at + len(key):data.index(b"kB", at)]) / 1024
+            out[key[:-1].decode()] = int(data[at + len(key) : data.index(b"kB", at)]) / 1024
     return out
 
 

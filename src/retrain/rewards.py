@@ -66,7 +66,7 @@ def extract_boxed(text: str, max_chars: int | None = None) -> str | None:
     a huge box costs no more than a short one.
     """
     last = None
-    for last in _BOXED_RE.finditer(text):  # only the last match is wanted
+    for last in _BOXED_RE.finditer(text):  # noqa: B007 - only the last match is wanted
         pass
     if last is None:
         return None
@@ -121,7 +121,7 @@ def extract_last_number(text: str, max_chars: int | None = None) -> str | None:
     `numbers_equal` compares by value). Only ASCII digits count.
     """
     last = None
-    for last in _NUMBER_RE.finditer(text):  # only the last match is wanted
+    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - only the last match is wanted
         pass
     if last is None or (max_chars is not None and last.end() - last.start() > max_chars):
         return None
@@ -158,9 +158,7 @@ def extract_answer(completion: str, answer_format: str, max_chars: int | None = 
     try:
         extractor = _EXTRACTORS[answer_format]
     except KeyError:
-        raise RetrainError(
-            f"unknown answer_format {answer_format!r}; use one of {sorted(_EXTRACTORS)}"
-        ) from None
+        raise RetrainError(f"unknown answer_format {answer_format!r}; use one of {sorted(_EXTRACTORS)}") from None
     return extractor(completion, max_chars)
 
 
@@ -197,8 +195,9 @@ class RewardFn(Protocol):
     def __call__(self, completion: str, reference: str) -> float: ...
 
 
-def match_reward(completion: str, reference: str, answer_format: str = "boxed",
-                 max_answer_chars: int = MAX_ANSWER_CHARS) -> float:
+def match_reward(
+    completion: str, reference: str, answer_format: str = "boxed", max_answer_chars: int = MAX_ANSWER_CHARS
+) -> float:
     """1.0 iff the extracted answer equals the reference after whitespace trim, else 0.0.
 
     r = 1[ extract(completion).strip() == reference.strip() ], where for answer_format "number" the
@@ -232,9 +231,7 @@ def _load_math_verify() -> Any:
         try:
             import math_verify  # type: ignore[import-untyped]
         except ImportError as e:
-            raise RetrainError(
-                "[reward].type = 'math' needs math-verify: pip install math-verify"
-            ) from e
+            raise RetrainError("[reward].type = 'math' needs math-verify: pip install math-verify") from e
         for name in ("math_verify.parser", "math_verify.grader"):
             logging.getLogger(name).addFilter(_DropMathVerifyTimeoutWarning())
         _math_verify = math_verify
@@ -277,8 +274,12 @@ def _parse_math(text: str) -> list[Any] | None:
     if not normalized:
         return None
     try:
-        expr = latex2sympy(normalized, is_real=not should_treat_as_complex(normalized),
-                           convert_degrees=False, normalization_config=None)
+        expr = latex2sympy(
+            normalized,
+            is_real=not should_treat_as_complex(normalized),
+            convert_degrees=False,
+            normalization_config=None,
+        )
     except Exception:  # the grammar rejected it (incl. RecursionError): unparseable
         return None
     return [expr, normalized]
@@ -307,8 +308,9 @@ def _number_as_latex(number: str) -> str:
     return f"{mantissa}\\times 10^{{{exponent}}}" if e else number
 
 
-def math_reward(completion: str, reference: str, answer_format: str = "boxed",
-                max_answer_chars: int = MAX_ANSWER_CHARS) -> float:
+def math_reward(
+    completion: str, reference: str, answer_format: str = "boxed", max_answer_chars: int = MAX_ANSWER_CHARS
+) -> float:
     """1.0 iff the extracted answer is mathematically equivalent to the reference (math-verify), else 0.0.
 
     r = 1[ verify(parse(reference), parse(extract(completion))) ]: symbolic (sympy) equivalence, so
@@ -342,7 +344,8 @@ def math_reward(completion: str, reference: str, answer_format: str = "boxed",
 # Relations the grammar reads as something else, or as `=`: any of them in an answer is a hedge.
 _HEDGING_RELATION_RE = re.compile(
     r"\\(?:approx\w*|thickapprox|equiv|in|ni|notin|sim\w*|backsim\w*|eqsim|cong|doteq\w*|propto|asymp|"
-    r"coloneqq|eqqcolon|triangleq)(?![A-Za-z])|~\s*=|:=")
+    r"coloneqq|eqqcolon|triangleq)(?![A-Za-z])|~\s*=|:="
+)
 # Text-mode commands: what they hold is words, not mathematics.
 _TEXT_COMMAND_RE = re.compile(r"\\(?:text(?:rm|bf|it|sf|tt|up|normal)?|mbox|hbox|math(?:rm|it|bf|sf|tt))\s*\{")
 # A unit: one to three words of letters (`cm`, `dollars`, `square units`, `km per hour`) ...
@@ -351,7 +354,8 @@ _UNIT_RE = re.compile(r"[A-Za-z]{1,20}(?: +[A-Za-z]{1,20}){0,2}")
 QUALIFIERS = frozenset(
     "about above almost and approx approximately around at below between but circa close either estimate "
     "estimated guess if ish least less likely maybe minus more most nearly neither nor not or over perhaps "
-    "plus possibly probably roughly some than to under unless up".split())
+    "plus possibly probably roughly some than to under unless up".split()
+)
 
 
 def hedge(answer: str, expr: Any) -> str | None:
@@ -383,7 +387,7 @@ def hedge(answer: str, expr: Any) -> str | None:
         close = _closing_brace(whole, command.end(), len(whole))
         if command.start() == 0 and close == len(whole) - 1:
             continue  # the whole answer is text: the grammar reads it (`\\text{42}`)
-        content = None if close is None else whole[command.end():close]
+        content = None if close is None else whole[command.end() : close]
         if content is None or not _is_unit(content):
             return f"text that is not a unit: {content!r}"
     return None
@@ -391,8 +395,9 @@ def hedge(answer: str, expr: Any) -> str | None:
 
 def _is_unit(text: str) -> bool:
     words = text.split()
-    return not words or (_UNIT_RE.fullmatch(" ".join(words)) is not None
-                         and not any(w.lower() in QUALIFIERS for w in words))
+    return not words or (
+        _UNIT_RE.fullmatch(" ".join(words)) is not None and not any(w.lower() in QUALIFIERS for w in words)
+    )
 
 
 def _is_equation_of_symbol(expr: Any) -> bool:
@@ -485,8 +490,15 @@ class Scorer:
             scorer.score(r"so \\boxed{\\frac{1}{2}}", example)   # 1.0 when example.answer is "0.5"
     """
 
-    def __init__(self, reward: Callable[[str, str, str], float], *, timeout_s: float = 5.0,
-                 memory_mb: int = 1024, workers: int = 1, name: str = "match"):
+    def __init__(
+        self,
+        reward: Callable[[str, str, str], float],
+        *,
+        timeout_s: float = 5.0,
+        memory_mb: int = 1024,
+        workers: int = 1,
+        name: str = "match",
+    ):
         self.name = name
         self.timeout_s = timeout_s
         self.failures = 0
@@ -598,13 +610,18 @@ def _max_answer_chars(reward_cfg: Any) -> int:
 # The factories return picklable objects, not lambdas: the reward runs in a worker process.
 
 
-@REWARDS.register("match", summary="the extracted answer equals the reference after whitespace trim", check=_custom_unused)
+@REWARDS.register(
+    "match", summary="the extracted answer equals the reference after whitespace trim", check=_custom_unused
+)
 def _match(reward_cfg: Any) -> WorkerReward:
     return BuiltinReward("match", _max_answer_chars(reward_cfg))
 
 
-@REWARDS.register("math", summary="the answer, parsed whole as LaTeX, is equivalent to the reference (math-verify)",
-                  check=_custom_unused)
+@REWARDS.register(
+    "math",
+    summary="the answer, parsed whole as LaTeX, is equivalent to the reference (math-verify)",
+    check=_custom_unused,
+)
 def _math(reward_cfg: Any) -> WorkerReward:
     if importlib.util.find_spec("math_verify") is None:
         # Checked here (without importing sympy into the training process): fail at start-up.
@@ -612,8 +629,11 @@ def _math(reward_cfg: Any) -> WorkerReward:
     return BuiltinReward("math", _max_answer_chars(reward_cfg))
 
 
-@REWARDS.register("custom", summary="[reward].custom = 'module:function' (completion, reference) -> float",
-                  check=lambda cfg: custom_reward_problems(cfg.reward))
+@REWARDS.register(
+    "custom",
+    summary="[reward].custom = 'module:function' (completion, reference) -> float",
+    check=lambda cfg: custom_reward_problems(cfg.reward),
+)
 def _custom(reward_cfg: Any) -> WorkerReward:
     problems = custom_reward_problems(reward_cfg)
     if problems:
@@ -627,6 +647,10 @@ def make_scorer(reward_cfg: Any) -> Scorer:
     `memory_mb`, `workers`); its worker processes start now, in the background."""
     reward = REWARDS.resolve(reward_cfg.type)(reward_cfg)
     name = reward_cfg.custom if reward_cfg.type == "custom" else reward_cfg.type
-    return Scorer(reward, name=name, timeout_s=float(reward_cfg.timeout_s),
-                  memory_mb=int(getattr(reward_cfg, "memory_mb", 1024)),
-                  workers=int(getattr(reward_cfg, "workers", 1)))
+    return Scorer(
+        reward,
+        name=name,
+        timeout_s=float(reward_cfg.timeout_s),
+        memory_mb=int(getattr(reward_cfg, "memory_mb", 1024)),
+        workers=int(getattr(reward_cfg, "workers", 1)),
+    )

@@ -127,12 +127,16 @@ def _resume_locked(run_dir: Path) -> int:
         print(f"{run_dir}: already completed ({choice.step + 1} steps); nothing to do")
         return 0
     if info.get("status") == "completed":
-        warn(f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
-             f"{choice.step} of {max_steps}; continuing from there")
+        warn(
+            f"{run_dir}: run.json says completed, but the newest checkpoint its files prove is after step "
+            f"{choice.step} of {max_steps}; continuing from there"
+        )
     moved = _set_aside_rows_after(run_dir, choice.step)
     if choice.state is None and moved:
-        warn(f"{run_dir}: no checkpoint to continue from; starting again at step 0 "
-             f"({moved} metrics row(s) moved to metrics.discarded.jsonl)")
+        warn(
+            f"{run_dir}: no checkpoint to continue from; starting again at step 0 "
+            f"({moved} metrics row(s) moved to metrics.discarded.jsonl)"
+        )
     if not (run_dir / "config.json").exists():
         write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
     return _execute(cfg, run_dir, state=choice.state)
@@ -147,8 +151,10 @@ def _locked(run_dir: Path) -> DirLock:
     try:
         return DirLock(run_dir, "run").acquire()
     except OSError as e:
-        raise RetrainError(f"{run_dir}: cannot write to the run dir ({e.strerror or e}); "
-                           "check its permissions or choose another [logging].log_dir") from None
+        raise RetrainError(
+            f"{run_dir}: cannot write to the run dir ({e.strerror or e}); "
+            "check its permissions or choose another [logging].log_dir"
+        ) from None
 
 
 def claim_run_dir(cfg: Config, log_dir: str | Path | None = None) -> tuple[Path, DirLock]:
@@ -162,22 +168,27 @@ def claim_run_dir(cfg: Config, log_dir: str | Path | None = None) -> tuple[Path,
     base = Path(log_dir or cfg.logging.log_dir or f"logs/{cfg.condition}_s{cfg.training.seed}")
     too_long = [part for part in base.parts if len(part.encode("utf-8")) > 250]  # room for a _2 suffix
     if too_long:
-        raise RetrainError(f"[logging].log_dir: the name {too_long[0][:60]!r}... is {len(too_long[0].encode())} bytes; "
-                           "a directory name holds at most 255: shorten [logging].condition or log_dir")
+        raise RetrainError(
+            f"[logging].log_dir: the name {too_long[0][:60]!r}... is {len(too_long[0].encode())} bytes; "
+            "a directory name holds at most 255: shorten [logging].condition or log_dir"
+        )
     candidate, n = base, 1
     while True:
         try:
             candidate.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise RetrainError(f"[logging].log_dir: cannot create {candidate} ({_why(e)}); "
-                               "choose a directory you can write to") from None
+            raise RetrainError(
+                f"[logging].log_dir: cannot create {candidate} ({_why(e)}); choose a directory you can write to"
+            ) from None
         lock = _locked(candidate)
         if not _holds_a_run(candidate):
             break
         lock.release()
         if log_dir is not None:
-            raise RetrainError(f"{candidate} already holds a run; continue it with `retrain resume {candidate}` "
-                               "or choose another [logging].log_dir")
+            raise RetrainError(
+                f"{candidate} already holds a run; continue it with `retrain resume {candidate}` "
+                "or choose another [logging].log_dir"
+            )
         n += 1
         candidate = base.with_name(f"{base.name}_{n}")
     if candidate != base:
@@ -236,8 +247,9 @@ def build_components(cfg: Config, data: Dataset | None = None) -> Components:
         ctx=ctx,
         data=data,
         cursor=Cursor(len(data.train), cfg.training.seed, shuffle=cfg.data.shuffle),
-        bp=USLController.from_config(cfg.backpressure, group_size=cfg.training.group_size,
-                                     initial_batch_size=cfg.training.batch_size),
+        bp=USLController.from_config(
+            cfg.backpressure, group_size=cfg.training.group_size, initial_batch_size=cfg.training.batch_size
+        ),
         counters=Counters(),
     )
 
@@ -281,8 +293,14 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
         sinks = [JsonlSink(run_dir, cfg.logging.log_generations), console]
         if cfg.logging.wandb_project and cfg.logging.wandb_mode != "disabled":
             sinks.append(make_wandb_sink(cfg, run_dir, info))
-        evaluator = Evaluator(cfg, parts.ctx.backend, parts.ctx.scorer, parts.data.eval, JsonlFile(run_dir / "eval.jsonl"),
-                              say=console.note)
+        evaluator = Evaluator(
+            cfg,
+            parts.ctx.backend,
+            parts.ctx.scorer,
+            parts.data.eval,
+            JsonlFile(run_dir / "eval.jsonl"),
+            say=console.note,
+        )
         if start_step == 0:
             evaluator.run(after_step=-1, num_updates=0)  # the base model's accuracy: where the curve starts
 
@@ -312,8 +330,10 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
             save_checkpoint(run_dir, start_step - 1, parts, final=True)
         info.finish("completed")
         running = parts.counters.total_correct / max(parts.counters.total_completions, 1)
-        print(f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
-              f"running correct rate {running:.1%}; logs in {run_dir}")
+        print(
+            f"Training complete. {cfg.condition} s{cfg.training.seed}: {cfg.training.max_steps} steps, "
+            f"running correct rate {running:.1%}; logs in {run_dir}"
+        )
         outcome = "success"
         for warning in void_warnings(cfg, run_dir):
             print(f"warning: {warning}")
@@ -322,8 +342,10 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
         return 0
     except EngineUnavailable as e:  # before step start_step (the base model's eval): nothing to checkpoint
         info.finish("failed", error=str(e))
-        print(f"retrain: {e}\nretrain: stopped; continue with `retrain resume {run_dir}` once the server is back",
-              flush=True)
+        print(
+            f"retrain: {e}\nretrain: stopped; continue with `retrain resume {run_dir}` once the server is back",
+            flush=True,
+        )
         return 1
     except RetrainError as e:
         info.finish_quietly("failed", error=str(e))
@@ -338,9 +360,13 @@ def _execute(cfg: Config, run_dir: Path, state: dict[str, Any] | None, data: Dat
         # Disk full: a condition of the machine, not a bug; the last checkpoint is intact (it is
         # switched to only once complete), so say what happened and how to go on, without a traceback.
         info.finish_quietly("failed", error=f"{type(e).__name__}: {e}")
-        print(f"retrain: error: no space left on the device of {run_dir} ({type(e).__name__}: {e}); the run "
-              f"stopped after step {info.data['step']}. Free some space, then continue with "
-              f"`retrain resume {run_dir}`", file=sys.stderr, flush=True)
+        print(
+            f"retrain: error: no space left on the device of {run_dir} ({type(e).__name__}: {e}); the run "
+            f"stopped after step {info.data['step']}. Free some space, then continue with "
+            f"`retrain resume {run_dir}`",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         for sink in sinks:
@@ -361,16 +387,21 @@ def _stop_resumably(run_dir: Path, last_step: int, parts: Components, info: RunI
     if last_step >= 0:
         save_checkpoint(run_dir, last_step, parts, final=False)
     info.finish("failed", error=f"{type(error).__name__}: {error}")
-    print(f"retrain: {error}\nretrain: stopped after step {last_step} (checkpointed); continue with "
-          f"`retrain resume {run_dir}` once the sampling server is back", flush=True)
+    print(
+        f"retrain: {error}\nretrain: stopped after step {last_step} (checkpointed); continue with "
+        f"`retrain resume {run_dir}` once the sampling server is back",
+        flush=True,
+    )
     return 1
 
 
 def next_steps_text(run_dir: Path) -> str:
     """What to do with a finished run: the commands a new user would otherwise have to look up."""
-    return (f"Next: retrain plot {run_dir}   (learning curve, PNG + SVG)\n"
-            f"      retrain compare --baseline {run_dir} --candidate OTHER_RUN   (is another run better?)\n"
-            f"      retrain squeeze {run_dir / ADAPTER_DIR / 'final'}   (how much LoRA rank it used)")
+    return (
+        f"Next: retrain plot {run_dir}   (learning curve, PNG + SVG)\n"
+        f"      retrain compare --baseline {run_dir} --candidate OTHER_RUN   (is another run better?)\n"
+        f"      retrain squeeze {run_dir / ADAPTER_DIR / 'final'}   (how much LoRA rank it used)"
+    )
 
 
 def _out_of_space(e: BaseException, run_dir: Path) -> bool:
@@ -403,12 +434,14 @@ def pin_numerics(cfg: Config, info: RunInfo) -> dict:
     recorded = before.get("torch_threads") if isinstance(before.get("torch_threads"), int) else 0
     libraries = {k: v for k, v in info.data["versions"].items() if k != "git"}  # git: `--dirty` flips on any edit
     numerics = {**configure_threads(cfg.backend.num_threads or recorded).as_dict(), "versions": libraries}
-    changed = [k for k in ("torch_threads", "cpu_capability", "versions")
-               if k in before and before[k] != numerics[k]]
+    changed = [k for k in ("torch_threads", "cpu_capability", "versions") if k in before and before[k] != numerics[k]]
     if changed:
-        print(f"warning: {info.path.parent}: this resume runs with other {', '.join(changed)} than the run's start "
-              f"({', '.join(f'{k}: {before[k]} -> {numerics[k]}' for k in changed)}); its metrics will not match an "
-              "uninterrupted run (docs/reproducibility.md)", file=sys.stderr)
+        print(
+            f"warning: {info.path.parent}: this resume runs with other {', '.join(changed)} than the run's start "
+            f"({', '.join(f'{k}: {before[k]} -> {numerics[k]}' for k in changed)}); its metrics will not match an "
+            "uninterrupted run (docs/reproducibility.md)",
+            file=sys.stderr,
+        )
     info.data["numerics"] = numerics
     return numerics
 
@@ -467,8 +500,15 @@ def build_context(cfg: Config) -> StepContext:
     t, s = cfg.training, cfg.sepa
     advantage_fn = ADVANTAGES.resolve(cfg.algorithm.advantage_mode)
     transform = TRANSFORMS.entry(cfg.algorithm.transform_mode)
-    sepa = SEPAController(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate,
-                          ema_decay=s.ema_decay, var_threshold=s.var_threshold, warmup=s.warmup)
+    sepa = SEPAController(
+        s.steps,
+        s.schedule,
+        s.delay_steps,
+        s.correct_rate_gate,
+        ema_decay=s.ema_decay,
+        var_threshold=s.var_threshold,
+        warmup=s.warmup,
+    )
     with contextlib.ExitStack() as undo:
         scorer = make_scorer(cfg.reward)
         undo.callback(scorer.close)
@@ -525,8 +565,15 @@ class Evaluator:
     """Held-out accuracy on prompts the run never trains on (`[eval]`): greedy, and with `k` > 1
     also pass@k and mean@k over k completions sampled at `[eval].temperature`."""
 
-    def __init__(self, cfg: Config, backend: Backend, scorer: Scorer, examples: list[Example], out: JsonlFile,
-                 say: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        backend: Backend,
+        scorer: Scorer,
+        examples: list[Example],
+        out: JsonlFile,
+        say: Callable[[str], None] | None = None,
+    ):
         self.every = cfg.eval.every
         self.last_step = cfg.training.max_steps - 1
         self.examples = examples[: cfg.eval.num_examples]
@@ -534,8 +581,11 @@ class Evaluator:
         max_tokens = cfg.eval.max_tokens or cfg.training.max_tokens
         self.params = SamplingParams(max_tokens=max_tokens, temperature=cfg.training.temperature, greedy=True)
         self.k = cfg.eval.k
-        self.sampled = SamplingParams(max_tokens=max_tokens, top_p=cfg.training.top_p,
-                                      temperature=cfg.eval.temperature or cfg.training.temperature)
+        self.sampled = SamplingParams(
+            max_tokens=max_tokens,
+            top_p=cfg.training.top_p,
+            temperature=cfg.eval.temperature or cfg.training.temperature,
+        )
         self.seed = cfg.training.seed
         self.keys = eval_keys(cfg)
         self.say = say or (lambda text: None)
@@ -557,7 +607,7 @@ class Evaluator:
             counts[key] = counts.get(key, 0) + n
         correct, start = [], 0
         for group in groups:
-            correct.append(sum(r > CORRECT_THRESHOLD for r in rewards[start:start + len(group)]))
+            correct.append(sum(r > CORRECT_THRESHOLD for r in rewards[start : start + len(group)]))
             start += len(group)
         return correct
 
@@ -585,13 +635,21 @@ class Evaluator:
                 correct_P = self._correct(self.backend.sample(prompts, self.k, params), counts)
             out["eval_pass_at_k"] = sum(pass_at_k(self.k, c, self.k) for c in correct_P) / len(prompts)
             out["eval_mean_at_k"] = mean_at_k(correct_P, self.k)
-            row.update({"eval_pass_at_k": out["eval_pass_at_k"], "eval_mean_at_k": out["eval_mean_at_k"],
-                        "eval_k": self.k, "eval_temperature": params.temperature})
+            row.update(
+                {
+                    "eval_pass_at_k": out["eval_pass_at_k"],
+                    "eval_mean_at_k": out["eval_mean_at_k"],
+                    "eval_k": self.k,
+                    "eval_temperature": params.temperature,
+                }
+            )
         out["eval_time_s"] = time.perf_counter() - t0
         self.out.append({**row, **counts, "num_examples": len(prompts), "eval_time_s": out["eval_time_s"]})
         correct = round(out["eval_correct_rate"] * len(prompts))
-        self.say(f"eval ({when}): {out['eval_correct_rate']:.1%} correct ({correct}/{len(prompts)}) "
-                 f"in {out['eval_time_s']:.1f}s")
+        self.say(
+            f"eval ({when}): {out['eval_correct_rate']:.1%} correct ({correct}/{len(prompts)}) "
+            f"in {out['eval_time_s']:.1f}s"
+        )
         return out
 
 
@@ -684,8 +742,12 @@ def _set_aside_rows_after(run_dir: Path, last_step: int) -> int:
     """Rows logged after the last checkpoint will be logged again by the resumed run. Move them to
     `<file>.discarded.jsonl` (appended, never deleted) so metrics.jsonl reads like one clean run.
     Returns how many metrics.jsonl rows were moved."""
-    files = [run_dir / "metrics.jsonl", run_dir / "emergence" / "steps.jsonl",
-             run_dir / "emergence" / "generations.jsonl", run_dir / "eval.jsonl"]
+    files = [
+        run_dir / "metrics.jsonl",
+        run_dir / "emergence" / "steps.jsonl",
+        run_dir / "emergence" / "generations.jsonl",
+        run_dir / "eval.jsonl",
+    ]
     moved = 0
     for path in files:
         if not path.exists():
@@ -726,8 +788,10 @@ class RunInfo:
             "max_steps": cfg.training.max_steps,
             "step": -1,
             "created_at": old.get("created_at", now_iso()),
-            "wandb_id": old.get("wandb_id") or f"{cfg.condition}_s{cfg.training.seed}_{os.urandom(3).hex()}"
-            .replace("+", "-").replace("~", "-").replace("=", "-"),
+            "wandb_id": old.get("wandb_id")
+            or f"{cfg.condition}_s{cfg.training.seed}_{os.urandom(3).hex()}".replace("+", "-")
+            .replace("~", "-")
+            .replace("=", "-"),
             "resumes": old.get("resumes", -1) + 1,
             "versions": versions(),
         }
@@ -740,14 +804,24 @@ class RunInfo:
             return
         before = self.previous.get("dtype")
         if isinstance(before, dict) and before.get("dtype") != choice.get("dtype"):
-            print(f"retrain: warning: this run started in {before.get('dtype')} and continues in "
-                  f"{choice.get('dtype')} ({choice.get('reason')}); set [backend] dtype explicitly to keep one",
-                  file=sys.stderr, flush=True)
+            print(
+                f"retrain: warning: this run started in {before.get('dtype')} and continues in "
+                f"{choice.get('dtype')} ({choice.get('reason')}); set [backend] dtype explicitly to keep one",
+                file=sys.stderr,
+                flush=True,
+            )
         self.data["dtype"] = dict(choice)
 
     def start(self, step: int) -> None:
-        self.data.update(status="running", step=step, pid=os.getpid(), hostname=socket.gethostname(),
-                         started_at=now_iso(), finished_at=None, error=None)
+        self.data.update(
+            status="running",
+            step=step,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at=now_iso(),
+            finished_at=None,
+            error=None,
+        )
         self._write()
 
     def progress(self, step: int) -> None:
@@ -795,10 +869,17 @@ def make_wandb_sink(cfg: Config, run_dir: Path, info: RunInfo) -> WandbSink:
         "seed": cfg.training.seed,
         **flatten_dict(config_to_dict(cfg)),
     }
-    return WandbSink(project=lg.wandb_project, entity=lg.wandb_entity, name=name,
-                     group=lg.wandb_group or cfg.condition,
-                     tags=[cfg.condition, f"seed{cfg.training.seed}", *lg.wandb_tags],
-                     config=config, mode=lg.wandb_mode, log_dir=run_dir, run_id=info.data["wandb_id"])
+    return WandbSink(
+        project=lg.wandb_project,
+        entity=lg.wandb_entity,
+        name=name,
+        group=lg.wandb_group or cfg.condition,
+        tags=[cfg.condition, f"seed{cfg.training.seed}", *lg.wandb_tags],
+        config=config,
+        mode=lg.wandb_mode,
+        log_dir=run_dir,
+        run_id=info.data["wandb_id"],
+    )
 
 
 def versions() -> dict:
@@ -816,8 +897,13 @@ def versions() -> dict:
 
 def _git_describe() -> str | None:
     try:
-        r = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
-                           cwd=Path(retrain.__file__).parent, timeout=5)
+        r = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            cwd=Path(retrain.__file__).parent,
+            timeout=5,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -40,8 +40,10 @@ from retrain.errors import RetrainError
 REDACTED = "<redacted>"
 ENV_PREFIX = "RETRAIN_SECRET_"
 # A key whose value is a secret: api_key, tinker_api_key, token, access_token, secret, password, ...
-SECRET_KEY = re.compile(r"(?i)(^|[_\-.])(api_?key|key|token|secret|password|passwd|pwd|credentials?|auth|"
-                        r"signature|sig)$")
+SECRET_KEY = re.compile(
+    r"(?i)(^|[_\-.])(api_?key|key|token|secret|password|passwd|pwd|credentials?|auth|"
+    r"signature|sig)$"
+)
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # The same names as command-line flags, alone ("--api-key", then the value) or with "=".
 SECRET_FLAG = re.compile(r"(?i)--?[\w\-]*(api[_\-]?key|key|token|secret|password|passwd)")
@@ -135,8 +137,11 @@ def expand_secrets_in(doc: Any, env: MutableMapping[str, str] | None = None) -> 
         def one(m: re.Match) -> str:
             name = m.group(1)
             if name not in env:
-                hint = (" (a secret your TOML held literally; retrain never writes secrets to its files)"
-                        if name.startswith(ENV_PREFIX) else "")
+                hint = (
+                    " (a secret your TOML held literally; retrain never writes secrets to its files)"
+                    if name.startswith(ENV_PREFIX)
+                    else ""
+                )
                 raise RetrainError(
                     f"{'.'.join(path)} refers to ${{{name}}}, which is not set in the environment{hint}; "
                     f"export {name}=... and run again"
@@ -189,7 +194,10 @@ def warn_moved(moved: dict[str, str], stream=None) -> None:
     if not moved:
         return
     names = ", ".join(sorted(moved))
-    print(f"retrain: warning: the config holds secrets literally; they are kept out of every file retrain writes, "
-          f"as ${{...}} references to {names} (set for this process and its child runs). To resume later in "
-          f"another shell, export them there, or write your own ${{VAR}} references in the TOML.",
-          file=stream or sys.stderr, flush=True)
+    print(
+        f"retrain: warning: the config holds secrets literally; they are kept out of every file retrain writes, "
+        f"as ${{...}} references to {names} (set for this process and its child runs). To resume later in "
+        f"another shell, export them there, or write your own ${{VAR}} references in the TOML.",
+        file=stream or sys.stderr,
+        flush=True,
+    )

@@ -167,7 +167,9 @@ def _require_adapter_dir(path: str | os.PathLike[str]) -> Path:
     if root.is_file() and root.name == ADAPTER_WEIGHTS:
         root = root.parent
     if not (root / ADAPTER_WEIGHTS).is_file():
-        hint = " (found adapter_model.bin: re-save it with safetensors)" if (root / "adapter_model.bin").exists() else ""
+        hint = (
+            " (found adapter_model.bin: re-save it with safetensors)" if (root / "adapter_model.bin").exists() else ""
+        )
         raise RetrainError(f"{root}: no {ADAPTER_WEIGHTS} in this directory{hint}; pass a PEFT adapter directory")
     return root
 
@@ -460,7 +462,7 @@ def run_from_config(cfg: Any) -> int:
     if sq is None or not sq.adapter_path:
         raise RetrainError(
             "[squeeze].adapter_path: a config with [squeeze] and no [campaign] is a standalone squeeze (it trains "
-            "nothing) and needs the adapter to analyse, e.g. adapter_path = \"logs/my_run/adapter/final\"; "
+            'nothing) and needs the adapter to analyse, e.g. adapter_path = "logs/my_run/adapter/final"; '
             "to squeeze a campaign's first finished run, add the [campaign] table; to train, remove [squeeze]"
         )
     result, _ = squeeze_and_report(

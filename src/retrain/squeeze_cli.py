@@ -41,7 +41,10 @@ def run_command(args: argparse.Namespace) -> int:
         payload = result.to_dict()
         if args.output:
             rank = args.compress_to or result.recommended_rank
-            payload["compressed"] = {"path": str(squeeze.compress_adapter(args.adapter, rank, args.output)), "rank": rank}
+            payload["compressed"] = {
+                "path": str(squeeze.compress_adapter(args.adapter, rank, args.output)),
+                "rank": rank,
+            }
         print(json.dumps(payload, indent=2))
         return 0
     squeeze.squeeze_and_report(
@@ -64,12 +67,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "compressed adapter.",
     )
     parser.add_argument("adapter", help="PEFT adapter directory (adapter_model.safetensors + adapter_config.json)")
-    parser.add_argument("--min-variance-retention", type=float, default=0.95, metavar="F",
-                        help="threshold on mean variance retained for the recommended rank (default 0.95)")
-    parser.add_argument("--target-ranks", default=None, metavar="K,K,...",
-                        help="ranks to tabulate (default: powers of two up to the source rank)")
-    parser.add_argument("--compress-to", type=int, default=0, metavar="K",
-                        help="compression rank (default 0 = the recommended rank); needs --output")
+    parser.add_argument(
+        "--min-variance-retention",
+        type=float,
+        default=0.95,
+        metavar="F",
+        help="threshold on mean variance retained for the recommended rank (default 0.95)",
+    )
+    parser.add_argument(
+        "--target-ranks",
+        default=None,
+        metavar="K,K,...",
+        help="ranks to tabulate (default: powers of two up to the source rank)",
+    )
+    parser.add_argument(
+        "--compress-to",
+        type=int,
+        default=0,
+        metavar="K",
+        help="compression rank (default 0 = the recommended rank); needs --output",
+    )
     parser.add_argument("--output", default=None, metavar="DIR", help="write the compressed adapter here (new dir)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     parser.set_defaults(func=run_command)

@@ -122,18 +122,32 @@ def _render_optional(campaign: bool) -> list[str]:
     """[campaign] and [squeeze], commented out: what adding them does, with every key."""
     lines: list[str] = []
     if campaign:
-        lines += ["# Optional: a campaign (conditions x seeds, each a full run) instead of one run.",
-                  "# `retrain init --template campaign` writes one ready to run."]
-        lines += _commented_table("[campaign]", CampaignConfig,
-                                  {k: f.get_default(call_default_factory=True) for k, f in CampaignConfig.model_fields.items()
-                                   if k != "conditions"})
-        lines += _commented_table("[[campaign.conditions]]", ConditionConfig,
-                                  {"advantage_mode": "maxrl", "transform_mode": "gtpo_sepa"})
+        lines += [
+            "# Optional: a campaign (conditions x seeds, each a full run) instead of one run.",
+            "# `retrain init --template campaign` writes one ready to run.",
+        ]
+        lines += _commented_table(
+            "[campaign]",
+            CampaignConfig,
+            {
+                k: f.get_default(call_default_factory=True)
+                for k, f in CampaignConfig.model_fields.items()
+                if k != "conditions"
+            },
+        )
+        lines += _commented_table(
+            "[[campaign.conditions]]", ConditionConfig, {"advantage_mode": "maxrl", "transform_mode": "gtpo_sepa"}
+        )
         lines += ['# "sepa.steps" = 100  # any other key: a dotted override for this condition\'s runs', ""]
-    lines += ["# Optional: LoRA-Squeeze. With [campaign] it analyses the first finished run's adapter; without",
-              "# [campaign] the config is a standalone squeeze of adapter_path (nothing is trained)."]
-    lines += _commented_table("[squeeze]", SqueezeConfig,
-                              {k: f.get_default(call_default_factory=True) for k, f in SqueezeConfig.model_fields.items()})
+    lines += [
+        "# Optional: LoRA-Squeeze. With [campaign] it analyses the first finished run's adapter; without",
+        "# [campaign] the config is a standalone squeeze of adapter_path (nothing is trained).",
+    ]
+    lines += _commented_table(
+        "[squeeze]",
+        SqueezeConfig,
+        {k: f.get_default(call_default_factory=True) for k, f in SqueezeConfig.model_fields.items()},
+    )
     return lines + [""]
 
 
@@ -190,4 +204,3 @@ def write_template(name: str, path: str | Path) -> Path:
             f"Choose another path: retrain init --template {name} other.toml"
         ) from None
     return target
-

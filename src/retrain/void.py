@@ -61,10 +61,13 @@ def planning_void_warning(who: str, fraction: float | None) -> str | None:
 
 def mean_planning_fraction(rows: Iterable[Mapping[str, Any]]) -> float | None:
     """Mean `planning_token_fraction` over metric rows that have a finite one; None if none does."""
-    values = [float(r["planning_token_fraction"]) for r in rows
-              if isinstance(r.get("planning_token_fraction"), int | float)
-              and not isinstance(r.get("planning_token_fraction"), bool)
-              and math.isfinite(r["planning_token_fraction"])]
+    values = [
+        float(r["planning_token_fraction"])
+        for r in rows
+        if isinstance(r.get("planning_token_fraction"), int | float)
+        and not isinstance(r.get("planning_token_fraction"), bool)
+        and math.isfinite(r["planning_token_fraction"])
+    ]
     return sum(values) / len(values) if values else None
 
 
@@ -92,8 +95,11 @@ def planning_void_warnings(metrics_by_condition: Mapping[str, Sequence[Sequence[
 
 
 def _compared(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items()
-            if k not in TIMING_KEYS and k not in _NOT_COMPARED and not k.startswith(_NOT_COMPARED_PREFIXES)}
+    return {
+        k: v
+        for k, v in row.items()
+        if k not in TIMING_KEYS and k not in _NOT_COMPARED and not k.startswith(_NOT_COMPARED_PREFIXES)
+    }
 
 
 def identical_metrics(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]]) -> bool:
@@ -103,7 +109,9 @@ def identical_metrics(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapp
     return all(_compared(a) == _compared(b) for a, b in zip(rows_a, rows_b, strict=True))
 
 
-def identical_condition_warnings(metrics_by_condition: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]]) -> list[str]:
+def identical_condition_warnings(
+    metrics_by_condition: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
+) -> list[str]:
     """A warning for each pair of conditions whose runs of every shared seed have identical metrics.
 
     `metrics_by_condition`: condition label -> {seed: metric rows}."""
@@ -114,9 +122,13 @@ def identical_condition_warnings(metrics_by_condition: Mapping[str, Mapping[Any,
             seeds = ", ".join(str(s) for s in shared)
             why = ""
             if uses_planning(ca) or uses_planning(cb):
-                why = (" (a planning transform does what gtpo does when no token is a planning token, and SEPA "
-                       "does while λ = 0)")
-            out.append(f"{ca} and {cb} produced identical metrics on seed(s) {seeds}: every non-timing metric at "
-                       f"every step is the same, so the two conditions ran the same computation and comparing "
-                       f"them tests nothing{why}.")
+                why = (
+                    " (a planning transform does what gtpo does when no token is a planning token, and SEPA "
+                    "does while λ = 0)"
+                )
+            out.append(
+                f"{ca} and {cb} produced identical metrics on seed(s) {seeds}: every non-timing metric at "
+                f"every step is the same, so the two conditions ran the same computation and comparing "
+                f"them tests nothing{why}."
+            )
     return out

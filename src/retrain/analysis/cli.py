@@ -22,6 +22,7 @@ LITMUS_ERROR_EXIT = 3
 
 def _print_warnings(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Show the analysis warnings (malformed lines, dropped runs) as plain `warning: ...` lines on stderr."""
+
     @functools.wraps(fn)
     def wrapper(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
@@ -32,6 +33,7 @@ def _print_warnings(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
                 for w in caught:
                     if issubclass(w.category, UserWarning):
                         print(f"retrain: warning: {w.message}", file=sys.stderr)
+
     return wrapper
 
 
@@ -41,10 +43,13 @@ def _campaign_and_arms(args: argparse.Namespace, columns: tuple[str, ...]):
 
     campaign = getattr(args, "campaign", None)
     if campaign is not None and not Path(campaign).is_dir():
-        raise RetrainError(f"{campaign}: campaign directory not found. Pass an existing campaign dir "
-                           f"(logs/campaign_YYYYmmdd_HHMMSS) or only --baseline/--candidate run dirs.")
-    needs_labels = campaign is not None and any(not Path(s).is_dir() and not any(ch in s for ch in "*?[")
-                                                for s in args.baseline + args.candidate)
+        raise RetrainError(
+            f"{campaign}: campaign directory not found. Pass an existing campaign dir "
+            f"(logs/campaign_YYYYmmdd_HHMMSS) or only --baseline/--candidate run dirs."
+        )
+    needs_labels = campaign is not None and any(
+        not Path(s).is_dir() and not any(ch in s for ch in "*?[") for s in args.baseline + args.candidate
+    )
     labels = campaign_labels(campaign) if needs_labels else None  # first rows only: load just the chosen runs
     base = resolve_arm(args.baseline, campaign, "baseline", columns=columns, labels=labels)
     cand = resolve_arm(args.candidate, campaign, "candidate", columns=columns, labels=labels)
@@ -58,14 +63,34 @@ def _window(args: argparse.Namespace):
 
 
 def add_arm_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("campaign", nargs="?", default=None,
-                   help="campaign dir; --baseline/--candidate are then condition labels (or globs under runs/)")
-    p.add_argument("--baseline", nargs="+", action="extend", required=True, metavar="RUN_OR_COND",
-                   help="baseline runs: run dirs, globs ('logs/c/runs/maxrl+gtpo_hicra_s*') or a condition label")
-    p.add_argument("--candidate", nargs="+", action="extend", required=True, metavar="RUN_OR_COND",
-                   help="candidate runs, same forms as --baseline")
-    p.add_argument("--window", default=None, metavar="START:END",
-                   help="half-open step window for run means (default: the last 20%% of steps)")
+    p.add_argument(
+        "campaign",
+        nargs="?",
+        default=None,
+        help="campaign dir; --baseline/--candidate are then condition labels (or globs under runs/)",
+    )
+    p.add_argument(
+        "--baseline",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="RUN_OR_COND",
+        help="baseline runs: run dirs, globs ('logs/c/runs/maxrl+gtpo_hicra_s*') or a condition label",
+    )
+    p.add_argument(
+        "--candidate",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="RUN_OR_COND",
+        help="candidate runs, same forms as --baseline",
+    )
+    p.add_argument(
+        "--window",
+        default=None,
+        metavar="START:END",
+        help="half-open step window for run means (default: the last 20%% of steps)",
+    )
     p.add_argument("--output", default=None, metavar="FILE.json", help="write the full result as JSON")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="write a markdown report")
 
@@ -73,11 +98,18 @@ def add_arm_arguments(p: argparse.ArgumentParser) -> None:
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     add_arm_arguments(p)
     p.add_argument("--alpha", type=float, default=0.05, help="significance level; the CI level is 1 - alpha (0.05)")
-    p.add_argument("--resamples", type=int, default=20000,
-                   help="permutation / sign-flip / bootstrap resamples; exact enumeration when fewer relabelings exist")
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=20000,
+        help="permutation / sign-flip / bootstrap resamples; exact enumeration when fewer relabelings exist",
+    )
     p.add_argument("--seed", type=int, default=0, help="RNG seed: the same seed gives the same p-values and CIs")
-    p.add_argument("--metric", default="correct_rate",
-                   help="primary metric: the recommendation comes from its seed-level test (correct_rate)")
+    p.add_argument(
+        "--metric",
+        default="correct_rate",
+        help="primary metric: the recommendation comes from its seed-level test (correct_rate)",
+    )
 
 
 @_print_warnings
@@ -88,8 +120,16 @@ def run_compare(args: argparse.Namespace) -> int:
 
     metrics = tuple(dict.fromkeys((args.metric, *DEFAULT_METRICS)))
     base, cand = _campaign_and_arms(args, tuple(dict.fromkeys((*DEFAULT_COLUMNS, *metrics))))
-    result = compare_arms(base, cand, metrics=metrics, primary_metric=args.metric, window=_window(args),
-                          alpha=args.alpha, resamples=args.resamples, seed=args.seed)
+    result = compare_arms(
+        base,
+        cand,
+        metrics=metrics,
+        primary_metric=args.metric,
+        window=_window(args),
+        alpha=args.alpha,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
     print(render_console(result))
     if args.output:
         print(f"wrote {write_json(args.output, result)}")
@@ -101,19 +141,48 @@ def run_compare(args: argparse.Namespace) -> int:
 def add_litmus_arguments(p: argparse.ArgumentParser) -> None:
     add_arm_arguments(p)
     p.add_argument("--profile", default="default", help="named gates + thresholds: default | official_v1 | smoke")
-    p.add_argument("--min-seeds-per-arm", "--min-run-pairs", dest="min_seeds_per_arm", type=int, default=None,
-                   help="gate: distinct seeds in each arm (profile default 3)")
+    p.add_argument(
+        "--min-seeds-per-arm",
+        "--min-run-pairs",
+        dest="min_seeds_per_arm",
+        type=int,
+        default=None,
+        help="gate: distinct seeds in each arm (profile default 3)",
+    )
     p.add_argument("--min-steps-per-run", type=int, default=None, help="gate: logged steps per run (8)")
-    p.add_argument("--min-completions-per-run", "--min-generations-per-run", dest="min_completions_per_run",
-                   type=int, default=None, help="gate: sampled completions per run (32)")
-    p.add_argument("--min-mean-reward-lift", "--min-reward-lift", dest="min_mean_reward_lift", type=float,
-                   default=None, help="check: candidate - baseline mean_reward >= this (0.01)")
-    p.add_argument("--min-correct-rate-lift", type=float, default=None,
-                   help="check: candidate - baseline correct_rate >= this (0.005)")
-    p.add_argument("--min-exec-entropy-var-reduction", type=float, default=None,
-                   help="check: baseline - candidate exec_entropy_var >= this (0)")
-    p.add_argument("--no-entropy-check", action="store_true",
-                   help="skip the exec_entropy_var check (for comparisons other than SEPA vs HICRA)")
+    p.add_argument(
+        "--min-completions-per-run",
+        "--min-generations-per-run",
+        dest="min_completions_per_run",
+        type=int,
+        default=None,
+        help="gate: sampled completions per run (32)",
+    )
+    p.add_argument(
+        "--min-mean-reward-lift",
+        "--min-reward-lift",
+        dest="min_mean_reward_lift",
+        type=float,
+        default=None,
+        help="check: candidate - baseline mean_reward >= this (0.01)",
+    )
+    p.add_argument(
+        "--min-correct-rate-lift",
+        type=float,
+        default=None,
+        help="check: candidate - baseline correct_rate >= this (0.005)",
+    )
+    p.add_argument(
+        "--min-exec-entropy-var-reduction",
+        type=float,
+        default=None,
+        help="check: baseline - candidate exec_entropy_var >= this (0)",
+    )
+    p.add_argument(
+        "--no-entropy-check",
+        action="store_true",
+        help="skip the exec_entropy_var check (for comparisons other than SEPA vs HICRA)",
+    )
 
 
 def exit_3_on_usage_error(p: argparse.ArgumentParser) -> None:
@@ -172,8 +241,12 @@ def add_power_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per step (8)")
     p.add_argument("--group-size", type=int, default=16, help="completions per prompt (16)")
     p.add_argument("--seeds", type=int, nargs="+", default=[3, 8, 16], help="seed counts to split over (3 8 16)")
-    p.add_argument("--run-sd", type=float, default=None,
-                   help="sd of run-mean correct_rate across seeds: also size the seed-level test")
+    p.add_argument(
+        "--run-sd",
+        type=float,
+        default=None,
+        help="sd of run-mean correct_rate across seeds: also size the seed-level test",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -185,8 +258,16 @@ def run_power(args: argparse.Namespace) -> int:
 
     if args.run_sd is not None and args.run_sd <= 0:
         raise RetrainError(f"--run-sd {args.run_sd}: must be > 0 (the sd of run-mean correct_rate across seeds)")
-    plan = power_plan(args.baseline_rate, args.lift, args.alpha, args.power, args.batch_size, args.group_size,
-                      tuple(args.seeds), args.run_sd)
+    plan = power_plan(
+        args.baseline_rate,
+        args.lift,
+        args.alpha,
+        args.power,
+        args.batch_size,
+        args.group_size,
+        tuple(args.seeds),
+        args.run_sd,
+    )
     print(json.dumps(jsonable(plan), indent=2) if args.json else render_power(plan))
     return 0
 
@@ -194,9 +275,13 @@ def run_power(args: argparse.Namespace) -> int:
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="CAMPAIGN_OR_RUN", help="a campaign dir, or run dirs / globs")
     p.add_argument("--metric", default="correct_rate", help="metric for the learning curves (correct_rate)")
-    p.add_argument("--out", default=None, metavar="FILE.png",
-                   help="curves file (an .svg is written beside it, and <stem>_mechanism.png/.svg); "
-                        "default <campaign>/plots/<metric>.png")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.png",
+        help="curves file (an .svg is written beside it, and <stem>_mechanism.png/.svg); "
+        "default <campaign>/plots/<metric>.png",
+    )
 
 
 @_print_warnings
@@ -242,8 +327,15 @@ def run_report(args: argparse.Namespace) -> int:
 
     if not Path(args.campaign).is_dir():
         raise RetrainError(f"{args.campaign}: campaign directory not found. Pass logs/campaign_YYYYmmdd_HHMMSS.")
-    paths = build_report(args.campaign, args.out, baseline=args.baseline, window=_window(args), alpha=args.alpha,
-                         resamples=args.resamples, seed=args.seed)
+    paths = build_report(
+        args.campaign,
+        args.out,
+        baseline=args.baseline,
+        window=_window(args),
+        alpha=args.alpha,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
     for key in ("html", "markdown", "json", "figures"):
         print(f"wrote {paths[key]}")
     return 0
@@ -259,18 +351,38 @@ def register(subparsers) -> None:
     registering is safe whichever of the five verbs triggered the import.
     """
     specs = {
-        "plot": (run_plot, add_plot_arguments, "learning curves and entropy panels (PNG + SVG)",
-                 "Learning curves per condition (mean ± std over seeds) and the SEPA mechanism panel, as PNG and SVG."),
-        "compare": (run_compare, add_compare_arguments, "significance report: baseline vs candidate",
-                    "Seed-level permutation / sign-flip tests, bootstrap CI, Hedges' g, pooled Fisher with "
-                    "design effect, sample sizes, recommendation."),
-        "litmus": (run_litmus, add_litmus_arguments, "CONFIRMED / FAILED / INCONCLUSIVE verdict (exit 0 / 1 / 2; 3 error)",
-                   "Evidence gates, then threshold checks on candidate - baseline."),
-        "power": (run_power, add_power_arguments, "episodes (and steps x seeds) per arm to detect a lift",
-                  "n = ceil((z_{1-a/2} sqrt(2 pbar qbar) + z_power sqrt(p0q0 + p1q1))^2 / (p1-p0)^2)"),
-        "report": (run_report, add_report_arguments, "one self-contained HTML (+ markdown) report of a campaign",
-                   "Run table, curves, mechanism panel, every condition vs the baseline, SEPA vs HICRA, litmus, "
-                   "power and the squeeze table."),
+        "plot": (
+            run_plot,
+            add_plot_arguments,
+            "learning curves and entropy panels (PNG + SVG)",
+            "Learning curves per condition (mean ± std over seeds) and the SEPA mechanism panel, as PNG and SVG.",
+        ),
+        "compare": (
+            run_compare,
+            add_compare_arguments,
+            "significance report: baseline vs candidate",
+            "Seed-level permutation / sign-flip tests, bootstrap CI, Hedges' g, pooled Fisher with "
+            "design effect, sample sizes, recommendation.",
+        ),
+        "litmus": (
+            run_litmus,
+            add_litmus_arguments,
+            "CONFIRMED / FAILED / INCONCLUSIVE verdict (exit 0 / 1 / 2; 3 error)",
+            "Evidence gates, then threshold checks on candidate - baseline.",
+        ),
+        "power": (
+            run_power,
+            add_power_arguments,
+            "episodes (and steps x seeds) per arm to detect a lift",
+            "n = ceil((z_{1-a/2} sqrt(2 pbar qbar) + z_power sqrt(p0q0 + p1q1))^2 / (p1-p0)^2)",
+        ),
+        "report": (
+            run_report,
+            add_report_arguments,
+            "one self-contained HTML (+ markdown) report of a campaign",
+            "Run table, curves, mechanism panel, every condition vs the baseline, SEPA vs HICRA, litmus, "
+            "power and the squeeze table.",
+        ),
     }
     for verb in VERBS:
         if verb in subparsers.choices:

@@ -83,6 +83,7 @@ def _gate(name: str, threshold: int, values: dict[str, int]) -> dict[str, Any]:
 
 def evidence_gates(base: list[Run], cand: list[Run], profile: LitmusProfile) -> list[dict[str, Any]]:
     """The three evidence gates (docs/analysis.md), each with every value it looked at."""
+
     def n_seeds(runs: list[Run]) -> int:
         return len({r.seed if r.seed is not None else r.name for r in runs})
 
@@ -90,8 +91,11 @@ def evidence_gates(base: list[Run], cand: list[Run], profile: LitmusProfile) -> 
     return [
         _gate("min_seeds_per_arm", profile.min_seeds_per_arm, {"baseline": n_seeds(base), "candidate": n_seeds(cand)}),
         _gate("min_steps_per_run", profile.min_steps_per_run, {f"{a}:{r.name}": r.num_steps for a, r in runs}),
-        _gate("min_completions_per_run", profile.min_completions_per_run,
-              {f"{a}:{r.name}": r.completions() for a, r in runs}),
+        _gate(
+            "min_completions_per_run",
+            profile.min_completions_per_run,
+            {f"{a}:{r.name}": r.completions() for a, r in runs},
+        ),
     ]
 
 
@@ -104,43 +108,80 @@ def arm_mean(runs: list[Run], metric: str, start: int, end: int) -> float:
 def _check(metric: str, base_v: float, cand_v: float, threshold: float, reduction: bool = False) -> dict[str, Any]:
     delta = (base_v - cand_v) if reduction else (cand_v - base_v)
     available = math.isfinite(base_v) and math.isfinite(cand_v)
-    return {"metric": metric, "kind": "reduction (baseline - candidate)" if reduction else "lift (candidate - baseline)",
-            "baseline": base_v, "candidate": cand_v, "delta": delta if available else None,
-            "threshold": threshold, "passed": bool(available and delta >= threshold), "available": available}
+    return {
+        "metric": metric,
+        "kind": "reduction (baseline - candidate)" if reduction else "lift (candidate - baseline)",
+        "baseline": base_v,
+        "candidate": cand_v,
+        "delta": delta if available else None,
+        "threshold": threshold,
+        "passed": bool(available and delta >= threshold),
+        "available": available,
+    }
 
 
-def evaluate_litmus(base: list[Run], cand: list[Run], profile: LitmusProfile,
-                    window: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
+def evaluate_litmus(
+    base: list[Run], cand: list[Run], profile: LitmusProfile, window: tuple[int | None, int | None] | None = None
+) -> dict[str, Any]:
     """The verdict: INCONCLUSIVE if a gate fails or a checked metric was never logged; otherwise
     CONFIRMED when every check passes, FAILED when any does not. Checks are reported in all cases."""
     start, end, is_default = resolve_window(base + cand, window)
     checks = [
-        _check("mean_reward", arm_mean(base, "mean_reward", start, end), arm_mean(cand, "mean_reward", start, end),
-               profile.min_mean_reward_lift),
-        _check("correct_rate", arm_mean(base, "correct_rate", start, end), arm_mean(cand, "correct_rate", start, end),
-               profile.min_correct_rate_lift),
+        _check(
+            "mean_reward",
+            arm_mean(base, "mean_reward", start, end),
+            arm_mean(cand, "mean_reward", start, end),
+            profile.min_mean_reward_lift,
+        ),
+        _check(
+            "correct_rate",
+            arm_mean(base, "correct_rate", start, end),
+            arm_mean(cand, "correct_rate", start, end),
+            profile.min_correct_rate_lift,
+        ),
     ]
     if profile.check_exec_entropy_var:
-        checks.append(_check("exec_entropy_var", arm_mean(base, "exec_entropy_var", start, end),
-                             arm_mean(cand, "exec_entropy_var", start, end),
-                             profile.min_exec_entropy_var_reduction, reduction=True))
+        checks.append(
+            _check(
+                "exec_entropy_var",
+                arm_mean(base, "exec_entropy_var", start, end),
+                arm_mean(cand, "exec_entropy_var", start, end),
+                profile.min_exec_entropy_var_reduction,
+                reduction=True,
+            )
+        )
     gates = evidence_gates(base, cand, profile)
     missing = [c["metric"] for c in checks if not c["available"]]
     if missing:
-        gates.append({"gate": "checked_metrics_logged", "threshold": None, "values": {}, "passed": False,
-                      "failures": [f"{m} was not logged in steps [{start}, {end}) by one of the arms" for m in missing]})
+        gates.append(
+            {
+                "gate": "checked_metrics_logged",
+                "threshold": None,
+                "values": {},
+                "passed": False,
+                "failures": [f"{m} was not logged in steps [{start}, {end}) by one of the arms" for m in missing],
+            }
+        )
     evidence_ok = all(g["passed"] for g in gates)
     if not evidence_ok:
         status = INCONCLUSIVE
     else:
         status = CONFIRMED if all(c["passed"] for c in checks) else FAILED
     return {
-        "generator": "retrain litmus", "status": status, "exit_code": EXIT_CODES[status],
+        "generator": "retrain litmus",
+        "status": status,
+        "exit_code": EXIT_CODES[status],
         "profile": dataclasses.asdict(profile),
-        "inputs": {"baseline": arm_label(base), "candidate": arm_label(cand),
-                   "baseline_runs": [str(r.run_dir) for r in base], "candidate_runs": [str(r.run_dir) for r in cand],
-                   "window": {"start": start, "end": end, "default": is_default}},
-        "evidence_ok": evidence_ok, "gates": gates, "checks": checks,
+        "inputs": {
+            "baseline": arm_label(base),
+            "candidate": arm_label(cand),
+            "baseline_runs": [str(r.run_dir) for r in base],
+            "candidate_runs": [str(r.run_dir) for r in cand],
+            "window": {"start": start, "end": end, "default": is_default},
+        },
+        "evidence_ok": evidence_ok,
+        "gates": gates,
+        "checks": checks,
         "evidence_failures": [f for g in gates for f in g["failures"]],
         "warnings": arms_void_warnings(base, cand),  # a void comparison: the verdict would mean nothing
     }
@@ -149,35 +190,56 @@ def evaluate_litmus(base: list[Run], cand: list[Run], profile: LitmusProfile,
 def render_markdown(result: dict[str, Any]) -> str:
     p, inp = result["profile"], result["inputs"]
     w = inp["window"]
-    lines = ["<!-- generated by retrain litmus -->", f"# Litmus: {result['status']}", "",
-             f"- baseline: `{inp['baseline']}` ({len(inp['baseline_runs'])} runs)",
-             f"- candidate: `{inp['candidate']}` ({len(inp['candidate_runs'])} runs)",
-             f"- profile: `{p['name']}`; window: steps [{w['start']}, {w['end']})"
-             + (" (last 20% of steps)" if w["default"] else ""), "",
-             "## Evidence gates", "", "| gate | threshold | passed | failures |", "|---|---:|---|---|"]
+    lines = [
+        "<!-- generated by retrain litmus -->",
+        f"# Litmus: {result['status']}",
+        "",
+        f"- baseline: `{inp['baseline']}` ({len(inp['baseline_runs'])} runs)",
+        f"- candidate: `{inp['candidate']}` ({len(inp['candidate_runs'])} runs)",
+        f"- profile: `{p['name']}`; window: steps [{w['start']}, {w['end']})"
+        + (" (last 20% of steps)" if w["default"] else ""),
+        "",
+        "## Evidence gates",
+        "",
+        "| gate | threshold | passed | failures |",
+        "|---|---:|---|---|",
+    ]
     for g in result["gates"]:
-        lines.append(f"| {g['gate']} | {g['threshold'] if g['threshold'] is not None else ''} | "
-                     f"{'yes' if g['passed'] else 'NO'} | {'; '.join(g['failures'])} |")
-    lines += ["", "## Threshold checks", "", "| metric | baseline | candidate | delta | threshold | result |",
-              "|---|---:|---:|---:|---:|---|"]
+        lines.append(
+            f"| {g['gate']} | {g['threshold'] if g['threshold'] is not None else ''} | "
+            f"{'yes' if g['passed'] else 'NO'} | {'; '.join(g['failures'])} |"
+        )
+    lines += [
+        "",
+        "## Threshold checks",
+        "",
+        "| metric | baseline | candidate | delta | threshold | result |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for c in result["checks"]:
-        fmt = (lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.6f}")
+        fmt = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.6f}"
         delta = "n/a" if c["delta"] is None else f"{c['delta']:+.6f}"
-        lines.append(f"| {c['metric']} ({c['kind']}) | {fmt(c['baseline'])} | {fmt(c['candidate'])} | {delta} | "
-                     f">= {c['threshold']:g} | {'PASS' if c['passed'] else 'FAIL'} |")
+        lines.append(
+            f"| {c['metric']} ({c['kind']}) | {fmt(c['baseline'])} | {fmt(c['candidate'])} | {delta} | "
+            f">= {c['threshold']:g} | {'PASS' if c['passed'] else 'FAIL'} |"
+        )
     if result.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"> **warning:** {w}" for w in result["warnings"]]
     return "\n".join(lines) + "\n"
 
 
 def render_console(result: dict[str, Any]) -> str:
-    lines = [f"Litmus: {result['status']} (profile {result['profile']['name']})",
-             f"baseline  {result['inputs']['baseline']} ({len(result['inputs']['baseline_runs'])} runs)",
-             f"candidate {result['inputs']['candidate']} ({len(result['inputs']['candidate_runs'])} runs)",
-             f"evidence ok: {result['evidence_ok']}"]
+    lines = [
+        f"Litmus: {result['status']} (profile {result['profile']['name']})",
+        f"baseline  {result['inputs']['baseline']} ({len(result['inputs']['baseline_runs'])} runs)",
+        f"candidate {result['inputs']['candidate']} ({len(result['inputs']['candidate_runs'])} runs)",
+        f"evidence ok: {result['evidence_ok']}",
+    ]
     lines += [f"  evidence-failure: {f}" for f in result["evidence_failures"]]
     for c in result["checks"]:
         delta = "n/a" if c["delta"] is None else f"{c['delta']:+.6f}"
-        lines.append(f"[{'PASS' if c['passed'] else 'FAIL'}] {c['metric']}: delta={delta} (threshold={c['threshold']:g})")
+        lines.append(
+            f"[{'PASS' if c['passed'] else 'FAIL'}] {c['metric']}: delta={delta} (threshold={c['threshold']:g})"
+        )
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)

@@ -67,8 +67,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     try:
         return read_rows(path)
     except FileNotFoundError:
-        raise RetrainError(f"{path}: file not found. Check the run directory (it should contain "
-                           f"metrics.jsonl and emergence/), or pass the right path.") from None
+        raise RetrainError(
+            f"{path}: file not found. Check the run directory (it should contain "
+            f"metrics.jsonl and emergence/), or pass the right path."
+        ) from None
 
 
 def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -281,21 +283,31 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] | list[str] = DEFAULT
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RetrainError(f"{run_dir}: run directory not found. Pass an existing run dir, a glob such "
-                           f"as 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*', or a campaign dir with condition labels.")
+        raise RetrainError(
+            f"{run_dir}: run directory not found. Pass an existing run dir, a glob such "
+            f"as 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*', or a campaign dir with condition labels."
+        )
     path = run_dir / "metrics.jsonl"
     problems = LogProblems(path)
     try:
         cols = read_columns(path, list(columns), problems=problems)
     except FileNotFoundError:
-        raise RetrainError(f"{path}: file not found. Check the run directory (it should contain "
-                           f"metrics.jsonl and emergence/), or pass the right path.") from None
+        raise RetrainError(
+            f"{path}: file not found. Check the run directory (it should contain "
+            f"metrics.jsonl and emergence/), or pass the right path."
+        ) from None
     head_problems = LogProblems(path)  # its skipped lines are counted by read_columns already
     header = first_row(path, head_problems)
     problems.repaired.update(head_problems.repaired)
     condition, name_seed = _condition(run_dir, header)
-    run = Run(run_dir=run_dir, condition=condition, seed=_seed_from(header, name_seed), step_S=cols.index,
-              columns=dict(cols.values), header=header)
+    run = Run(
+        run_dir=run_dir,
+        condition=condition,
+        seed=_seed_from(header, name_seed),
+        step_S=cols.index,
+        columns=dict(cols.values),
+        header=header,
+    )
     run._note(problems)
     return run
 
@@ -356,10 +368,15 @@ def campaign_run_dirs(campaign_dir: str | Path) -> list[Path]:
     campaign_dir = Path(campaign_dir)
     runs_root = campaign_dir / "runs"
     if not runs_root.is_dir():
-        raise RetrainError(f"{campaign_dir}: not a campaign directory (no runs/ folder). Pass a "
-                           f"campaign dir such as logs/campaign_YYYYmmdd_HHMMSS.")
-    return sorted(p for p in runs_root.iterdir()
-                  if p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "metrics.jsonl").is_symlink()))
+        raise RetrainError(
+            f"{campaign_dir}: not a campaign directory (no runs/ folder). Pass a "
+            f"campaign dir such as logs/campaign_YYYYmmdd_HHMMSS."
+        )
+    return sorted(
+        p
+        for p in runs_root.iterdir()
+        if p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "metrics.jsonl").is_symlink())
+    )
 
 
 def _condition(run_dir: Path, header: dict[str, Any]) -> tuple[str, int | None]:
@@ -450,10 +467,14 @@ def _has_glob(text: str) -> bool:
     return any(ch in GLOB_CHARS for ch in text)
 
 
-def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: str = "arm",
-                campaign_runs: list[Run] | None = None,
-                columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS,
-                labels: dict[Path, str] | None = None) -> list[Run]:
+def resolve_arm(
+    specs: list[str],
+    campaign_dir: str | Path | None = None,
+    arm: str = "arm",
+    campaign_runs: list[Run] | None = None,
+    columns: tuple[str, ...] | list[str] = DEFAULT_COLUMNS,
+    labels: dict[Path, str] | None = None,
+) -> list[Run]:
     """Runs for one side of a comparison.
 
     Each spec is a run dir, a glob of run dirs (`logs/c/runs/maxrl+gtpo_sepa_s*`), or, when
@@ -466,17 +487,24 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
     # positional inputs (which have no flag to name).
     flags = arm in ("baseline", "candidate")
     where = (lambda spec: f"--{arm} {spec!r}") if flags else repr
-    usage = ("retrain compare CAMPAIGN --baseline COND --candidate COND" if flags
-             else "retrain plot CAMPAIGN, or retrain plot RUN_DIR ... (globs work too)")
+    usage = (
+        "retrain compare CAMPAIGN --baseline COND --candidate COND"
+        if flags
+        else "retrain plot CAMPAIGN, or retrain plot RUN_DIR ... (globs work too)"
+    )
     runs: list[Run] = []
     for spec in specs:
         if _has_glob(spec):
             matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_dir())
             if not matches and campaign_dir is not None:
-                matches = sorted(Path(p) for p in glob.glob(str(Path(campaign_dir) / "runs" / spec)) if Path(p).is_dir())
+                matches = sorted(
+                    Path(p) for p in glob.glob(str(Path(campaign_dir) / "runs" / spec)) if Path(p).is_dir()
+                )
             if not matches:
-                raise RetrainError(f"{where(spec)}: no run directory matches this glob. Check the path "
-                                   f"(e.g. 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*').")
+                raise RetrainError(
+                    f"{where(spec)}: no run directory matches this glob. Check the path "
+                    f"(e.g. 'logs/campaign_X/runs/maxrl+gtpo_sepa_s*')."
+                )
             runs.extend(load_runs(matches, columns))
         elif Path(spec).is_dir() and (Path(spec) / "metrics.jsonl").exists():
             runs.append(load_run(spec, columns))
@@ -489,29 +517,42 @@ def resolve_arm(specs: list[str], campaign_dir: str | Path | None = None, arm: s
                 known = set(labels.values())
             if not chosen:
                 known = sorted(known)
-                raise RetrainError(f"{where(spec)}: no run of this condition in {campaign_dir}. "
-                                   f"Conditions there: {', '.join(known) or 'none'}.")
+                raise RetrainError(
+                    f"{where(spec)}: no run of this condition in {campaign_dir}. "
+                    f"Conditions there: {', '.join(known) or 'none'}."
+                )
             runs.extend(chosen)
         elif Path(spec).is_dir():
-            raise RetrainError(f"{where(spec)}: this directory has no metrics.jsonl, so it is not a run dir. "
-                               + ("To compare conditions of a campaign, pass the campaign dir first: " if flags
-                                  else "Pass a campaign dir (with runs/) or run dirs: ") + f"{usage}.")
+            raise RetrainError(
+                f"{where(spec)}: this directory has no metrics.jsonl, so it is not a run dir. "
+                + (
+                    "To compare conditions of a campaign, pass the campaign dir first: "
+                    if flags
+                    else "Pass a campaign dir (with runs/) or run dirs: "
+                )
+                + f"{usage}."
+            )
         else:
-            raise RetrainError(f"{where(spec)}: no such run directory. Pass run dirs or globs"
-                               + (", or a campaign dir first and condition labels: " if flags else " or a campaign dir: ")
-                               + f"{usage}.")
+            raise RetrainError(
+                f"{where(spec)}: no such run directory. Pass run dirs or globs"
+                + (", or a campaign dir first and condition labels: " if flags else " or a campaign dir: ")
+                + f"{usage}."
+            )
     seen: dict[Path, Run] = {}
     for r in runs:
         seen.setdefault(r.run_dir.resolve(), r)
     runs = list(seen.values())
     empty = [r.name for r in runs if not r.num_steps]
     if empty:
-        warnings.warn(f"{f'--{arm}: ' if flags else ''}runs with no metric rows were left out: {', '.join(empty)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{f'--{arm}: ' if flags else ''}runs with no metric rows were left out: {', '.join(empty)}", stacklevel=2
+        )
         runs = [r for r in runs if r.num_steps]
     if not runs:
-        raise RetrainError(f"{f'--{arm}: ' if flags else ''}no runs with logged steps. "
-                           "Check that the runs have started (metrics.jsonl is not empty).")
+        raise RetrainError(
+            f"{f'--{arm}: ' if flags else ''}no runs with logged steps. "
+            "Check that the runs have started (metrics.jsonl is not empty)."
+        )
     return runs
 
 

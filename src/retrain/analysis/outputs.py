@@ -32,8 +32,10 @@ def write_text(path: str | Path, text: str) -> Path:
     """Write `text` atomically (temp file + rename), creating parent dirs; refuse foreign files."""
     path = Path(path)
     if path.exists() and (path.is_dir() or not is_ours(path)):
-        raise RetrainError(f"{path}: refusing to overwrite a file retrain did not write. "
-                           f"Choose another output path, or move that file away first.")
+        raise RetrainError(
+            f"{path}: refusing to overwrite a file retrain did not write. "
+            f"Choose another output path, or move that file away first."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     # a plain open() (not mkstemp) so the file gets the user's umask permissions, not 0600
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

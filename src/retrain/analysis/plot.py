@@ -20,14 +20,38 @@ from typing import Any
 # The guide's ablation conditions (and their grpo twins) get fixed colours: grey baseline, the
 # transforms in the order of the guide's expected ranking, SEPA red.
 FIXED_COLORS = {
-    "grpo+none": "#7f7f7f", "maxrl+none": "#1f77b4", "maxrl+gtpo": "#2ca02c", "maxrl+gtpo_hicra": "#ff7f0e",
-    "maxrl+gtpo_sepa": "#d62728", "grpo+gtpo": "#98df8a", "grpo+gtpo_hicra": "#ffbb78", "grpo+gtpo_sepa": "#ff9896",
+    "grpo+none": "#7f7f7f",
+    "maxrl+none": "#1f77b4",
+    "maxrl+gtpo": "#2ca02c",
+    "maxrl+gtpo_hicra": "#ff7f0e",
+    "maxrl+gtpo_sepa": "#d62728",
+    "grpo+gtpo": "#98df8a",
+    "grpo+gtpo_hicra": "#ffbb78",
+    "grpo+gtpo_sepa": "#ff9896",
 }
-EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31",
-                "#843c39", "#7b4173", "#aec7e8", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
-MECHANISM_METRICS = (("exec_entropy_var", "execution entropy variance"),
-                     ("plan_entropy_mean", "planning entropy (mean)"),
-                     ("sepa_lambda", "SEPA λ"))
+EXTRA_COLORS = (
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#aec7e8",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+)
+MECHANISM_METRICS = (
+    ("exec_entropy_var", "execution entropy variance"),
+    ("plan_entropy_mean", "planning entropy (mean)"),
+    ("sepa_lambda", "SEPA λ"),
+)
 # A curve with more steps than this is drawn as the means of this many equal step bins: a figure
 # is ~1000 px wide, and 50,000 points per line made the SVG tens of MB and the plot minutes long.
 MAX_DRAWN_POINTS = 1000
@@ -42,8 +66,9 @@ def condition_colors(conditions) -> dict[str, str]:
     so the mapping depends only on the set of labels, not on plotting order."""
     conditions = sorted(set(conditions))
     bases = [c.partition("~")[0] for c in conditions]
-    out = {c: FIXED_COLORS[b] for c, b in zip(conditions, bases, strict=True)
-           if b in FIXED_COLORS and bases.count(b) == 1}
+    out = {
+        c: FIXED_COLORS[b] for c, b in zip(conditions, bases, strict=True) if b in FIXED_COLORS and bases.count(b) == 1
+    }
     for i, c in enumerate(c for c in conditions if c not in out):
         out[c] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
     return out
@@ -101,8 +126,10 @@ def _save(fig, out_png: str | Path) -> list[Path]:
     out_svg = out_png.with_suffix(".svg")
     for path in (out_png, out_svg):
         if path.exists() and not is_ours(path):
-            raise RetrainError(f"{path}: refusing to overwrite a file retrain did not write. "
-                               f"Pass another --out, or move that file away first.")
+            raise RetrainError(
+                f"{path}: refusing to overwrite a file retrain did not write. "
+                f"Pass another --out, or move that file away first."
+            )
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata={"Software": f"{MARK} plot"})
     fig.savefig(out_svg, bbox_inches="tight", metadata={"Date": None, "Creator": f"{MARK} plot"})
@@ -125,15 +152,20 @@ def _draw_band(ax, stats_df, cond: str, color: str, label: str) -> None:
     """Mean ± std over seeds: a line with a band, or markers with error bars for a sparse curve."""
     s = binned(stats_df[stats_df["condition"] == cond].sort_values("step"))
     if len(s) <= SPARSE_POINTS:
-        ax.errorbar(s["step"], s["mean"], yerr=s["std"], color=color, lw=1.5, marker="o", ms=4, capsize=3,
-                    label=label)
+        ax.errorbar(s["step"], s["mean"], yerr=s["std"], color=color, lw=1.5, marker="o", ms=4, capsize=3, label=label)
         return
     ax.plot(s["step"], s["mean"], color=color, lw=1.8, label=label)
     ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"], color=color, alpha=0.18, lw=0)
 
 
-def plot_curves(df, metric: str, out_png: str | Path, colors: dict[str, str] | None = None,
-                title: str | None = None, known_metrics: list[str] | None = None) -> list[Path]:
+def plot_curves(
+    df,
+    metric: str,
+    out_png: str | Path,
+    colors: dict[str, str] | None = None,
+    title: str | None = None,
+    known_metrics: list[str] | None = None,
+) -> list[Path]:
     """Mean ± std over seeds of `metric` per condition vs step (a band, or markers with error bars
     for a sparse metric such as eval_correct_rate). Writes PNG and SVG; returns both paths.
 
@@ -147,11 +179,14 @@ def plot_curves(df, metric: str, out_png: str | Path, colors: dict[str, str] | N
 
     st = curve_stats(df, metric)
     if st.empty:
-        known = known_metrics or sorted(c for c in df.columns if c not in ("condition", "seed", "step", "run")
-                                        and pd_has_values(df[c]))
-        hint = (" Held-out evals are logged when [eval] every > 0." if metric == "eval_correct_rate" else "")
-        raise RetrainError(f"--metric {metric!r}: no run logged a value of it, so there is nothing to draw.{hint} "
-                           f"Logged metrics: {', '.join(known) or 'none'}")
+        known = known_metrics or sorted(
+            c for c in df.columns if c not in ("condition", "seed", "step", "run") and pd_has_values(df[c])
+        )
+        hint = " Held-out evals are logged when [eval] every > 0." if metric == "eval_correct_rate" else ""
+        raise RetrainError(
+            f"--metric {metric!r}: no run logged a value of it, so there is nothing to draw.{hint} "
+            f"Logged metrics: {', '.join(known) or 'none'}"
+        )
     conditions = sorted(df["condition"].unique())
     colors = colors or condition_colors(conditions)
     seeds = df.groupby("condition", observed=True)["run"].nunique()
@@ -189,8 +224,13 @@ def plot_mechanism(df, out_png: str | Path, colors: dict[str, str] | None = None
             if (st["condition"] == cond).any():
                 _draw_band(ax, st, cond, colors[cond], cond)
         for cond, steps in sorted(gates.items()):
-            ax.axvline(float(np.median(steps)), color=colors.get(cond, "k"), ls="--", lw=1.2,
-                       label=f"gate open: {cond} (step {int(np.median(steps))})")
+            ax.axvline(
+                float(np.median(steps)),
+                color=colors.get(cond, "k"),
+                ls="--",
+                lw=1.2,
+                label=f"gate open: {cond} (step {int(np.median(steps))})",
+            )
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("step")

@@ -41,7 +41,9 @@ def episodes_per_arm(baseline_rate: float, lift: float, alpha: float = 0.05, pow
     if not (0 <= p0 <= 1 and 0 <= p1 <= 1):
         raise RetrainError(f"--baseline-rate {p0} with --lift {lift} gives a rate of {p1:.4g}; both must be in [0, 1].")
     if lift == 0:
-        raise RetrainError("--lift 0: a lift of zero cannot be detected at any sample size; pass the smallest lift you care about.")
+        raise RetrainError(
+            "--lift 0: a lift of zero cannot be detected at any sample size; pass the smallest lift you care about."
+        )
     p_bar = (p0 + p1) / 2
     root = _z(1 - alpha / 2) * math.sqrt(2 * p_bar * (1 - p_bar)) + _z(power) * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
     raw = root**2 / (p1 - p0) ** 2
@@ -73,8 +75,9 @@ def seed_level_power(n_per_arm: int, delta: float, sd: float, alpha: float = 0.0
     return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
 
 
-def seeds_per_arm(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8,
-                  paired: bool = False, max_n: int = 1_000_000) -> int | None:
+def seeds_per_arm(
+    delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, paired: bool = False, max_n: int = 1_000_000
+) -> int | None:
     """Smallest n ≥ 2 runs per arm with `seed_level_power(n, ...) ≥ power`; None if δ = 0, sd ≤ 0
     is undefined, or n would exceed max_n. Power rises with n, so doubling then bisection finds it."""
     if not (math.isfinite(delta) and math.isfinite(sd)) or delta == 0 or sd <= 0:
@@ -105,20 +108,38 @@ def min_seeds_for_resampling_test(alpha: float = 0.05, paired: bool = False) -> 
     return n
 
 
-def power_plan(baseline_rate: float, lift: float, alpha: float = 0.05, power: float = 0.8,
-               batch_size: int = 8, group_size: int = 16, seeds: tuple[int, ...] = (3, 8, 16),
-               run_sd: float | None = None) -> dict:
+def power_plan(
+    baseline_rate: float,
+    lift: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    batch_size: int = 8,
+    group_size: int = 16,
+    seeds: tuple[int, ...] = (3, 8, 16),
+    run_sd: float | None = None,
+) -> dict:
     """Everything `retrain power` prints, as a JSON-able dict."""
     n = episodes_per_arm(baseline_rate, lift, alpha, power)
     per_step = batch_size * group_size
     plan = {
-        "baseline_rate": baseline_rate, "lift": lift, "candidate_rate": baseline_rate + lift,
-        "alpha": alpha, "power": power, "episodes_per_arm": n,
-        "batch_size": batch_size, "group_size": group_size, "episodes_per_step": per_step,
+        "baseline_rate": baseline_rate,
+        "lift": lift,
+        "candidate_rate": baseline_rate + lift,
+        "alpha": alpha,
+        "power": power,
+        "episodes_per_arm": n,
+        "batch_size": batch_size,
+        "group_size": group_size,
+        "episodes_per_step": per_step,
         "step_equivalents_per_arm": math.ceil(n / per_step),
-        "by_seeds": [{"seeds": s, "steps_per_run": steps_per_run(n, batch_size, group_size, s),
-                      "episodes_per_arm": steps_per_run(n, batch_size, group_size, s) * per_step * s}
-                     for s in seeds],
+        "by_seeds": [
+            {
+                "seeds": s,
+                "steps_per_run": steps_per_run(n, batch_size, group_size, s),
+                "episodes_per_arm": steps_per_run(n, batch_size, group_size, s) * per_step * s,
+            }
+            for s in seeds
+        ],
         "run_sd": run_sd,
         "seeds_per_arm_seed_level": seeds_per_arm(lift, run_sd, alpha, power) if run_sd else None,
     }
@@ -136,10 +157,14 @@ def render_power(plan: dict) -> str:
         "  seeds  steps/run  episodes/arm",
     ]
     lines += [f"  {r['seeds']:>5}  {r['steps_per_run']:>9}  {r['episodes_per_arm']:>12}" for r in plan["by_seeds"]]
-    lines.append("These counts treat episodes as independent. Runs differ by seed, so the seed-level test "
-                 "(retrain compare) needs more; pass --run-sd (sd of run-mean correct_rate across seeds) to size it.")
+    lines.append(
+        "These counts treat episodes as independent. Runs differ by seed, so the seed-level test "
+        "(retrain compare) needs more; pass --run-sd (sd of run-mean correct_rate across seeds) to size it."
+    )
     if plan["run_sd"]:
         k = plan["seeds_per_arm_seed_level"]
-        lines.append(f"Seed-level test with run-mean sd {plan['run_sd']:.4g}: "
-                     f"{k if k is not None else 'more than 1e6'} seeds per arm.")
+        lines.append(
+            f"Seed-level test with run-mean sd {plan['run_sd']:.4g}: "
+            f"{k if k is not None else 'more than 1e6'} seeds per arm."
+        )
     return "\n".join(lines)

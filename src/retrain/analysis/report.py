@@ -20,7 +20,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,10 @@ img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}
 .scroll{overflow-x:auto}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.4em 0}
 """
-SCRIPT = ("window.addEventListener('load',function(){document.querySelectorAll('img').forEach(function(i){"
-          "i.setAttribute('data-rendered',(i.complete&&i.naturalWidth>0)?'yes':'no');});});")
+SCRIPT = (
+    "window.addEventListener('load',function(){document.querySelectorAll('img').forEach(function(i){"
+    "i.setAttribute('data-rendered',(i.complete&&i.naturalWidth>0)?'yes':'no');});});"
+)
 
 
 @dataclass
@@ -122,17 +124,25 @@ class Doc:
                 headers, rows = val
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
                 trs = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
-                body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>')
+                body.append(
+                    f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
+                )
             elif kind == "img":
                 data = base64.b64encode(val[0].read_bytes()).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(val[1])}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{html.escape(val[1])}</figcaption></figure>")
-        return ("<!DOCTYPE html>\n" f"<!-- {MARK} report -->\n"
-                '<html lang="en"><head><meta charset="utf-8">'
-                '<meta name="viewport" content="width=device-width,initial-scale=1">'
-                f'<meta name="generator" content="retrain {__version__} report">'
-                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-                + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+                body.append(
+                    f'<figure><img alt="{html.escape(val[1])}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(val[1])}</figcaption></figure>"
+                )
+        return (
+            "<!DOCTYPE html>\n"
+            f"<!-- {MARK} report -->\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<meta name="generator" content="retrain {__version__} report">'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            + "\n".join(body)
+            + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+        )
 
 
 def _cell(c: Any) -> str:
@@ -151,9 +161,19 @@ def _inline(text: str) -> str:
 
 def _td(c: Any) -> str:
     text = _cell(c)
-    cls = f' class="{text}"' if text in (
-        "statistically_significant_improvement", "significant_degradation", "insufficient_statistical_evidence",
-        "CONFIRMED", "FAILED", "INCONCLUSIVE") else ""
+    cls = (
+        f' class="{text}"'
+        if text
+        in (
+            "statistically_significant_improvement",
+            "significant_degradation",
+            "insufficient_statistical_evidence",
+            "CONFIRMED",
+            "FAILED",
+            "INCONCLUSIVE",
+        )
+        else ""
+    )
     return f"<td{cls}>{html.escape(text)}</td>"
 
 
@@ -188,8 +208,13 @@ def pick_sepa_hicra(conditions: list[str]) -> tuple[str, str] | None:
     """(HICRA, SEPA) condition labels with the same advantage mode (overrides after '~' allowed,
     e.g. 'maxrl+gtpo_sepa~sepa.steps=100'), maxrl preferred, then the shortest labels; None if absent."""
     parsed = [(c, *split_label(c)) for c in conditions]
-    pairs = [(h, s) for s, adv_s, tr_s, _ in parsed if tr_s == "gtpo_sepa"
-             for h, adv_h, tr_h, _ in parsed if tr_h == "gtpo_hicra" and adv_h == adv_s and adv_s]
+    pairs = [
+        (h, s)
+        for s, adv_s, tr_s, _ in parsed
+        if tr_s == "gtpo_sepa"
+        for h, adv_h, tr_h, _ in parsed
+        if tr_h == "gtpo_hicra" and adv_h == adv_s and adv_s
+    ]
     pairs.sort(key=lambda p: (split_label(p[1])[0] != "maxrl", len(p[0]) + len(p[1]), p))
     return pairs[0] if pairs else None
 
@@ -208,9 +233,11 @@ def _prepare_out_dir(out_dir: Path) -> None:
                 continue
             foreign.append(entry.name)
         if foreign:
-            raise RetrainError(f"--out {out_dir}: this directory holds files that are not a retrain report "
-                               f"({', '.join(sorted(foreign)[:5])}); refusing to write into it. "
-                               f"Pass an empty or new directory.")
+            raise RetrainError(
+                f"--out {out_dir}: this directory holds files that are not a retrain report "
+                f"({', '.join(sorted(foreign)[:5])}); refusing to write into it. "
+                f"Pass an empty or new directory."
+            )
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
 
@@ -250,9 +277,16 @@ def void_comparison_warnings(ctx: ReportContext) -> list[str]:
 WARNING_CHECKS: list[Callable[[ReportContext], list[str]]] = [data_problem_warnings, void_comparison_warnings]
 
 
-def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None,
-                 window: tuple[int | None, int | None] | None = None, alpha: float = 0.05,
-                 resamples: int = 20000, seed: int = 0) -> dict[str, Path]:
+def build_report(
+    campaign_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+    window: tuple[int | None, int | None] | None = None,
+    alpha: float = 0.05,
+    resamples: int = 20000,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write report.html, report.md, report.json and figures/ for a campaign; returns their paths."""
     campaign_dir = Path(campaign_dir)
     loaded = load_runs(campaign_run_dirs(campaign_dir), REPORT_COLUMNS)
@@ -262,27 +296,47 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
     conditions = sorted({r.condition for r in runs})
     by_cond = {c: [r for r in runs if r.condition == c] for c in conditions}
     if baseline is not None and baseline not in by_cond:
-        raise RetrainError(f"--baseline {baseline!r}: no run of this condition in {campaign_dir}. "
-                           f"Conditions there: {', '.join(conditions)}.")
+        raise RetrainError(
+            f"--baseline {baseline!r}: no run of this condition in {campaign_dir}. "
+            f"Conditions there: {', '.join(conditions)}."
+        )
     out_dir = Path(out_dir) if out_dir is not None else campaign_dir / "report"
     _prepare_out_dir(out_dir)
     start, end, is_default = resolve_window(runs, window)
     ctx = ReportContext(
-        campaign_dir=campaign_dir, runs=runs, skipped=[r for r in loaded if not r.num_steps],
-        manifest=load_manifest(campaign_dir), by_cond=by_cond, baseline=baseline or DEFAULT_BASELINE,
-        window=(start, end), alpha=alpha, resamples=resamples, seed=seed,
-        data={"generator": "retrain report", "campaign": str(campaign_dir), "conditions": conditions,
-              "window": {"start": start, "end": end, "default": is_default},
-              "baseline": baseline or DEFAULT_BASELINE, "comparisons": {}, "warnings": []})
+        campaign_dir=campaign_dir,
+        runs=runs,
+        skipped=[r for r in loaded if not r.num_steps],
+        manifest=load_manifest(campaign_dir),
+        by_cond=by_cond,
+        baseline=baseline or DEFAULT_BASELINE,
+        window=(start, end),
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+        data={
+            "generator": "retrain report",
+            "campaign": str(campaign_dir),
+            "conditions": conditions,
+            "window": {"start": start, "end": end, "default": is_default},
+            "baseline": baseline or DEFAULT_BASELINE,
+            "comparisons": {},
+            "warnings": [],
+        },
+    )
     head, body = Doc(), Doc()
     head.h(1, f"Campaign report: {campaign_dir.name}")
     seeds = sorted({r.seed for r in runs if r.seed is not None})
-    head.items([f"campaign: `{campaign_dir}`",
-                f"conditions: {', '.join(f'`{c}`' for c in conditions)}",
-                f"seeds: {', '.join(map(str, seeds))}; runs: {len(runs)}",
-                f"comparison window: steps [{start}, {end})" + (" (last 20% of steps)" if is_default else ""),
-                f"statistics: alpha {alpha}, {resamples} resamples, seed {seed}",
-                f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by retrain {__version__}"])
+    head.items(
+        [
+            f"campaign: `{campaign_dir}`",
+            f"conditions: {', '.join(f'`{c}`' for c in conditions)}",
+            f"seeds: {', '.join(map(str, seeds))}; runs: {len(runs)}",
+            f"comparison window: steps [{start}, {end})" + (" (last 20% of steps)" if is_default else ""),
+            f"statistics: alpha {alpha}, {resamples} resamples, seed {seed}",
+            f"generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by retrain {__version__}",
+        ]
+    )
     figs = out_dir / "figures"
     _runs_section(body, ctx)
     _curves_section(body, ctx, figs)
@@ -301,9 +355,12 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
             head.p(w, warn=True)
     doc = Doc(head.parts + body.parts)
     title = f"retrain report: {campaign_dir.name}"
-    return {"html": write_text(out_dir / "report.html", doc.to_html(title)),
-            "markdown": write_text(out_dir / "report.md", doc.to_markdown(out_dir)),
-            "json": write_json(out_dir / "report.json", ctx.data), "figures": figs}
+    return {
+        "html": write_text(out_dir / "report.html", doc.to_html(title)),
+        "markdown": write_text(out_dir / "report.md", doc.to_markdown(out_dir)),
+        "json": write_json(out_dir / "report.json", ctx.data),
+        "figures": figs,
+    }
 
 
 def _has_evals(runs: list[Run]) -> bool:
@@ -323,18 +380,44 @@ def _runs_section(doc: Doc, ctx: ReportContext) -> None:
     start, end = ctx.window
     evals = _has_evals(ctx.runs)
     doc.h(2, "Runs")
-    headers = ["condition", "seed", "state", "steps", "last step", "final correct_rate", "window correct_rate",
-               "window mean_reward", "completions"]
-    keys = ["condition", "seed", "state", "steps", "last_step", "final_correct_rate", "window_correct_rate",
-            "window_mean_reward", "completions"]
+    headers = [
+        "condition",
+        "seed",
+        "state",
+        "steps",
+        "last step",
+        "final correct_rate",
+        "window correct_rate",
+        "window mean_reward",
+        "completions",
+    ]
+    keys = [
+        "condition",
+        "seed",
+        "state",
+        "steps",
+        "last_step",
+        "final_correct_rate",
+        "window_correct_rate",
+        "window_mean_reward",
+        "completions",
+    ]
     if evals:
         headers += ["eval before training", "final eval"]
         keys += ["eval_before", "eval_final"]
     rows = []
     for r in ctx.runs:
-        row = [r.condition, r.seed, _run_state(r, ctx.manifest), r.num_steps, r.last_step,
-               r.metric_by_step("correct_rate").get(r.last_step), window_mean(r, "correct_rate", start, end),
-               window_mean(r, "mean_reward", start, end), r.completions()]
+        row = [
+            r.condition,
+            r.seed,
+            _run_state(r, ctx.manifest),
+            r.num_steps,
+            r.last_step,
+            r.metric_by_step("correct_rate").get(r.last_step),
+            window_mean(r, "correct_rate", start, end),
+            window_mean(r, "mean_reward", start, end),
+            r.completions(),
+        ]
         if evals:
             row += [_eval_point(r, "before"), _eval_point(r, "final")]
         rows.append(row)
@@ -364,8 +447,10 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
 
     doc.h(2, "Held-out accuracy (eval_correct_rate)")
     if not _has_evals(ctx.runs):
-        doc.p("No held-out evals in this campaign: set `[eval] every = N` to score the model on held-out "
-              "prompts every N steps (and once before training).")
+        doc.p(
+            "No held-out evals in this campaign: set `[eval] every = N` to score the model on held-out "
+            "prompts every N steps (and once before training)."
+        )
         return
     start, end = ctx.window
     rows, data = [], {}
@@ -377,8 +462,11 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
         final = [v for v in (_eval_point(r, "final") for r in with_evals) if v is not None]
         # Paired per run: a run missing one point (its before-training eval lost, no eval yet) would
         # otherwise shift one mean and not the other, and seeds differ more than conditions do.
-        changes = [f - b for b, f in ((_eval_point(r, "before"), _eval_point(r, "final")) for r in with_evals)
-                   if b is not None and f is not None]
+        changes = [
+            f - b
+            for b, f in ((_eval_point(r, "before"), _eval_point(r, "final")) for r in with_evals)
+            if b is not None and f is not None
+        ]
         last_steps = sorted({int(r.series(EVAL_METRIC)[0][-1]) for r in with_evals})
         window_means = [m for m in (window_mean(r, EVAL_METRIC, start, end) for r in with_evals) if math.isfinite(m)]
         entry = {
@@ -393,18 +481,36 @@ def _eval_section(doc: Doc, ctx: ReportContext, figs: Path) -> None:
             "window_points": {r.name: r.window_steps(EVAL_METRIC, start, end) for r in with_evals},
         }
         data[cond] = entry
-        rows.append([cond, entry["runs"], entry["before_mean"], entry["final_mean"], entry["final_sd"],
-                     ", ".join(map(str, last_steps)), entry["change"], entry["window_mean"]])
+        rows.append(
+            [
+                cond,
+                entry["runs"],
+                entry["before_mean"],
+                entry["final_mean"],
+                entry["final_sd"],
+                ", ".join(map(str, last_steps)),
+                entry["change"],
+                entry["window_mean"],
+            ]
+        )
     ctx.data["eval"] = data
-    doc.p("Greedy accuracy on held-out prompts the runs never train on, mean over seeds. \"before\" is the base "
-          "model (after_step = -1 in eval.jsonl); \"final\" is each run's last eval; the window mean averages "
-          f"each run's eval points in steps [{start}, {end}) (those are what the comparisons below use); \"change\" is "
-          "the mean over runs of (final − before), from the runs that have both.")
-    doc.table(["condition", "runs", "before training", "final", "final sd", "final after step", "change",
-               "window mean"], rows)
+    doc.p(
+        'Greedy accuracy on held-out prompts the runs never train on, mean over seeds. "before" is the base '
+        'model (after_step = -1 in eval.jsonl); "final" is each run\'s last eval; the window mean averages '
+        f'each run\'s eval points in steps [{start}, {end}) (those are what the comparisons below use); "change" is '
+        "the mean over runs of (final − before), from the runs that have both."
+    )
+    doc.table(
+        ["condition", "runs", "before training", "final", "final sd", "final after step", "change", "window mean"], rows
+    )
     df = runs_to_frame(ctx.runs, [EVAL_METRIC])
-    png, _ = plot_curves(df, EVAL_METRIC, figs / f"curves_{EVAL_METRIC}.png", colors=condition_colors(ctx.by_cond),
-                         title="held-out eval_correct_rate by condition (mean ± std over seeds; step -1 = before training)")
+    png, _ = plot_curves(
+        df,
+        EVAL_METRIC,
+        figs / f"curves_{EVAL_METRIC}.png",
+        colors=condition_colors(ctx.by_cond),
+        title="held-out eval_correct_rate by condition (mean ± std over seeds; step -1 = before training)",
+    )
     doc.figure(png, "eval_correct_rate per condition (points: eval steps; -1: the base model), mean ± std over seeds")
     _sampled_eval_table(doc, ctx)
 
@@ -425,11 +531,22 @@ def _sampled_eval_table(doc: Doc, ctx: ReportContext) -> None:
                 vals = [v for v in (_eval_point(r, which, metric) for r in runs) if v is not None]
                 entry[f"{metric}_{which}"] = float(np.mean(vals)) if vals else None
         ctx.data["eval"].setdefault(cond, {})["sampled"] = entry
-        rows.append([cond, len(runs), ", ".join(map(str, ks)) or "?", entry["eval_pass_at_k_before"],
-                     entry["eval_pass_at_k_final"], entry["eval_mean_at_k_before"], entry["eval_mean_at_k_final"]])
-    doc.p("Sampled evaluation (`[eval] k` completions per held-out prompt at `[eval].temperature`), mean over "
-          "seeds: pass@k is the share of prompts with at least one correct completion, mean@k the share of correct "
-          "completions (one sample's expected accuracy). Greedy accuracy (above) is neither.")
+        rows.append(
+            [
+                cond,
+                len(runs),
+                ", ".join(map(str, ks)) or "?",
+                entry["eval_pass_at_k_before"],
+                entry["eval_pass_at_k_final"],
+                entry["eval_mean_at_k_before"],
+                entry["eval_mean_at_k_final"],
+            ]
+        )
+    doc.p(
+        "Sampled evaluation (`[eval] k` completions per held-out prompt at `[eval].temperature`), mean over "
+        "seeds: pass@k is the share of prompts with at least one correct completion, mean@k the share of correct "
+        "completions (one sample's expected accuracy). Greedy accuracy (above) is neither."
+    )
     doc.table(["condition", "runs", "k", "pass@k before", "pass@k final", "mean@k before", "mean@k final"], rows)
 
 
@@ -441,16 +558,25 @@ def _conditions_section(doc: Doc, ctx: ReportContext) -> None:
     base_label, alpha = ctx.baseline, ctx.alpha
     doc.h(2, f"Each condition vs the baseline `{base_label}`")
     if base_label not in ctx.by_cond:
-        doc.p(f"The baseline condition `{base_label}` is not in this campaign; pass `--baseline COND` "
-              f"(one of {', '.join(ctx.by_cond)}).", warn=True)
+        doc.p(
+            f"The baseline condition `{base_label}` is not in this campaign; pass `--baseline COND` "
+            f"(one of {', '.join(ctx.by_cond)}).",
+            warn=True,
+        )
         return
     rows, sparse = [], {}
     for cond in ctx.by_cond:
         if cond == base_label:
             continue
-        res = compare_arms(ctx.by_cond[base_label], ctx.by_cond[cond], metrics=_metrics_to_compare(ctx),
-                           window=_window_arg(ctx), alpha=alpha,
-                           resamples=ctx.resamples, seed=ctx.seed)
+        res = compare_arms(
+            ctx.by_cond[base_label],
+            ctx.by_cond[cond],
+            metrics=_metrics_to_compare(ctx),
+            window=_window_arg(ctx),
+            alpha=alpha,
+            resamples=ctx.resamples,
+            seed=ctx.seed,
+        )
         ctx.data["comparisons"][f"{base_label} vs {cond}"] = res
         ep = res["episode_level"]["correct_rate"]
         for metric, m in res["seed_level"].items():
@@ -458,21 +584,47 @@ def _conditions_section(doc: Doc, ctx: ReportContext) -> None:
                 sparse.setdefault(metric, set()).add(m["points_description"])
             if not m["available"]:
                 continue
-            rows.append([cond, metric, m["delta"], f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
-                         f"{_cell(m['p_value'])}{'' if m['paired'] else ' (perm.)'}", m["hedges_g"],
-                         m["seeds_per_arm_for_power"],
-                         ep.get("p_value") if metric == "correct_rate" else None,
-                         ep.get("design_effect") if metric == "correct_rate" else None, m["recommendation"]])
+            rows.append(
+                [
+                    cond,
+                    metric,
+                    m["delta"],
+                    f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+                    f"{_cell(m['p_value'])}{'' if m['paired'] else ' (perm.)'}",
+                    m["hedges_g"],
+                    m["seeds_per_arm_for_power"],
+                    ep.get("p_value") if metric == "correct_rate" else None,
+                    ep.get("design_effect") if metric == "correct_rate" else None,
+                    m["recommendation"],
+                ]
+            )
         ctx.data["warnings"] += [f"{cond}: {w}" for w in res["warnings"]]
-    doc.p("Seed-level tests on run means over the window (primary): p from the paired sign-flip test when "
-          "the arms share their seeds, else from the permutation test (marked perm.); g = Hedges' g; "
-          "seeds for 80% power at the observed effect. Fisher p on pooled episodes is shown with its design "
-          "effect (DEFF) for reference only.")
-    doc.table(["candidate", "metric", "delta", f"{round(100 * (1 - alpha))}% CI", "p",
-               "g", "seeds for 80%", "Fisher p (pooled)", "DEFF", "verdict"], rows)
+    doc.p(
+        "Seed-level tests on run means over the window (primary): p from the paired sign-flip test when "
+        "the arms share their seeds, else from the permutation test (marked perm.); g = Hedges' g; "
+        "seeds for 80% power at the observed effect. Fisher p on pooled episodes is shown with its design "
+        "effect (DEFF) for reference only."
+    )
+    doc.table(
+        [
+            "candidate",
+            "metric",
+            "delta",
+            f"{round(100 * (1 - alpha))}% CI",
+            "p",
+            "g",
+            "seeds for 80%",
+            "Fisher p (pooled)",
+            "DEFF",
+            "verdict",
+        ],
+        rows,
+    )
     for metric, descriptions in sparse.items():
-        doc.p(f"{metric} is logged on some steps only: each run's value is the mean of its points in steps "
-              f"[{ctx.window[0]}, {ctx.window[1]}): {'; '.join(sorted(descriptions))}.")
+        doc.p(
+            f"{metric} is logged on some steps only: each run's value is the mean of its points in steps "
+            f"[{ctx.window[0]}, {ctx.window[1]}): {'; '.join(sorted(descriptions))}."
+        )
 
 
 def _window_arg(ctx: ReportContext) -> tuple[int, int] | None:
@@ -487,20 +639,40 @@ def _sepa_hicra_section(doc: Doc, ctx: ReportContext) -> None:
         doc.p("This campaign has no matching `<adv>+gtpo_hicra` / `<adv>+gtpo_sepa` pair.")
         return
     hicra, sepa = pair
-    res = compare_arms(ctx.by_cond[hicra], ctx.by_cond[sepa], metrics=_metrics_to_compare(ctx),
-                       window=_window_arg(ctx), alpha=ctx.alpha, resamples=ctx.resamples, seed=ctx.seed)
+    res = compare_arms(
+        ctx.by_cond[hicra],
+        ctx.by_cond[sepa],
+        metrics=_metrics_to_compare(ctx),
+        window=_window_arg(ctx),
+        alpha=ctx.alpha,
+        resamples=ctx.resamples,
+        seed=ctx.seed,
+    )
     ctx.data["comparisons"][f"{hicra} vs {sepa}"] = res
     _compare_section(doc, res)
-    lit = litmus_mod.evaluate_litmus(ctx.by_cond[hicra], ctx.by_cond[sepa], litmus_mod.get_profile("default"),
-                                     _window_arg(ctx))
+    lit = litmus_mod.evaluate_litmus(
+        ctx.by_cond[hicra], ctx.by_cond[sepa], litmus_mod.get_profile("default"), _window_arg(ctx)
+    )
     ctx.data["litmus"] = lit
     doc.h(3, f"Litmus (profile `default`): {lit['status']}")
-    doc.table(["check", "baseline", "candidate", "delta", "threshold", "result"],
-              [[f"{c['metric']} {c['kind']}", c["baseline"], c["candidate"], c["delta"], f">= {c['threshold']:g}",
-                "PASS" if c["passed"] else "FAIL"] for c in lit["checks"]])
-    doc.table(["gate", "threshold", "passed", "failures"],
-              [[g["gate"], g["threshold"], "yes" if g["passed"] else "NO", "; ".join(g["failures"])]
-               for g in lit["gates"]])
+    doc.table(
+        ["check", "baseline", "candidate", "delta", "threshold", "result"],
+        [
+            [
+                f"{c['metric']} {c['kind']}",
+                c["baseline"],
+                c["candidate"],
+                c["delta"],
+                f">= {c['threshold']:g}",
+                "PASS" if c["passed"] else "FAIL",
+            ]
+            for c in lit["checks"]
+        ],
+    )
+    doc.table(
+        ["gate", "threshold", "passed", "failures"],
+        [[g["gate"], g["threshold"], "yes" if g["passed"] else "NO", "; ".join(g["failures"])] for g in lit["gates"]],
+    )
     ctx.data["warnings"] += [f"SEPA vs HICRA: {w}" for w in res["warnings"]]
 
 
@@ -508,29 +680,51 @@ def _squeeze_section(doc: Doc, ctx: ReportContext) -> None:
     squeeze = (ctx.manifest or {}).get("squeeze")
     if isinstance(squeeze, dict) and isinstance(squeeze.get("table"), list):
         doc.h(2, "LoRA-Squeeze")
-        doc.p(f"Recommended rank: {squeeze.get('recommended_rank')} (source rank {squeeze.get('source_rank')}, "
-              f"threshold {squeeze.get('threshold')} of variance retained).")
-        doc.table(["rank", "mean retained", "min", "max"],
-                  [[row.get("rank"), row.get("mean"), row.get("min"), row.get("max")]
-                   for row in squeeze["table"] if isinstance(row, dict)])
+        doc.p(
+            f"Recommended rank: {squeeze.get('recommended_rank')} (source rank {squeeze.get('source_rank')}, "
+            f"threshold {squeeze.get('threshold')} of variance retained)."
+        )
+        doc.table(
+            ["rank", "mean retained", "min", "max"],
+            [
+                [row.get("rank"), row.get("mean"), row.get("min"), row.get("max")]
+                for row in squeeze["table"]
+                if isinstance(row, dict)
+            ],
+        )
         ctx.data["squeeze"] = squeeze
 
 
 def _compare_section(doc: Doc, res: dict[str, Any]) -> None:
-    doc.p(f"Baseline `{res['baseline']['label']}` vs candidate `{res['candidate']['label']}`: "
-          f"recommendation `{res['recommendation']}` (seed-level test on {res['primary_metric']}).")
+    doc.p(
+        f"Baseline `{res['baseline']['label']}` vs candidate `{res['candidate']['label']}`: "
+        f"recommendation `{res['recommendation']}` (seed-level test on {res['primary_metric']})."
+    )
     rows = []
     for metric, m in res["seed_level"].items():
         if m["available"]:
-            rows.append([metric, m["baseline_mean"], m["candidate_mean"], m["delta"],
-                         f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]", m["p_value"], TEST_LABELS[m["test"]], m["method"],
-                         m["hedges_g"], m["recommendation"]])
+            rows.append(
+                [
+                    metric,
+                    m["baseline_mean"],
+                    m["candidate_mean"],
+                    m["delta"],
+                    f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+                    m["p_value"],
+                    TEST_LABELS[m["test"]],
+                    m["method"],
+                    m["hedges_g"],
+                    m["recommendation"],
+                ]
+            )
     doc.table(["metric", "baseline", "candidate", "delta", "CI", "p", "test", "method", "Hedges' g", "verdict"], rows)
     ep = res["episode_level"]["correct_rate"]
     if ep.get("available"):
-        doc.p(f"Pooled episodes: {ep['baseline_correct']}/{ep['baseline_total']} vs {ep['candidate_correct']}/"
-              f"{ep['candidate_total']}, Fisher p = {_cell(ep['p_value'])}; design effect {_cell(ep['design_effect'])}, "
-              f"design-adjusted p = {_cell(ep['design_adjusted_p_value'])}.")
+        doc.p(
+            f"Pooled episodes: {ep['baseline_correct']}/{ep['baseline_total']} vs {ep['candidate_correct']}/"
+            f"{ep['candidate_total']}, Fisher p = {_cell(ep['p_value'])}; design effect {_cell(ep['design_effect'])}, "
+            f"design-adjusted p = {_cell(ep['design_adjusted_p_value'])}."
+        )
     for w in res["warnings"]:
         doc.p(w, warn=True)
     for n in res["notes"]:
@@ -561,11 +755,23 @@ def _power_section(doc: Doc, ctx: ReportContext) -> None:
         n = power_mod.episodes_per_arm(p0, lift, alpha)
         k = power_mod.seeds_per_arm(lift, run_sd, alpha) if run_sd else None
         rows.append([lift, n, power_mod.steps_per_run(n, b, g, n_seeds), k])
-    data["power"] = {"reference_condition": ref, "baseline_rate": p0, "batch_size": b, "group_size": g,
-                     "seeds": n_seeds, "run_sd": run_sd,
-                     "rows": [dict(zip(["lift", "episodes_per_arm", "steps_per_run_at_seeds", "seeds_per_arm_seed_level"],
-                                       r, strict=True)) for r in rows]}
-    doc.p(f"Baseline rate {p0:.4f} (`{ref}`, pooled over the window); {b} x {g} = {b * g} episodes per step; "
-          f"{n_seeds} seeds; run-mean sd across seeds {_cell(run_sd)}. Episode counts assume independent episodes; "
-          f"the last column sizes the seed-level test from the observed seed-to-seed spread.")
+    data["power"] = {
+        "reference_condition": ref,
+        "baseline_rate": p0,
+        "batch_size": b,
+        "group_size": g,
+        "seeds": n_seeds,
+        "run_sd": run_sd,
+        "rows": [
+            dict(
+                zip(["lift", "episodes_per_arm", "steps_per_run_at_seeds", "seeds_per_arm_seed_level"], r, strict=True)
+            )
+            for r in rows
+        ],
+    }
+    doc.p(
+        f"Baseline rate {p0:.4f} (`{ref}`, pooled over the window); {b} x {g} = {b * g} episodes per step; "
+        f"{n_seeds} seeds; run-mean sd across seeds {_cell(run_sd)}. Episode counts assume independent episodes; "
+        f"the last column sizes the seed-level test from the observed seed-to-seed spread."
+    )
     doc.table(["lift", "episodes/arm (rate test)", f"steps per run at {n_seeds} seeds", "seeds/arm (seed-level)"], rows)

@@ -68,7 +68,9 @@ class ResamplingResult:
     n_used: int  # relabelings actually evaluated
 
 
-def permutation_test(x_K_A: np.ndarray, y_K_B: np.ndarray, resamples: int, rng: np.random.Generator) -> ResamplingResult:
+def permutation_test(
+    x_K_A: np.ndarray, y_K_B: np.ndarray, resamples: int, rng: np.random.Generator
+) -> ResamplingResult:
     """Two-sided permutation test of Δ = mean(y) − mean(x) on run means.
 
     Exact: when C(A+B, A) ≤ resamples, every split of the pooled runs into arms of sizes A and B is
@@ -140,8 +142,9 @@ def _resample_means(v_K_N: np.ndarray, resamples: int, rng: np.random.Generator)
     return v_K_N @ counts_R_N.T / n
 
 
-def bootstrap_ci(x_K_A: np.ndarray, y_K_B: np.ndarray, level: float, resamples: int,
-                 rng: np.random.Generator, paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(
+    x_K_A: np.ndarray, y_K_B: np.ndarray, level: float, resamples: int, rng: np.random.Generator, paired: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap CI of Δ = mean(y) − mean(x) at `level` (e.g. 1 − alpha).
 
     Unpaired: each arm resampled independently (stratified). Paired (A == B, columns aligned by seed):
@@ -211,8 +214,9 @@ class SeedLevel:
     permutation: ResamplingResult
 
 
-def seed_level_tests(x_K_A: np.ndarray, y_K_B: np.ndarray, *, paired: bool, alpha: float,
-                     resamples: int, rng: np.random.Generator) -> SeedLevel:
+def seed_level_tests(
+    x_K_A: np.ndarray, y_K_B: np.ndarray, *, paired: bool, alpha: float, resamples: int, rng: np.random.Generator
+) -> SeedLevel:
     """Run-mean comparison: the primary test is the paired sign-flip when `paired` (columns aligned by
     seed, same seed set in both arms), else the permutation test; the permutation test is always
     computed too. CI: percentile bootstrap at 1 − alpha (paired bootstrap when paired)."""
@@ -223,9 +227,17 @@ def seed_level_tests(x_K_A: np.ndarray, y_K_B: np.ndarray, *, paired: bool, alph
     primary = sign_flip_test(y_K_B - x_K_A, resamples, rng) if paired else perm
     low_K, high_K = bootstrap_ci(x_K_A, y_K_B, 1.0 - alpha, resamples, rng, paired=paired)
     delta_K = y_K_B.mean(-1) - x_K_A.mean(-1)
-    return SeedLevel(delta_K=delta_K, p_K=primary.p_K, ci_low_K=low_K, ci_high_K=high_K,
-                     g_K=hedges_g(x_K_A, y_K_B), verdict_K=recommend(primary.p_K, delta_K, low_K, alpha),
-                     test="paired_sign_flip" if paired else "permutation", primary=primary, permutation=perm)
+    return SeedLevel(
+        delta_K=delta_K,
+        p_K=primary.p_K,
+        ci_low_K=low_K,
+        ci_high_K=high_K,
+        g_K=hedges_g(x_K_A, y_K_B),
+        verdict_K=recommend(primary.p_K, delta_K, low_K, alpha),
+        test="paired_sign_flip" if paired else "permutation",
+        primary=primary,
+        permutation=perm,
+    )
 
 
 def fisher_exact_p(correct_b: int, total_b: int, correct_c: int, total_c: int) -> float:

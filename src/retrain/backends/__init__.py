@@ -29,8 +29,18 @@ from retrain.errors import RetrainError
 from retrain.jsonio import now_iso, read_json, write_json_atomic
 from retrain.registry import Option, Registry, Variant
 
-__all__ = ["BACKENDS", "Backend", "Completion", "Datum", "SamplingParams", "TrainResult", "make_backend", "preflight",
-           "preflight_key", "record_preflight"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Completion",
+    "Datum",
+    "SamplingParams",
+    "TrainResult",
+    "make_backend",
+    "preflight",
+    "preflight_key",
+    "record_preflight",
+]
 
 BackendFactory = Callable[[Any], Backend]  # the whole Config -> a ready backend
 
@@ -52,21 +62,28 @@ def _backend_plugin(factory: Callable[[Any], Any], path: str) -> Variant[Backend
 
 
 BACKENDS: Registry[BackendFactory] = Registry(
-    "backend", "[backend].backend", _backend_plugin,
+    "backend",
+    "[backend].backend",
+    _backend_plugin,
     options_table=("[backend.options]", lambda cfg: cfg.backend.options),
 )
 
-BACKENDS.add(Variant(
-    "local",
-    "retrain.backends.local:LocalBackend.from_config",
-    "transformers + peft on CPU or one CUDA device",
-    provides=frozenset({"entropies"}),
-    options={
-        "micro_batch_size": Option(4, "completions per forward/backward in train_step (each prompt still runs once); "
-                                   "bounds activation memory, does not change the result"),
-        "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),
-    },
-))
+BACKENDS.add(
+    Variant(
+        "local",
+        "retrain.backends.local:LocalBackend.from_config",
+        "transformers + peft on CPU or one CUDA device",
+        provides=frozenset({"entropies"}),
+        options={
+            "micro_batch_size": Option(
+                4,
+                "completions per forward/backward in train_step (each prompt still runs once); "
+                "bounds activation memory, does not change the result",
+            ),
+            "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),
+        },
+    )
+)
 
 
 # The tinker module is light (the SDK is imported only when the backend is built), so its entry,
@@ -98,10 +115,18 @@ def preflight_key(cfg: Any) -> str:
     slow service passes); so are the sampling server's url, name and timeout, and max_tokens, which
     both the service and the server check against the model's context."""
     inf = cfg.inference
-    key = {"backend": cfg.backend.backend, "options": dict(cfg.backend.options), "model": cfg.model.name,
-           "revision": cfg.model.revision, "max_tokens": cfg.training.max_tokens, "engine": inf.engine,
-           "url": inf.url, "served_model": inf.served_model, "launch": inf.launch,
-           "request_timeout_s": inf.request_timeout_s}
+    key = {
+        "backend": cfg.backend.backend,
+        "options": dict(cfg.backend.options),
+        "model": cfg.model.name,
+        "revision": cfg.model.revision,
+        "max_tokens": cfg.training.max_tokens,
+        "engine": inf.engine,
+        "url": inf.url,
+        "served_model": inf.served_model,
+        "launch": inf.launch,
+        "request_timeout_s": inf.request_timeout_s,
+    }
     return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -114,8 +139,10 @@ def _digest(key: str) -> str:
 def record_preflight(run_dir: Path, cfg: Any, checked_by: str) -> None:
     """Note in `run_dir` that `cfg`'s checks passed just now (`checked_by` says who checked): the run's
     first start then skips them (`preflight`)."""
-    write_json_atomic(Path(run_dir) / PREFLIGHT_RECORD, {"checked_sha256": _digest(preflight_key(cfg)),
-                                                          "checked_by": checked_by, "checked_at": now_iso()})
+    write_json_atomic(
+        Path(run_dir) / PREFLIGHT_RECORD,
+        {"checked_sha256": _digest(preflight_key(cfg)), "checked_by": checked_by, "checked_at": now_iso()},
+    )
 
 
 def _take_preflight_record(cfg: Any) -> bool:

@@ -56,7 +56,7 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": "x"}, {"role": "assistant", "content": PROBE}], tokenize=False
         )
-        tail = text[text.rfind(PROBE) + len(PROBE):].lstrip(" ")
+        tail = text[text.rfind(PROBE) + len(PROBE) :].lstrip(" ")
         if tail:
             first = tokenizer(tail, add_special_tokens=False).input_ids[:1]
             if first and first[0] in set(getattr(tokenizer, "all_special_ids", ())):

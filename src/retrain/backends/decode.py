@@ -126,8 +126,15 @@ def make_decode_state(
 ) -> DecodeState:
     """The decode state for `n` rows per prefilled prompt: static when the model allows it."""
     if static and supports_static(prefill_cache):
-        return StaticDecode(decoder, to_logits, prefill_cache, mask_P_L, n=n, max_new_tokens=max_new_tokens,
-                            cuda_graph=cuda_graph and mask_P_L.device.type == "cuda")
+        return StaticDecode(
+            decoder,
+            to_logits,
+            prefill_cache,
+            mask_P_L,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            cuda_graph=cuda_graph and mask_P_L.device.type == "cuda",
+        )
     return DynamicDecode(decoder, to_logits, prefill_cache, mask_P_L, n=n)
 
 
@@ -156,8 +163,17 @@ class DynamicDecode:
 class StaticDecode:
     """Preallocated KV cache (see the module docstring); a CUDA graph of the step on CUDA."""
 
-    def __init__(self, decoder, to_logits, prefill_cache, mask_P_L: torch.Tensor, *, n: int, max_new_tokens: int,
-                 cuda_graph: bool = False):
+    def __init__(
+        self,
+        decoder,
+        to_logits,
+        prefill_cache,
+        mask_P_L: torch.Tensor,
+        *,
+        n: int,
+        max_new_tokens: int,
+        cuda_graph: bool = False,
+    ):
         self.decoder, self.to_logits = decoder, to_logits
         prompt_len = mask_P_L.shape[1]
         total = prompt_len + max_new_tokens
@@ -229,8 +245,10 @@ class StaticDecode:
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run the step eagerly
             for layer, cursor in zip(self.cache.layers, cursors, strict=True):
                 layer.cursor.copy_(cursor)
-            warnings.warn(f"CUDA graph capture of the decode step failed ({type(exc).__name__}: {exc}); "
-                          "decoding without it", stacklevel=3)
+            warnings.warn(
+                f"CUDA graph capture of the decode step failed ({type(exc).__name__}: {exc}); decoding without it",
+                stacklevel=3,
+            )
             return
         self.graph = graph
         self.can_drop_rows = False

@@ -64,16 +64,25 @@ def configure_threads(num_threads: int = 0) -> ThreadSettings:
     # For child processes (and any runtime that reads them later): never adapt the team size.
     os.environ["OMP_DYNAMIC"] = "FALSE"
     os.environ["MKL_DYNAMIC"] = "FALSE"
-    omp_off = [os.path.basename(path) for path in _loaded_libraries(_OPENMP_LIBS)
-               if _call_if_present(path, "omp_set_dynamic", 0)]
+    omp_off = [
+        os.path.basename(path)
+        for path in _loaded_libraries(_OPENMP_LIBS)
+        if _call_if_present(path, "omp_set_dynamic", 0)
+    ]
     # MKL_Set_Dynamic is the C entry point (int by value); mkl_set_dynamic is the Fortran one (int by pointer).
-    mkl_off = any(_call_if_present(path, "MKL_Set_Dynamic", 0)
-                  for path in _loaded_libraries(("libtorch_cpu", "libmkl_rt", "libmkl_core")))
+    mkl_off = any(
+        _call_if_present(path, "MKL_Set_Dynamic", 0)
+        for path in _loaded_libraries(("libtorch_cpu", "libmkl_rt", "libmkl_core"))
+    )
     threads = num_threads or _startup_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return ThreadSettings(torch_threads=torch.get_num_threads(), omp_dynamic_off=sorted(set(omp_off)),
-                          mkl_dynamic_off=mkl_off, cpu_capability=_cpu_capability())
+    return ThreadSettings(
+        torch_threads=torch.get_num_threads(),
+        omp_dynamic_off=sorted(set(omp_off)),
+        mkl_dynamic_off=mkl_off,
+        cpu_capability=_cpu_capability(),
+    )
 
 
 _STARTUP: list[int] = []

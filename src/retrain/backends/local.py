@@ -71,7 +71,7 @@ def resolve_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise RetrainError(
                 f"[backend].device = {device!r} but torch sees no CUDA device (torch {torch.__version__}); "
-                "use device = \"cpu\" or \"auto\", or install a CUDA build of torch"
+                'use device = "cpu" or "auto", or install a CUDA build of torch'
             )
         dev = torch.device(device)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -82,16 +82,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)  # "cpu"; the form of `device` is checked at config load
 
 
-def resolve_dtype(dtype: str, device: torch.device, hidden_size: int | None = None,
-                  intermediate_size: int | None = None) -> tuple[torch.dtype, dict]:
+def resolve_dtype(
+    dtype: str, device: torch.device, hidden_size: int | None = None, intermediate_size: int | None = None
+) -> tuple[torch.dtype, dict]:
     """(torch dtype, why): auto → bfloat16 on CUDA and on CPUs where bf16 pays
     (retrain.backends.precision), float32 otherwise; an explicit dtype is taken as given."""
     if dtype == "auto":
         return auto_dtype(device, hidden_size, intermediate_size)
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # [backend].dtype, checked at config load
     if table[dtype] is torch.bfloat16 and device.type == "cpu" and not (cpu_flags() & set(NATIVE_BF16_FLAGS)):
-        warnings.warn("bfloat16 on a CPU without avx512_bf16/amx_bf16 is very slow (a software fallback); "
-                      "use dtype = \"auto\" or \"float32\"", stacklevel=2)
+        warnings.warn(
+            "bfloat16 on a CPU without avx512_bf16/amx_bf16 is very slow (a software fallback); "
+            'use dtype = "auto" or "float32"',
+            stacklevel=2,
+        )
     return table[dtype], {"dtype": dtype, "reason": "[backend].dtype"}
 
 
@@ -201,8 +205,12 @@ class LocalBackend:
         self.device = resolve_device(device)
         self.dtype, self.dtype_choice = resolve_dtype(dtype, self.device, *model_shape(model_name, revision))
         if dtype == "auto" and self.device.type == "cpu" and self.dtype is torch.bfloat16:
-            print(f"retrain: running the model in bf16 on this CPU ({self.dtype_choice['reason']}); "
-                  '[backend] dtype = "float32" keeps fp32', file=sys.stderr, flush=True)
+            print(
+                f"retrain: running the model in bf16 on this CPU ({self.dtype_choice['reason']}); "
+                '[backend] dtype = "float32" keeps fp32',
+                file=sys.stderr,
+                flush=True,
+            )
         self.micro_batch_size = micro_batch_size
         self.max_sample_rows = max_sample_rows
         self.clip_eps, self.clip_eps_high, self.kl_beta = clip_eps, clip_eps_high, kl_beta
@@ -396,8 +404,9 @@ class LocalBackend:
         # Each prompt runs once (retrain.backends.prefix); its completions run in micro-batches of
         # at most micro_batch_size rows, each backpropagated at once, which bounds activation memory.
         for batch_D in prefix_batches([d.prompt_ids for d in datums], self.micro_batch_size):
-            prefix = PromptPrefix(decoder, [datums[i].prompt_ids for i in batch_D], self.pad_id, self.device,
-                                  detach=True)
+            prefix = PromptPrefix(
+                decoder, [datums[i].prompt_ids for i in batch_D], self.pad_id, self.device, detach=True
+            )
             # Chunks cut by completion length: less right-padding (retrain.backends.prefix.length_chunks).
             for rows in length_chunks([len(datums[i].completion_ids) for i in batch_D], self.micro_batch_size):
                 mb = [datums[batch_D[r]] for r in rows]
@@ -459,7 +468,9 @@ class LocalBackend:
         folder = Path(path)
         weights, config = folder / "adapter_model.safetensors", folder / "adapter_config.json"
         if not weights.is_file() or not config.is_file():
-            raise RetrainError(f"{folder}: not a saved adapter (needs adapter_model.safetensors and adapter_config.json)")
+            raise RetrainError(
+                f"{folder}: not a saved adapter (needs adapter_model.safetensors and adapter_config.json)"
+            )
         saved = json.loads(config.read_text())
         ours = self.model.peft_config["default"]
         if saved.get("r") != ours.r or set(saved.get("target_modules") or []) != set(ours.target_modules or []):
@@ -472,8 +483,10 @@ class LocalBackend:
         result = set_peft_model_state_dict(self.model, state)
         missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
         if getattr(result, "unexpected_keys", None) or missing:
-            raise RetrainError(f"{folder}: adapter does not match the model (unexpected: "
-                               f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
+            raise RetrainError(
+                f"{folder}: adapter does not match the model (unexpected: "
+                f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})"
+            )
         if optimizer:
             opt_file = folder / "optimizer.pt"
             if not opt_file.is_file():

@@ -106,8 +106,7 @@ def convert_smollm2(dest: Path) -> None:
 
     gguf = smollm2_gguf_path()
     print(
-        f"retrain: converting SmolLM2-135M-Instruct from {gguf.name} to an fp32 cache at {dest} "
-        "(once, about 20 s)...",
+        f"retrain: converting SmolLM2-135M-Instruct from {gguf.name} to an fp32 cache at {dest} (once, about 20 s)...",
         file=sys.stderr,
         flush=True,
     )

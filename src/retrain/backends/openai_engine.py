@@ -87,8 +87,9 @@ class OpenAIClient:
         self.root_url = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         self.timeout_s = timeout_s
 
-    def request(self, method: str, path: str, body: dict | None = None, *, timeout_s: float | None = None,
-                root: bool = False) -> dict:
+    def request(
+        self, method: str, path: str, body: dict | None = None, *, timeout_s: float | None = None, root: bool = False
+    ) -> dict:
         url = (self.root_url if root else self.base_url) + path
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -108,7 +109,7 @@ class OpenAIClient:
             if isinstance(e.reason, (socket.timeout, TimeoutError)):
                 raise TimeoutError(f"{method} {url}: no answer within {timeout_s or self.timeout_s:g} s") from None
             raise ConnectionError(f"{method} {url}: {e.reason}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise TimeoutError(f"{method} {url}: no answer within {timeout_s or self.timeout_s:g} s") from None
         except (ConnectionError, OSError) as e:  # reset mid-answer, refused after connect
             raise ConnectionError(f"{method} {url}: {e}") from None
@@ -165,7 +166,9 @@ def prompt_seeds(step_seed: int, num_prompts: int, n: int) -> list[int]:
     return [base + p * n for p in range(num_prompts)]
 
 
-def parse_choices(answer: dict, n: int, stop_ids: set[int], max_tokens: int) -> list[tuple[list[int], list[float], bool]]:
+def parse_choices(
+    answer: dict, n: int, stop_ids: set[int], max_tokens: int
+) -> list[tuple[list[int], list[float], bool]]:
     """(token_ids, logprobs, hit_max_tokens) for each of the `n` choices of one completion answer.
 
     Token ids come from `logprobs.tokens` ("token_id:123", with `return_tokens_as_token_ids`); a
@@ -184,9 +187,11 @@ def parse_choices(answer: dict, n: int, stop_ids: set[int], max_tokens: int) -> 
         ids = []
         for token in tokens:
             if not (isinstance(token, str) and token.startswith("token_id:")):
-                raise RuntimeError(f"server returned token {token!r}, not 'token_id:N': it ignored "
-                                   "return_tokens_as_token_ids (needs vLLM >= 0.6)")
-            ids.append(int(token[len("token_id:"):]))
+                raise RuntimeError(
+                    f"server returned token {token!r}, not 'token_id:N': it ignored "
+                    "return_tokens_as_token_ids (needs vLLM >= 0.6)"
+                )
+            ids.append(int(token[len("token_id:") :]))
         values = []
         for value in logprobs:
             if value is None or not math.isfinite(float(value)):
@@ -255,8 +260,10 @@ class OpenAIEngine:
             if attempt:
                 time.sleep(min(self.retry_backoff_s * 2 ** (attempt - 1), 30.0))
             if self.server is not None and not self.server.running():
-                raise EngineUnavailable(f"the vLLM server this run launched has exited ({what}); "
-                                        f"its log: {self.server.log_path}\n{self.server.log_tail()}")
+                raise EngineUnavailable(
+                    f"the vLLM server this run launched has exited ({what}); "
+                    f"its log: {self.server.log_path}\n{self.server.log_tail()}"
+                )
             try:
                 return fn()
             except ServerError as e:
@@ -267,10 +274,14 @@ class OpenAIEngine:
                 last = e
             except (ConnectionError, TimeoutError) as e:
                 last = e
-            print(f"retrain: sampling server: {what} failed ({last}); "
-                  f"attempt {attempt + 1} of {self.max_retries + 1}", flush=True)
-        raise EngineUnavailable(f"the sampling server at {self.client.base_url} did not answer {what} after "
-                                f"{self.max_retries + 1} attempts: {last}")
+            print(
+                f"retrain: sampling server: {what} failed ({last}); attempt {attempt + 1} of {self.max_retries + 1}",
+                flush=True,
+            )
+        raise EngineUnavailable(
+            f"the sampling server at {self.client.base_url} did not answer {what} after "
+            f"{self.max_retries + 1} attempts: {last}"
+        )
 
     # ------------------------------------------------------------ sampling
 
@@ -299,7 +310,9 @@ class OpenAIEngine:
 
         if len(prompt_ids_P) == 1:
             return [one(prompt_ids_P[0], seeds_P[0])]
-        return _concurrently([lambda ids=ids, seed=seed: one(ids, seed) for ids, seed in zip(prompt_ids_P, seeds_P, strict=True)])
+        return _concurrently(
+            [lambda ids=ids, seed=seed: one(ids, seed) for ids, seed in zip(prompt_ids_P, seeds_P, strict=True)]
+        )
 
     # ------------------------------------------------------------ weights sync
 
@@ -336,8 +349,10 @@ class OpenAIEngine:
                 raise
             # A retried request whose first answer was lost, or a session of this run that stopped
             # before unloading: the name holds stale weights. Replace them.
-            self._call("unloading a stale adapter",
-                       lambda: self.client.request("POST", "/unload_lora_adapter", {"lora_name": name}))
+            self._call(
+                "unloading a stale adapter",
+                lambda: self.client.request("POST", "/unload_lora_adapter", {"lora_name": name}),
+            )
             self._call("loading the adapter", load)
 
     def reclaim(self) -> list[str]:
@@ -355,8 +370,10 @@ class OpenAIEngine:
 
     def _unload(self, name: str) -> None:
         try:
-            self._call("unloading the previous adapter",
-                       lambda: self.client.request("POST", "/unload_lora_adapter", {"lora_name": name}))
+            self._call(
+                "unloading the previous adapter",
+                lambda: self.client.request("POST", "/unload_lora_adapter", {"lora_name": name}),
+            )
         except RetrainError:
             pass  # already gone (a restarted server): nothing to free
         shutil.rmtree(self.adapter_dir / name, ignore_errors=True)
@@ -388,7 +405,9 @@ class OpenAIEngine:
 # Preflight: is the server usable? (before a run writes anything)
 
 
-def check_server(client: OpenAIClient, served_model: str, *, probe_ids: Callable[[], list[int]], max_tokens: int) -> dict:
+def check_server(
+    client: OpenAIClient, served_model: str, *, probe_ids: Callable[[], list[int]], max_tokens: int
+) -> dict:
     """Raise RetrainError (exit 2) unless the server can serve this run; return what was found.
 
     `probe_ids()` gives a short prompt's token ids (called once the server answers: it may load a
@@ -406,8 +425,9 @@ def check_server(client: OpenAIClient, served_model: str, *, probe_ids: Callable
             "fix the url, or set [inference] launch = true to let retrain start it"
         ) from None
     except ServerError as e:
-        raise RetrainError(f"[inference].url = {where!r}: GET /models answered {e}; is this an OpenAI-compatible "
-                           "server's /v1 URL?") from None
+        raise RetrainError(
+            f"[inference].url = {where!r}: GET /models answered {e}; is this an OpenAI-compatible server's /v1 URL?"
+        ) from None
     listed = {m.get("id"): m for m in models.get("data") or [] if isinstance(m, dict)}
     if served_model not in listed:
         raise RetrainError(
@@ -424,8 +444,16 @@ def check_server(client: OpenAIClient, served_model: str, *, probe_ids: Callable
         )
 
     def top5(temp: float) -> list[float]:
-        body = {"model": served_model, "prompt": ids, "max_tokens": 1, "temperature": temp, "top_p": 1.0,
-                "seed": 0, "logprobs": 5, "return_tokens_as_token_ids": True}
+        body = {
+            "model": served_model,
+            "prompt": ids,
+            "max_tokens": 1,
+            "temperature": temp,
+            "top_p": 1.0,
+            "seed": 0,
+            "logprobs": 5,
+            "return_tokens_as_token_ids": True,
+        }
         try:
             answer = client.request("POST", "/completions", body, timeout_s=300)  # a cold server warms up
         except (ConnectionError, TimeoutError, ServerError) as e:
@@ -487,8 +515,10 @@ class ServerSampledBackend:
         from retrain.backends.sampler import decode_with_offsets
 
         if params.want_entropy:
-            raise RetrainError('per-token entropies need the full distribution, which the "openai" engine '
-                               'does not return; use uncertainty_kind = "surprisal" or engine = "hf"')
+            raise RetrainError(
+                'per-token entropies need the full distribution, which the "openai" engine '
+                'does not return; use uncertainty_kind = "surprisal" or engine = "hf"'
+            )
         if n < 1 or params.max_tokens < 1:
             raise RetrainError(f"sampling needs n ≥ 1 and max_tokens ≥ 1, got n={n}, max_tokens={params.max_tokens}")
         self._sync_if_needed()
@@ -504,8 +534,16 @@ class ServerSampledBackend:
             group = []
             for token_ids, logprobs, hit_max in raw_G:
                 text, offsets = decode_with_offsets(self.local.tokenizer, token_ids)
-                group.append(Completion(prompt_ids=list(prompt_ids), token_ids=token_ids, logprobs=logprobs,
-                                        text=text, offsets=offsets, hit_max_tokens=hit_max))
+                group.append(
+                    Completion(
+                        prompt_ids=list(prompt_ids),
+                        token_ids=token_ids,
+                        logprobs=logprobs,
+                        text=text,
+                        offsets=offsets,
+                        hit_max_tokens=hit_max,
+                    )
+                )
             groups.append(group)
         return groups
 
@@ -553,8 +591,13 @@ def check_tokenizer(client: OpenAIClient, served_model: str, tokenizer) -> None:
     """The server's tokenizer must agree with ours (vLLM's /tokenize; skipped when absent)."""
     ours = tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
     try:
-        answer = client.request("POST", "/tokenize", {"model": served_model, "prompt": PROBE_TEXT,
-                                                      "add_special_tokens": False}, timeout_s=30, root=True)
+        answer = client.request(
+            "POST",
+            "/tokenize",
+            {"model": served_model, "prompt": PROBE_TEXT, "add_special_tokens": False},
+            timeout_s=30,
+            root=True,
+        )
     except (ServerError, ConnectionError, TimeoutError):
         return  # not vLLM, or an older one: sampler_train_kl still shows a mismatch
     theirs = answer.get("tokens")
@@ -608,14 +651,31 @@ def launch_server(cfg, log_path: Path, wait: bool = True):
     if on_cpu and not any(a.startswith("--distributed-executor-backend") for a in extra):
         # One device: the model runs in the engine-core process (one process and one import fewer).
         extra += ["--distributed-executor-backend", "uni"]
-    args = server_args(model, served_model_name(cfg), host=host, port=port, lora_rank=cfg.model.lora_rank,
-                       max_loras=1, max_model_len=cfg.training.max_tokens + 2048, dtype=dtype, extra=extra)
+    args = server_args(
+        model,
+        served_model_name(cfg),
+        host=host,
+        port=port,
+        lora_rank=cfg.model.lora_rank,
+        max_loras=1,
+        max_model_len=cfg.training.max_tokens + 2048,
+        dtype=dtype,
+        extra=extra,
+    )
     if cfg.model.revision and not Path(model).is_dir():
         args += ["--revision", cfg.model.revision]
     # Co-located with the trainer: vLLM's CPU default pins its threads to a core the trainer also uses.
     env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
-    return VLLMServer.launch(inf.python or default_python(), args, host=host, port=port, log_path=log_path,
-                             env=env, startup_timeout_s=inf.startup_timeout_s, wait=wait)
+    return VLLMServer.launch(
+        inf.python or default_python(),
+        args,
+        host=host,
+        port=port,
+        log_path=log_path,
+        env=env,
+        startup_timeout_s=inf.startup_timeout_s,
+        wait=wait,
+    )
 
 
 def _cuda_available() -> bool:
@@ -639,15 +699,22 @@ def build(cfg, make_local) -> ServerSampledBackend:
         if server is not None:
             server.wait_healthy(inf.startup_timeout_s)
         client = OpenAIClient(url, timeout_s=inf.request_timeout_s)
-        check_server(client, served_model_name(cfg), probe_ids=lambda: probe_ids(local.tokenizer),
-                     max_tokens=cfg.training.max_tokens)
+        check_server(
+            client,
+            served_model_name(cfg),
+            probe_ids=lambda: probe_ids(local.tokenizer),
+            max_tokens=cfg.training.max_tokens,
+        )
         check_tokenizer(client, served_model_name(cfg), local.tokenizer)
         engine = OpenAIEngine(
-            client, served_model_name(cfg), stop_ids=local.stop_ids,
+            client,
+            served_model_name(cfg),
+            stop_ids=local.stop_ids,
             adapter_dir=inf.adapter_dir or run_dir / "sampler_adapters",
             server_adapter_dir=inf.server_adapter_dir,
             lora_name=inf.lora_name or default_lora_name(run_dir),
-            max_retries=inf.max_retries, server=server,
+            max_retries=inf.max_retries,
+            server=server,
         )
         engine.reclaim()
         return ServerSampledBackend(local, engine)

@@ -60,8 +60,9 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def decide_cpu_dtype(flags: set[str], hidden_size: int | None, fp32_s: float | None, bf16_s: float | None
-                     ) -> tuple[str, str]:
+def decide_cpu_dtype(
+    flags: set[str], hidden_size: int | None, fp32_s: float | None, bf16_s: float | None
+) -> tuple[str, str]:
     """(dtype name, reason): the rule in the module docstring, on already measured numbers.
 
     `fp32_s` / `bf16_s`: seconds per probe matmul (None when not measured)."""
@@ -93,8 +94,12 @@ def probe_matmul_seconds(k: int, n: int, rows: int = PROBE_ROWS, repeats: int = 
     return best[torch.float32], best[torch.bfloat16]
 
 
-def auto_dtype(device: torch.device, hidden_size: int | None = None, intermediate_size: int | None = None,
-               cache_dir: Path | None = None) -> tuple[torch.dtype, dict]:
+def auto_dtype(
+    device: torch.device,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[torch.dtype, dict]:
     """The dtype `auto` resolves to on `device`, and a record of why ({"dtype", "reason", ...})."""
     if device.type == "cuda":
         return torch.bfloat16, {"dtype": "bfloat16", "reason": "CUDA"}
@@ -113,10 +118,15 @@ def auto_dtype(device: torch.device, hidden_size: int | None = None, intermediat
         return getattr(torch, stored["dtype"]), {**stored, "cached": True}
     fp32_s, bf16_s = probe_matmul_seconds(k, n)
     name, reason = decide_cpu_dtype(flags, hidden_size, fp32_s, bf16_s)
-    record = {"dtype": name, "reason": reason, "flags": native, "probe_shape": [PROBE_ROWS, k, n],
-              "fp32_gflops": round(2 * PROBE_ROWS * k * n / fp32_s / 1e9, 1),
-              "bf16_gflops": round(2 * PROBE_ROWS * k * n / bf16_s / 1e9, 1),
-              "threads": torch.get_num_threads()}
+    record = {
+        "dtype": name,
+        "reason": reason,
+        "flags": native,
+        "probe_shape": [PROBE_ROWS, k, n],
+        "fp32_gflops": round(2 * PROBE_ROWS * k * n / fp32_s / 1e9, 1),
+        "bf16_gflops": round(2 * PROBE_ROWS * k * n / bf16_s / 1e9, 1),
+        "threads": torch.get_num_threads(),
+    }
     _write_cache(cache_dir, key, record)
     return getattr(torch, name), {**record, "cached": False}
 

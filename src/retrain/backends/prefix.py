@@ -61,8 +61,9 @@ class PromptPrefix:
         else:
             self._inputs = self._outputs
 
-    def hidden(self, decoder, rows_B: list[int], completion_ids_B: list[list[int]]
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def hidden(
+        self, decoder, rows_B: list[int], completion_ids_B: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(hidden_B_T_d, targets_B_T, mask_B_T) for datums `rows_B` (indices into the prompt list
         given at construction) with these completions: hidden_B_T_d[b, t] predicts completion
         token t of row b (targets_B_T[b, t]); mask_B_T marks real tokens (completions right-padded)."""
@@ -102,8 +103,9 @@ class PromptPrefix:
         self._inputs = self._outputs = []
 
 
-def shared_prefix_hidden(decoder, prompt_ids_B: list[list[int]], completion_ids_B: list[list[int]], pad_id: int,
-                         device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shared_prefix_hidden(
+    decoder, prompt_ids_B: list[list[int]], completion_ids_B: list[list[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`PromptPrefix(...).hidden(...)` for all rows at once, in one graph."""
     prefix = PromptPrefix(decoder, prompt_ids_B, pad_id, device)
     return prefix.hidden(decoder, list(range(len(prompt_ids_B))), completion_ids_B)

@@ -212,8 +212,9 @@ def sample_groups(
     hidden_P_L_d = run_decoder(decoder, input_ids_P_L, mask_P_L, pos_P_L, cache)
     # Only the last position's logits are needed; the group shares them, then its cache.
     logits_B_V = to_logits(hidden_P_L_d[:, -1]).repeat_interleave(n, dim=0)
-    state = make_decode_state(decoder, to_logits, cache, mask_P_L, n=n, max_new_tokens=max_tokens,
-                              static=static_cache, cuda_graph=cuda_graph)
+    state = make_decode_state(
+        decoder, to_logits, cache, mask_P_L, n=n, max_new_tokens=max_tokens, static=static_cache, cuda_graph=cuda_graph
+    )
 
     rows = len(prompt_ids_P) * n
     tokens_R: list[list[int]] = [[] for _ in range(rows)]

@@ -76,13 +76,18 @@ def _ttl_problem(value: Any) -> str | None:
 # [backend.options] of the tinker backend (its registry entry checks them at config load).
 OPTIONS: dict[str, Option] = {
     "max_concurrent": Option(32, "requests in flight at once, shared by every run of a campaign on this machine"),
-    "max_retries": Option(3, "retries of a failed sampling, weight-publishing or checkpoint request; then the run "
-                             "stops, resumable", int_at_least(0)),
-    "retry_backoff_s": Option(2.0, "seconds before the first retry (0 = at once); doubles with each retry",
-                              number_at_least(0)),
+    "max_retries": Option(
+        3,
+        "retries of a failed sampling, weight-publishing or checkpoint request; then the run stops, resumable",
+        int_at_least(0),
+    ),
+    "retry_backoff_s": Option(
+        2.0, "seconds before the first retry (0 = at once); doubles with each retry", number_at_least(0)
+    ),
     "connect_timeout_s": Option(60, "seconds the service has to answer before step 0"),
-    "checkpoint_ttl_s": Option(0, f"seconds the service keeps each checkpoint (>= {MIN_TTL_S}); 0 = until deleted",
-                               _ttl_problem),
+    "checkpoint_ttl_s": Option(
+        0, f"seconds the service keeps each checkpoint (>= {MIN_TTL_S}); 0 = until deleted", _ttl_problem
+    ),
 }
 
 # Tinker puts LoRA on whole groups of layers; a [model].target_modules list must be a union of them.
@@ -116,26 +121,36 @@ def config_problems(cfg) -> list[str]:
     if m.revision:
         problems.append("[model].revision: the Tinker service serves its own copy of each model; remove revision")
     if m.lora_alpha:
-        problems.append("[model].lora_alpha: Tinker sets the LoRA scaling itself (its learning rate does not depend "
-                        "on the rank); leave lora_alpha = 0")
+        problems.append(
+            "[model].lora_alpha: Tinker sets the LoRA scaling itself (its learning rate does not depend "
+            "on the rank); leave lora_alpha = 0"
+        )
     if m.lora_dropout:
         problems.append("[model].lora_dropout: Tinker trains LoRA without dropout; set lora_dropout = 0")
     if lora_switches(m.target_modules) is None:
         groups = "; ".join(f"{', '.join(g)}" for g in LORA_GROUPS.values())
-        problems.append(f"[model].target_modules: Tinker puts LoRA on whole groups of layers ({groups}); "
-                        f"list a union of them, got {list(m.target_modules)}")
+        problems.append(
+            f"[model].target_modules: Tinker puts LoRA on whole groups of layers ({groups}); "
+            f"list a union of them, got {list(m.target_modules)}"
+        )
     if t.clip_eps or t.clip_eps_high:
-        problems.append("[training].clip_eps: the importance_sampling loss on Tinker has no ratio clip; "
-                        'set clip_eps = 0 and clip_eps_high = 0, or use backend = "local"')
+        problems.append(
+            "[training].clip_eps: the importance_sampling loss on Tinker has no ratio clip; "
+            'set clip_eps = 0 and clip_eps_high = 0, or use backend = "local"'
+        )
     if t.kl_beta:
-        problems.append("[training].kl_beta: Tinker's importance_sampling loss has no KL term to a reference model; "
-                        'set kl_beta = 0, or use backend = "local"')
+        problems.append(
+            "[training].kl_beta: Tinker's importance_sampling loss has no KL term to a reference model; "
+            'set kl_beta = 0, or use backend = "local"'
+        )
     if cfg.backend.device != "auto" or cfg.backend.dtype != "auto":
-        problems.append("[backend].device/dtype: the model runs on the Tinker service, which chooses both; "
-                        'leave them at "auto"')
+        problems.append(
+            '[backend].device/dtype: the model runs on the Tinker service, which chooses both; leave them at "auto"'
+        )
     if cfg.inference.engine != "hf" or cfg.inference.url:
-        problems.append("[inference]: the Tinker service samples; remove [inference] (engine and url are for the "
-                        "local backend)")
+        problems.append(
+            "[inference]: the Tinker service samples; remove [inference] (engine and url are for the local backend)"
+        )
     return problems
 
 
@@ -157,23 +172,39 @@ def settings_used(cfg) -> list[tuple[str, str]]:
     o = ENTRY.with_defaults(cfg.backend.options)
     switches = lora_switches(m.target_modules) or {}
     lora = ", ".join(f"{k}={v}" for k, v in switches.items())
-    agg = ("x 1 / (completion tokens in the step)" if t.loss_agg == "token_mean"
-           else "x 1 / (tokens of the completion x completions in the step)")
+    agg = (
+        "x 1 / (completion tokens in the step)"
+        if t.loss_agg == "token_mean"
+        else "x 1 / (tokens of the completion x completions in the step)"
+    )
     return [
-        ("[model] name, lora_rank, target_modules, [training] seed",
-         f"create_lora_training_client(base_model={m.name!r}, rank={m.lora_rank}, seed={t.seed}, {lora})"),
-        ("[training] group_size, max_tokens, temperature, top_p",
-         (f"one sample request per prompt: num_samples={t.group_size}, max_tokens={t.max_tokens}, "
-          f"temperature={t.temperature}, top_p={t.top_p}, a seed per (step, prompt), stop at the chat template's "
-          "end-of-turn token")),
-        ("[training] lr, weight_decay, grad_clip_norm",
-         (f'forward_backward(loss_fn="{LOSS_FN}") then optim_step(AdamParams(learning_rate={t.lr}, '
-          f"beta1={ADAM_BETA1}, beta2={ADAM_BETA2}, eps={ADAM_EPS}, weight_decay={t.weight_decay}, "
-          f"grad_clip_norm={t.grad_clip_norm}))")),
+        (
+            "[model] name, lora_rank, target_modules, [training] seed",
+            f"create_lora_training_client(base_model={m.name!r}, rank={m.lora_rank}, seed={t.seed}, {lora})",
+        ),
+        (
+            "[training] group_size, max_tokens, temperature, top_p",
+            (
+                f"one sample request per prompt: num_samples={t.group_size}, max_tokens={t.max_tokens}, "
+                f"temperature={t.temperature}, top_p={t.top_p}, a seed per (step, prompt), stop at the chat template's "
+                "end-of-turn token"
+            ),
+        ),
+        (
+            "[training] lr, weight_decay, grad_clip_norm",
+            (
+                f'forward_backward(loss_fn="{LOSS_FN}") then optim_step(AdamParams(learning_rate={t.lr}, '
+                f"beta1={ADAM_BETA1}, beta2={ADAM_BETA2}, eps={ADAM_EPS}, weight_decay={t.weight_decay}, "
+                f"grad_clip_norm={t.grad_clip_norm}))"
+            ),
+        ),
         ("[training] loss_agg", f"{t.loss_agg}: each datum's advantages {agg} (the service sums the loss)"),
-        ("[training] save_every",
-         f"save_state every {t.save_every} steps and at the end; tinker:// paths in trainer_state.json"
-         if t.save_every else "save_state at the end; tinker:// path in trainer_state.json"),
+        (
+            "[training] save_every",
+            f"save_state every {t.save_every} steps and at the end; tinker:// paths in trainer_state.json"
+            if t.save_every
+            else "save_state at the end; tinker:// path in trainer_state.json",
+        ),
         ("[backend.options]", " ".join(f"{k}={v}" for k, v in o.items())),
         ("decided by the service", "LoRA scaling (alpha), precision, hardware; training logprobs use temperature 1"),
     ]
@@ -183,12 +214,16 @@ def run_warnings(cfg) -> list[str]:
     """Legal on Tinker but probably not what was meant (shown by `retrain explain`)."""
     t, out = cfg.training, []
     if t.temperature != 1.0:
-        out.append(f"temperature = {t.temperature} on tinker: the service samples at this temperature but computes "
-                   "training logprobs at temperature 1, so importance ratios are not 1 on-policy "
-                   "(sampler_train_kl shows by how much); the local backend scales both")
+        out.append(
+            f"temperature = {t.temperature} on tinker: the service samples at this temperature but computes "
+            "training logprobs at temperature 1, so importance ratios are not 1 on-policy "
+            "(sampler_train_kl shows by how much); the local backend scales both"
+        )
     if t.top_p < 1.0:
-        out.append(f"top_p = {t.top_p} on tinker: sampling from the nucleus while training on the full distribution "
-                   "biases the importance ratio (sampler_train_kl)")
+        out.append(
+            f"top_p = {t.top_p} on tinker: sampling from the nucleus while training on the full distribution "
+            "biases the importance ratio (sampler_train_kl)"
+        )
     return out
 
 
@@ -231,16 +266,17 @@ def describe_sdk_error(e: BaseException) -> str:
     tinker = import_sdk()
     name = type(e).__name__
     if isinstance(e, tinker.AuthenticationError | tinker.PermissionDeniedError):
-        return (f"the Tinker service rejected the API key ({name}: {e}); check TINKER_API_KEY "
-                "(or `tinker auth login`)")
+        return f"the Tinker service rejected the API key ({name}: {e}); check TINKER_API_KEY (or `tinker auth login`)"
     if isinstance(e, tinker.BillingError):
         return f"the Tinker account has a billing problem ({e}); see the Tinker console"
     if isinstance(e, tinker.APIConnectionError | TimeoutError):
         return f"could not reach the Tinker service at {_base_url()} ({name}: {e})"
     if isinstance(e, tinker.TinkerError) and not isinstance(e, tinker.APIError | tinker.RequestFailedError):
         # Raised before any request: no key, or a malformed one.
-        return (f"{e}. retrain reads no key itself: export TINKER_API_KEY=tml-... (from the Tinker console), "
-                "or run `tinker auth login`")
+        return (
+            f"{e}. retrain reads no key itself: export TINKER_API_KEY=tml-... (from the Tinker console), "
+            "or run `tinker auth login`"
+        )
     return f"{name}: {e}"
 
 
@@ -280,8 +316,10 @@ def server_models(timeout_s: float) -> list[Any]:
     try:
         caps = _within(timeout_s, lambda: clients.rest().get_server_capabilities().result())
     except TimeoutError:
-        raise RetrainError(f"the Tinker service at {_base_url()} did not answer within {timeout_s:g} s; check "
-                           "the network and TINKER_BASE_URL, or raise [backend.options].connect_timeout_s") from None
+        raise RetrainError(
+            f"the Tinker service at {_base_url()} did not answer within {timeout_s:g} s; check "
+            "the network and TINKER_BASE_URL, or raise [backend.options].connect_timeout_s"
+        ) from None
     except tinker.TinkerError as e:
         raise RetrainError(describe_sdk_error(e)) from None
     return list(caps.supported_models)
@@ -298,12 +336,16 @@ def preflight(cfg) -> None:
         names = [m.model_name for m in trainable]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RetrainError(f"[model].name = {name!r}: the Tinker service does not train this model.{hint} "
-                           f"It trains: {', '.join(sorted(names)) or '(none listed)'}")
+        raise RetrainError(
+            f"[model].name = {name!r}: the Tinker service does not train this model.{hint} "
+            f"It trains: {', '.join(sorted(names)) or '(none listed)'}"
+        )
     limit = found.max_context_length
     if limit and cfg.training.max_tokens >= limit:
-        raise RetrainError(f"[training].max_tokens = {cfg.training.max_tokens}: {name} on Tinker has a context "
-                           f"of {limit} tokens, prompt included; lower max_tokens")
+        raise RetrainError(
+            f"[training].max_tokens = {cfg.training.max_tokens}: {name} on Tinker has a context "
+            f"of {limit} tokens, prompt included; lower max_tokens"
+        )
 
 
 def probe_service(timeout_s: float = 10.0) -> dict:
@@ -313,8 +355,7 @@ def probe_service(timeout_s: float = 10.0) -> dict:
     except RetrainError as e:
         return {"answers": False, "detail": str(e)}
     trainable = sorted(m.model_name for m in models if m.model_name and m.trainable is not False)
-    return {"answers": True, "detail": f"{_base_url()} answers; {len(trainable)} trainable models",
-            "models": trainable}
+    return {"answers": True, "detail": f"{_base_url()} answers; {len(trainable)} trainable models", "models": trainable}
 
 
 def limiter_dir(run_dir: Path) -> Path:
@@ -481,8 +522,9 @@ class TinkerBackend:
         sdk = self.sdk
         if isinstance(e, sdk.RequestFailedError):
             return str(e.category).lower() != "user"
-        return isinstance(e, sdk.APIConnectionError | sdk.RateLimitError | sdk.InternalServerError
-                          | sdk.ConflictError | TimeoutError)
+        return isinstance(
+            e, sdk.APIConnectionError | sdk.RateLimitError | sdk.InternalServerError | sdk.ConflictError | TimeoutError
+        )
 
     def _stopped(self, what: str, e: BaseException, attempts: int) -> BackendUnavailable:
         tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
@@ -539,8 +581,9 @@ class TinkerBackend:
     def _sampling_client(self):
         if self._sampler is None:
             training = self._training_client()
-            self._sampler = self._with_retries("publishing the weights for sampling",
-                                               training.save_weights_and_get_sampling_client)
+            self._sampler = self._with_retries(
+                "publishing the weights for sampling", training.save_weights_and_get_sampling_client
+            )
         return self._sampler
 
     @property
@@ -567,7 +610,7 @@ class TinkerBackend:
         if n < 1 or params.max_tokens < 1:
             raise RetrainError(f"sampling needs n >= 1 and max_tokens >= 1, got n={n}, max_tokens={params.max_tokens}")
         if params.want_entropy:
-            raise RetrainError("the tinker backend returns no per-token entropies; use uncertainty_kind = \"surprisal\"")
+            raise RetrainError('the tinker backend returns no per-token entropies; use uncertainty_kind = "surprisal"')
         types = self.sdk.types
         sampler = self._sampling_client()
         ids_P = [self.prompt_ids(p) for p in prompts]
@@ -592,21 +635,25 @@ class TinkerBackend:
         for p, sent in enumerate(sent_P):
             response = self._with_retries(f"sampling (prompt {p + 1} of {len(ids_P)})", submit(p), first=sent)
             if len(response.sequences) != n:
-                raise BackendUnavailable(f"tinker: asked for {n} samples, the service returned {len(response.sequences)}")
+                raise BackendUnavailable(
+                    f"tinker: asked for {n} samples, the service returned {len(response.sequences)}"
+                )
             group = []
             for seq in response.sequences:
                 tokens = [int(t) for t in seq.tokens]
                 if seq.logprobs is None:
                     raise BackendUnavailable("tinker: the service returned a sample without logprobs")
                 text, offsets = decode_with_offsets(self.tokenizer, tokens)
-                group.append(Completion(
-                    prompt_ids=list(ids_P[p]),
-                    token_ids=tokens,
-                    logprobs=[float(x) for x in seq.logprobs],
-                    text=text,
-                    offsets=offsets,
-                    hit_max_tokens=seq.stop_reason == "length",
-                ))
+                group.append(
+                    Completion(
+                        prompt_ids=list(ids_P[p]),
+                        token_ids=tokens,
+                        logprobs=[float(x) for x in seq.logprobs],
+                        text=text,
+                        offsets=offsets,
+                        hit_max_tokens=seq.stop_reason == "length",
+                    )
+                )
             groups.append(group)
         return groups
 
@@ -626,8 +673,14 @@ class TinkerBackend:
         training = self._training_client()
         weights_D = aggregation_weights([len(d.completion_ids) for d in datums], self.loss_agg)
         data_D = [to_tinker_datum(types, d, w) for d, w in zip(datums, weights_D, strict=True)]
-        adam = types.AdamParams(learning_rate=lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, eps=ADAM_EPS,
-                                weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm)
+        adam = types.AdamParams(
+            learning_rate=lr,
+            beta1=ADAM_BETA1,
+            beta2=ADAM_BETA2,
+            eps=ADAM_EPS,
+            weight_decay=self.weight_decay,
+            grad_clip_norm=self.grad_clip_norm,
+        )
         # The service runs a training client's requests in the order they were sent, so all three
         # go out before the first answer is awaited: one round trip instead of three.
         token = self._limiter.acquire() if self._limiter else None  # one slot for the three
@@ -647,8 +700,9 @@ class TinkerBackend:
                 raise self._stopped("the training step (forward_backward + optim_step)", e, 1) from e
         finally:
             self._release(token)
-        self._sampler = self._with_retries("publishing the new weights for sampling",
-                                           training.save_weights_and_get_sampling_client, first=publish)
+        self._sampler = self._with_retries(
+            "publishing the new weights for sampling", training.save_weights_and_get_sampling_client, first=publish
+        )
         return self._train_result(datums, weights_D, fb_out, optim_out)
 
     @staticmethod
@@ -659,7 +713,7 @@ class TinkerBackend:
         for d, w, out in zip(datums, weights_D, fb_out.loss_fn_outputs, strict=True):
             new_N = np.asarray(out["logprobs"].data, dtype=np.float64)
             old_T = np.asarray(d.old_logprobs_T, np.float64)
-            new_T = new_N[len(new_N) - len(d.completion_ids):]
+            new_T = new_N[len(new_N) - len(d.completion_ids) :]
             diffs.append(old_T - new_T)
             terms.append(-np.exp(new_T - old_T) * np.asarray(d.advantages_T, np.float64) * w)
         diff = np.concatenate(diffs)
@@ -689,11 +743,16 @@ class TinkerBackend:
             lambda: training.save_state(name, ttl_seconds=ttl, overwrite=True),  # overwrite: a retried save
         )
         os.makedirs(path, exist_ok=True)
-        write_json_atomic(Path(path) / POINTER, {
-            "tinker_path": saved.path, "base_model": self.base_model, "lora_rank": self.lora_rank,
-            "saved_at": now_iso(),
-            "download": f"tinker checkpoint download {saved.path}",  # a PEFT adapter, e.g. for retrain squeeze
-        })
+        write_json_atomic(
+            Path(path) / POINTER,
+            {
+                "tinker_path": saved.path,
+                "base_model": self.base_model,
+                "lora_rank": self.lora_rank,
+                "saved_at": now_iso(),
+                "download": f"tinker checkpoint download {saved.path}",  # a PEFT adapter, e.g. for retrain squeeze
+            },
+        )
         return saved.path
 
     def load(self, path: str) -> None:
@@ -704,11 +763,14 @@ class TinkerBackend:
             raise RetrainError(f"{path}: no {POINTER} here; this checkpoint was not written by the tinker backend")
         try:
             self._training = self._created(
-                f"restoring {ref}", lambda: self._service.create_training_client_from_state_with_optimizer(ref))
+                f"restoring {ref}", lambda: self._service.create_training_client_from_state_with_optimizer(ref)
+            )
         except BackendUnavailable as e:
             if isinstance(e.__cause__, self.sdk.NotFoundError):
-                raise RetrainError(f"tinker: {ref} is not on the service any more ({e.__cause__}); a checkpoint "
-                                   "with a TTL expires ([backend.options].checkpoint_ttl_s)") from None
+                raise RetrainError(
+                    f"tinker: {ref} is not on the service any more ({e.__cause__}); a checkpoint "
+                    "with a TTL expires ([backend.options].checkpoint_ttl_s)"
+                ) from None
             raise
         self._sampler = None
 

@@ -60,14 +60,29 @@ def default_python() -> str:
     return str(local.absolute()) if local.exists() else sys.executable
 
 
-def server_args(model: str, served_name: str, *, host: str, port: int, lora_rank: int, max_loras: int,
-                max_model_len: int, dtype: str, extra: list[str]) -> list[str]:
+def server_args(
+    model: str,
+    served_name: str,
+    *,
+    host: str,
+    port: int,
+    lora_rank: int,
+    max_loras: int,
+    max_model_len: int,
+    dtype: str,
+    extra: list[str],
+) -> list[str]:
     """The api_server flags for this run's model and LoRA rank; `extra` (from [inference].server_args)
     is appended and wins: a flag it sets is not set here."""
     given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
     flags = [
-        ("--model", model), ("--served-model-name", served_name), ("--host", host), ("--port", str(port)),
-        ("--dtype", dtype), ("--max-lora-rank", str(vllm_lora_rank(lora_rank))), ("--max-loras", str(max_loras)),
+        ("--model", model),
+        ("--served-model-name", served_name),
+        ("--host", host),
+        ("--port", str(port)),
+        ("--dtype", dtype),
+        ("--max-lora-rank", str(vllm_lora_rank(lora_rank))),
+        ("--max-loras", str(max_loras)),
         ("--max-model-len", str(max_model_len)),
         # The logprobs the loss compares with: after temperature (vLLM's default is the raw ones).
         ("--logprobs-mode", "processed_logprobs"),
@@ -111,8 +126,18 @@ class VLLMServer:
         return self.proc.pid
 
     @classmethod
-    def launch(cls, python: str, args: list[str], *, host: str, port: int, log_path: str | os.PathLike,
-               env: dict | None = None, startup_timeout_s: float = 900.0, wait: bool = True) -> VLLMServer:
+    def launch(
+        cls,
+        python: str,
+        args: list[str],
+        *,
+        host: str,
+        port: int,
+        log_path: str | os.PathLike,
+        env: dict | None = None,
+        startup_timeout_s: float = 900.0,
+        wait: bool = True,
+    ) -> VLLMServer:
         """Start `python -m vllm.entrypoints.openai.api_server ARGS` and (`wait`) until /health answers.
 
         RetrainError (exit 2) when the port is taken, the interpreter lacks vLLM, or the server exits
@@ -122,8 +147,11 @@ class VLLMServer:
                 f"[inference].url: port {port} on {host} is already in use; with launch = true retrain starts "
                 "its own server there. Choose a free port in url, or connect to the running server with launch = false"
             )
-        check = subprocess.run([python, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
-                               capture_output=True, timeout=120)
+        check = subprocess.run(
+            [python, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+            capture_output=True,
+            timeout=120,
+        )
         if check.returncode != 0:
             raise RetrainError(
                 f"[inference].python = {python!r} cannot import vllm; install it there (`pip install vllm` on a GPU "
@@ -132,12 +160,20 @@ class VLLMServer:
             )
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, **{k: v for k, v in SERVER_ENV_DEFAULTS.items() if k not in os.environ}, **(env or {})}
+        full_env = {
+            **os.environ,
+            **{k: v for k, v in SERVER_ENV_DEFAULTS.items() if k not in os.environ},
+            **(env or {}),
+        }
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [python, "-m", VLLM_MODULE, *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [python, "-m", VLLM_MODULE, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 # PDEATHSIG fires when the *thread* that forked exits: only tie it to the main thread.
-                env=full_env, start_new_session=True,
+                env=full_env,
+                start_new_session=True,
                 preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
             )
         server = cls(proc, f"http://{host}:{port}/v1", log_path)
@@ -154,14 +190,18 @@ class VLLMServer:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
             if not self.running():
-                raise RetrainError(f"the vLLM server exited with code {self.proc.returncode} while starting; "
-                                   f"end of {self.log_path}:\n{self.log_tail()}")
+                raise RetrainError(
+                    f"the vLLM server exited with code {self.proc.returncode} while starting; "
+                    f"end of {self.log_path}:\n{self.log_tail()}"
+                )
             if self.healthy():
                 print(f"retrain: vLLM server ready after {time.monotonic() - t0:.0f} s", flush=True)
                 return
             time.sleep(2.0)
-        raise RetrainError(f"the vLLM server did not become healthy within {timeout_s:g} s "
-                           f"([inference].startup_timeout_s); end of {self.log_path}:\n{self.log_tail()}")
+        raise RetrainError(
+            f"the vLLM server did not become healthy within {timeout_s:g} s "
+            f"([inference].startup_timeout_s); end of {self.log_path}:\n{self.log_tail()}"
+        )
 
     def healthy(self) -> bool:
         """GET /health (beside /v1) answers 200."""

@@ -237,8 +237,14 @@ class ProcessExecutor:
                     for f in logs:
                         f.close()
                     del active[name]
-                    on_finish(job, Outcome(classify(rc, read_run_status(job.run_dir)), rc,
-                                           None if rc == 0 else f"exit code {rc}; see {job.run_dir / STDERR_NAME}"))
+                    on_finish(
+                        job,
+                        Outcome(
+                            classify(rc, read_run_status(job.run_dir)),
+                            rc,
+                            None if rc == 0 else f"exit code {rc}; see {job.run_dir / STDERR_NAME}",
+                        ),
+                    )
                 time.sleep(POLL_S)
         except BaseException:
             # Ctrl-C (or anything else): no orphan may keep training after the runner is gone.
@@ -269,9 +275,13 @@ def _ray_run_job(run_dir: str, command: list[str] | None, grace_s: float, driver
         )
     stdout, stderr = _open_logs(path)
     with stdout, stderr:
-        proc = subprocess.Popen(command + [run_dir] if command else resume_command(path),
-                                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                                cwd=driver_cwd if os.path.isdir(driver_cwd) else run_dir)
+        proc = subprocess.Popen(
+            command + [run_dir] if command else resume_command(path),
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            cwd=driver_cwd if os.path.isdir(driver_cwd) else run_dir,
+        )
         try:
             return proc.wait()
         except BaseException:  # ray.cancel raises KeyboardInterrupt in the task: stop the run gracefully
@@ -311,8 +321,7 @@ class RayExecutor:
             import ray
         except ImportError as e:
             raise RetrainError(
-                "[campaign].executor = \"ray\" needs Ray: pip install 'ray[default]' "
-                "(or use executor = \"processes\")"
+                '[campaign].executor = "ray" needs Ray: pip install \'ray[default]\' (or use executor = "processes")'
             ) from e
         return ray
 

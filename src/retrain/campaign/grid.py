@@ -16,6 +16,7 @@ from retrain.errors import RetrainError
 
 __all__ = ["RunSpec", "campaign_conditions", "condition_label", "expand_campaign"]
 
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a campaign: its condition label, seed, directory name and full config."""

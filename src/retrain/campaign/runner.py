@@ -63,8 +63,10 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
     with dir_lock(campaign_dir, "campaign"):
         (campaign_dir / "campaign.toml").write_text(config_to_toml(cfg), encoding="utf-8")
         entries = [prepare_run_dir(campaign_dir, spec) for spec in specs]
-        mark_checked(campaign_dir, [(campaign_dir / entry["log_dir"], spec.config)
-                                    for entry, spec in zip(entries, specs, strict=True)])
+        mark_checked(
+            campaign_dir,
+            [(campaign_dir / entry["log_dir"], spec.config) for entry, spec in zip(entries, specs, strict=True)],
+        )
         # The manifest is written last: a dir without one is a setup that never finished, not a campaign.
         manifest = Manifest.create(
             campaign_dir,
@@ -78,8 +80,11 @@ def run_campaign(cfg, config_path: str | None = None, *, executor: Executor | No
             ),
         )
         doc = manifest.snapshot()
-        print(f"Campaign: {len(doc['conditions'])} conditions x {len(doc['seeds'])} seeds = {len(entries)} runs, "
-              f"{doc['max_steps']} steps each, executor {cfg.campaign.executor} -> {campaign_dir}", flush=True)
+        print(
+            f"Campaign: {len(doc['conditions'])} conditions x {len(doc['seeds'])} seeds = {len(entries)} runs, "
+            f"{doc['max_steps']} steps each, executor {cfg.campaign.executor} -> {campaign_dir}",
+            flush=True,
+        )
         return execute(manifest, executor or executor_for(cfg), SqueezeHook.from_config(cfg))
 
 
@@ -116,12 +121,16 @@ def _resume_locked(manifest: Manifest, executor: Executor | None) -> int:
             run_cfgs.append((run_dir, load_config(run_dir / "config.toml")))
     preflight_backends([(run_dir.name, run_cfg) for run_dir, run_cfg in run_cfgs])
     mark_checked(manifest.campaign_dir, run_cfgs)
-    print(f"Resuming {manifest.campaign_dir}: {len(done)}/{len(done) + len(todo)} runs already completed, "
-          f"{len(todo)} to run", flush=True)
+    print(
+        f"Resuming {manifest.campaign_dir}: {len(done)}/{len(done) + len(todo)} runs already completed, "
+        f"{len(todo)} to run",
+        flush=True,
+    )
     hook = SqueezeHook.from_config(cfg)
     if hook is not None and done:  # squeeze missing (killed before it ran): the earliest finished run
-        finished = sorted((e["finished_at"] or "~", i, e["name"]) for i, e in enumerate(manifest.runs)
-                          if e["name"] in done)
+        finished = sorted(
+            (e["finished_at"] or "~", i, e["name"]) for i, e in enumerate(manifest.runs) if e["name"] in done
+        )
         hook.maybe_run(manifest, finished[0][2])
     return execute(manifest, executor or executor_for(cfg), hook, only=todo)
 
@@ -260,8 +269,9 @@ def sync_completed(manifest: Manifest) -> set[str]:
     max_steps = manifest.snapshot().get("max_steps")
     for entry in manifest.runs:
         run_dir = manifest.run_dir(entry["name"])
-        if read_run_status(run_dir) == "completed" and (not isinstance(max_steps, int)
-                                                        or is_complete(run_dir, max_steps)):
+        if read_run_status(run_dir) == "completed" and (
+            not isinstance(max_steps, int) or is_complete(run_dir, max_steps)
+        ):
             done.add(entry["name"])
             if entry["state"] != "completed":
                 manifest.update_run(entry["name"], state="completed", returncode=0)
@@ -298,8 +308,9 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None = None,
-            only: list[str] | None = None) -> int:
+def execute(
+    manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None = None, only: list[str] | None = None
+) -> int:
     """Run the manifest's runs (all, or the names in `only`) and keep the manifest current."""
     names = only if only is not None else [e["name"] for e in manifest.runs]
     jobs = [Job(name, manifest.run_dir(name)) for name in names]
@@ -337,8 +348,11 @@ def execute(manifest: Manifest, executor: Executor, squeeze: SqueezeHook | None 
                 executor.run(jobs, on_start, on_finish)
         except KeyboardInterrupt:
             stopped.extend(manifest.mark_running_as("interrupted"))
-            print(f"\nInterrupted ({len(set(stopped))} run(s) stopped). Continue with: "
-                  f"retrain resume {manifest.campaign_dir}", flush=True)
+            print(
+                f"\nInterrupted ({len(set(stopped))} run(s) stopped). Continue with: "
+                f"retrain resume {manifest.campaign_dir}",
+                flush=True,
+            )
             return EXIT_INTERRUPTED
     return summarize(manifest)
 
@@ -348,14 +362,21 @@ def summarize(manifest: Manifest) -> int:
     runs = manifest.runs
     bad = [e for e in runs if e["state"] != "completed"]
     if not bad:
-        print(f"All {len(runs)} runs completed. Results in {manifest.campaign_dir}\n"
-              f"Next: retrain report {manifest.campaign_dir}   (curves, significance tests, litmus, power: one page)\n"
-              f"      retrain plot {manifest.campaign_dir}   (learning curves only)", flush=True)
+        print(
+            f"All {len(runs)} runs completed. Results in {manifest.campaign_dir}\n"
+            f"Next: retrain report {manifest.campaign_dir}   (curves, significance tests, litmus, power: one page)\n"
+            f"      retrain plot {manifest.campaign_dir}   (learning curves only)",
+            flush=True,
+        )
         return 0
-    print(f"{len(bad)}/{len(runs)} runs did not complete: "
-          + ", ".join(f"{e['name']} ({e['state']})" for e in bad), flush=True)
-    print(f"Results in {manifest.campaign_dir}; rerun what is missing with: retrain resume {manifest.campaign_dir}",
-          flush=True)
+    print(
+        f"{len(bad)}/{len(runs)} runs did not complete: " + ", ".join(f"{e['name']} ({e['state']})" for e in bad),
+        flush=True,
+    )
+    print(
+        f"Results in {manifest.campaign_dir}; rerun what is missing with: retrain resume {manifest.campaign_dir}",
+        flush=True,
+    )
     return 1
 
 
@@ -401,15 +422,17 @@ class SqueezeHook:
             result = analyze_adapter(adapter, self.target_ranks, self.threshold)
         except Exception as e:  # noqa: BLE001 - see docstring
             print(f"[campaign] squeeze of {adapter} failed: {e}", flush=True)
-            manifest.set_field("squeeze", {"error": f"{type(e).__name__}: {e}", "run": run_name,
-                                           "adapter_path": str(adapter)})
+            manifest.set_field(
+                "squeeze", {"error": f"{type(e).__name__}: {e}", "run": run_name, "adapter_path": str(adapter)}
+            )
             return
         print(f"[campaign] LoRA-Squeeze of {run_name}:\n{format_table(result)}", flush=True)
         manifest.set_field("squeeze", {**result.to_dict(), "run": run_name})
         if self.wandb_project:
             try:
                 with _env_default("WANDB_DIR", str(manifest.campaign_dir)):  # not ./wandb in the cwd
-                    log_squeeze_to_wandb(result, self.wandb_project, self.wandb_entity, self.wandb_mode,
-                                         group=self.wandb_group)
+                    log_squeeze_to_wandb(
+                        result, self.wandb_project, self.wandb_entity, self.wandb_mode, group=self.wandb_group
+                    )
             except Exception as e:  # noqa: BLE001 - wandb trouble must not stop the campaign
                 print(f"[campaign] could not log the squeeze to wandb: {e}", flush=True)

@@ -224,8 +224,14 @@ def pid_alive(pid: object, hostname: object) -> bool | None:
     return True
 
 
-def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict | None = None,
-               default_max_steps: int | None = None, now: float | None = None) -> RunStatus:
+def run_status(
+    run_dir: Path,
+    *,
+    name: str | None = None,
+    manifest_entry: dict | None = None,
+    default_max_steps: int | None = None,
+    now: float | None = None,
+) -> RunStatus:
     """The status of one run dir, from its run.json and metrics.jsonl (and its manifest entry)."""
     now = time.time() if now is None else now
     entry = manifest_entry or {}
@@ -267,8 +273,9 @@ def run_status(run_dir: Path, *, name: str | None = None, manifest_entry: dict |
     else:
         eta = eta_seconds(steps_left, None if median is None else median + eval_per_step)
     rate = float(cols.values["correct_rate"][-1]) if has_rows else float("nan")
-    seed = next((v for v in (_int(header.get("seed")), _int(info.get("seed")), _int(entry.get("seed")))
-                 if v is not None), None)
+    seed = next(
+        (v for v in (_int(header.get("seed")), _int(info.get("seed")), _int(entry.get("seed"))) if v is not None), None
+    )
     return RunStatus(
         name=name or run_dir.name,
         path=str(run_dir),
@@ -294,8 +301,13 @@ def campaign_status(campaign_dir: Path, now: float | None = None) -> CampaignSta
     entries = [e for e in manifest.get("runs", []) if isinstance(e, dict) and e.get("name")]
     max_steps = manifest.get("max_steps")
     runs = [
-        run_status(campaign_dir / e.get("log_dir", f"runs/{e['name']}"), name=e["name"], manifest_entry=e,
-                   default_max_steps=max_steps, now=now)
+        run_status(
+            campaign_dir / e.get("log_dir", f"runs/{e['name']}"),
+            name=e["name"],
+            manifest_entry=e,
+            default_max_steps=max_steps,
+            now=now,
+        )
         for e in entries
     ]
     for run, entry in zip(runs, entries, strict=True):  # the grid's labels, not whatever a row says
@@ -358,8 +370,9 @@ def collect(root: str | os.PathLike, now: float | None = None) -> dict:
     """The whole status of ROOT as a JSON-ready dict: {root, generated_at, campaigns, runs}."""
     root = Path(root)
     if not root.is_dir():
-        raise RetrainError(f"status: {root} does not exist or is not a directory; "
-                           "pass the logs directory, e.g. `retrain status logs`")
+        raise RetrainError(
+            f"status: {root} does not exist or is not a directory; pass the logs directory, e.g. `retrain status logs`"
+        )
     now = time.time() if now is None else now
     campaign_dirs, run_dirs = discover(root)
     campaigns = [campaign_status(d, now) for d in campaign_dirs]
@@ -376,8 +389,15 @@ def collect(root: str | os.PathLike, now: float | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
-_STYLE = {"done": "green", "running": "cyan", "failed": "red", "stale": "yellow",
-          "interrupted": "magenta", "pending": "dim", "stopped": "yellow"}
+_STYLE = {
+    "done": "green",
+    "running": "cyan",
+    "failed": "red",
+    "stale": "yellow",
+    "interrupted": "magenta",
+    "pending": "dim",
+    "stopped": "yellow",
+}
 
 
 def _steps(done: int, max_steps: int | None) -> str:
@@ -439,10 +459,16 @@ def render(report: dict):
         for col in ("run", "condition", "seed", "steps", "correct", "state", "elapsed", "ETA"):
             table.add_column(col, no_wrap=True)
         for r in runs:
-            table.add_row(r["name"], str(r["condition"] or "—"), str(r["seed"] if r["seed"] is not None else "—"),
-                          _steps(r["steps_done"], r["max_steps"]), _rate(r["correct_rate"]),
-                          Text(r["state"], style=_STYLE.get(r["state"], "")),
-                          format_duration(r["elapsed_s"]), format_duration(r["eta_s"]))
+            table.add_row(
+                r["name"],
+                str(r["condition"] or "—"),
+                str(r["seed"] if r["seed"] is not None else "—"),
+                _steps(r["steps_done"], r["max_steps"]),
+                _rate(r["correct_rate"]),
+                Text(r["state"], style=_STYLE.get(r["state"], "")),
+                format_duration(r["elapsed_s"]),
+                format_duration(r["eta_s"]),
+            )
         parts.append(table)
     if not camps and not runs:
         parts.append(Text("No campaigns or runs here yet.", style="dim"))
@@ -504,7 +530,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("root", nargs="?", default="logs", help="directory to search (default: logs)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    parser.add_argument("--watch", nargs="?", type=float, const=5.0, default=None, metavar="SECONDS",
-                        help="refresh every SECONDS (default 5) until Ctrl-C")
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until Ctrl-C",
+    )
     parser.set_defaults(func=run_command)
     return parser

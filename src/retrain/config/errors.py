@@ -139,7 +139,9 @@ def _unknown_key_message(root: type[BaseModel], loc: Sequence[Any], value: Any) 
     hint = f"; did you mean {guess}?" if guess else ""
     if not hint:
         owners = _owners(root, key)
-        hint = f"; {key} belongs in [{owners[0]}]" if owners else (f"; valid keys: {', '.join(fields)}" if fields else "")
+        hint = (
+            f"; {key} belongs in [{owners[0]}]" if owners else (f"; valid keys: {', '.join(fields)}" if fields else "")
+        )
     return f"{where}.{key}: unknown key{hint}"
 
 
@@ -183,10 +185,12 @@ def cross_field_problems(cfg: Any) -> list[str]:
         problems.append("[training].clip_eps_high: needs clip_eps > 0 (clipping is off); set clip_eps, e.g. 0.2")
     # The controllers' own rules (their Python constructors call the same functions).
     s, bp = cfg.sepa, cfg.backpressure
-    problems += sepa_problems(s.steps, s.schedule, s.delay_steps, s.correct_rate_gate, s.ema_decay,
-                              s.var_threshold, s.warmup)
-    problems += backpressure_problems(bp.warmup_steps, bp.ema_decay, bp.throttle_margin, bp.increase_margin,
-                                      bp.min_batch_size, bp.max_batch_size)
+    problems += sepa_problems(
+        s.steps, s.schedule, s.delay_steps, s.correct_rate_gate, s.ema_decay, s.var_threshold, s.warmup
+    )
+    problems += backpressure_problems(
+        bp.warmup_steps, bp.ema_decay, bp.throttle_margin, bp.increase_margin, bp.min_batch_size, bp.max_batch_size
+    )
     if cfg.campaign is not None:
         problems += _campaign_problems(cfg)
     return problems
@@ -203,8 +207,12 @@ def _provided_problems(cfg: Any) -> list[str]:
     engines = " or ".join(f'"{v.name}"' for v in ENGINES.builtins() if needed <= v.provides)
     others = " or ".join(f'"{v.name}"' for v in UNCERTAINTIES.builtins() if not v.consumes & needed)
     kind = cfg.algorithm.uncertainty_kind
-    return [(f'[algorithm].uncertainty_kind: "{kind}" needs the full distribution, available only with '
-             f"backend = {backends} and engine = {engines}; use {others}")]
+    return [
+        (
+            f'[algorithm].uncertainty_kind: "{kind}" needs the full distribution, available only with '
+            f"backend = {backends} and engine = {engines}; use {others}"
+        )
+    ]
 
 
 def _campaign_problems(cfg: Any) -> list[str]:
@@ -222,7 +230,9 @@ def _campaign_problems(cfg: Any) -> list[str]:
         where = f"[campaign].conditions[{i}]"
         bad = False
         for key in cond.overrides:
-            reason = GRID_OWNED_KEYS.get(key) or ("a run config has no [campaign]" if key.split(".")[0] == "campaign" else "")
+            reason = GRID_OWNED_KEYS.get(key) or (
+                "a run config has no [campaign]" if key.split(".")[0] == "campaign" else ""
+            )
             if reason:
                 problems.append(f'{where}."{key}": cannot be overridden per condition ({reason})')
                 bad = True
@@ -232,7 +242,11 @@ def _campaign_problems(cfg: Any) -> list[str]:
         seen.setdefault(label, i)
         if bad:
             continue
-        full = {"algorithm.advantage_mode": cond.advantage_mode, "algorithm.transform_mode": cond.transform_mode, **cond.overrides}
+        full = {
+            "algorithm.advantage_mode": cond.advantage_mode,
+            "algorithm.transform_mode": cond.transform_mode,
+            **cond.overrides,
+        }
         try:
             base.with_overrides(full)
         except ConfigError as e:

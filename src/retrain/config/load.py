@@ -126,16 +126,27 @@ def _read_toml(file: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(file.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError([f"not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"], source=str(file)) from None
+        raise ConfigError(
+            [f"not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"], source=str(file)
+        ) from None
     except tomllib.TOMLDecodeError as e:
         # tomllib's message carries "(at line L, column C)".
         raise ConfigError([f"TOML syntax error: {e}"], source=str(file)) from None
     except RecursionError:  # arrays or inline tables nested thousands deep
-        raise ConfigError([("nested too deeply to read (arrays or inline tables inside each other); a retrain "
-                            "config needs at most a few levels")], source=str(file)) from None
+        raise ConfigError(
+            [
+                (
+                    "nested too deeply to read (arrays or inline tables inside each other); a retrain "
+                    "config needs at most a few levels"
+                )
+            ],
+            source=str(file),
+        ) from None
     except ValueError:  # an integer past Python's int/str conversion limit
-        raise ConfigError([(f"a number with more than {sys.get_int_max_str_digits()} digits; no retrain "
-                            "setting takes one")], source=str(file)) from None
+        raise ConfigError(
+            [(f"a number with more than {sys.get_int_max_str_digits()} digits; no retrain setting takes one")],
+            source=str(file),
+        ) from None
 
 
 def parse_override_tokens(tokens: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -150,7 +161,9 @@ def parse_override_tokens(tokens: Sequence[str]) -> tuple[list[tuple[str, str, s
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--") or len(token) == 2:
-            problems.append(f"unexpected argument {token!r}; overrides look like --training.lr 1e-4 (config file first)")
+            problems.append(
+                f"unexpected argument {token!r}; overrides look like --training.lr 1e-4 (config file first)"
+            )
             i += 1
             continue
         flag, eq, text = token.partition("=")

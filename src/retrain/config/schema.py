@@ -48,8 +48,9 @@ def all_dotted_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> li
     return out
 
 
-def check_path(root: type[BaseModel], dotted: str, value: Any, text: str | None = None,
-               *, flags: Mapping[str, str] | None = None) -> tuple[str, Any]:
+def check_path(
+    root: type[BaseModel], dotted: str, value: Any, text: str | None = None, *, flags: Mapping[str, str] | None = None
+) -> tuple[str, Any]:
     """Check an override path against the schema: ("", value) when fine, else (problem, value).
 
     For string fields the raw `text` wins over its TOML parse, so `--model.revision 1234`
@@ -69,10 +70,15 @@ def check_path(root: type[BaseModel], dotted: str, value: Any, text: str | None 
                 alias = next((a for a, p in flags.items() if p == guess), None)
                 if len(parts) == 1:
                     what = "unknown option"
-                    suggestion = (f"; did you mean --{alias or guess}?" if guess else
-                                  f"; options are dotted keys such as --training.lr, or {', '.join('--' + a for a in flags)}")
+                    suggestion = (
+                        f"; did you mean --{alias or guess}?"
+                        if guess
+                        else f"; options are dotted keys such as --training.lr, or {', '.join('--' + a for a in flags)}"
+                    )
                 else:
-                    suggestion = (f"; did you mean --{guess}" + (f" (or --{alias})?" if alias else "?")) if guess else ""
+                    suggestion = (
+                        (f"; did you mean --{guess}" + (f" (or --{alias})?" if alias else "?")) if guess else ""
+                    )
             return f"{what}{suggestion or '; valid: ' + ', '.join(model.model_fields)}", value
         ann = unwrap(model.model_fields[part].annotation)
         rest = parts[depth + 1 :]

@@ -149,7 +149,9 @@ class TrainingConfig(_Table):
     max_tokens: int = Field(10240, ge=1, description="maximum completion length in tokens")
     temperature: float = Field(0.7, gt=0, description="sampling temperature (the loss uses the same scaling)")
     top_p: float = Field(1.0, ge=0, le=1, description="nucleus sampling mass; 1 = off")
-    lr: float = Field(4e-5, gt=0, le=1, description="AdamW learning rate (LoRA RL uses 1e-6 to 1e-3; above 1 diverges at once)")
+    lr: float = Field(
+        4e-5, gt=0, le=1, description="AdamW learning rate (LoRA RL uses 1e-6 to 1e-3; above 1 diverges at once)"
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     clip_eps: float = Field(0.0, ge=0, description="PPO ratio clip epsilon; 0 = no clipping")
     clip_eps_high: float = Field(0.0, ge=0, description="upper clip epsilon; 0 = same as clip_eps")
@@ -176,17 +178,27 @@ class HICRAConfig(_Table):
 class SEPAConfig(_Table):
     """SEPA: pool execution-token uncertainty with a strength lambda that ramps 0 -> 1."""
 
-    steps: int = _bounded(500, SEPA_BOUNDS["steps"], "steps for the linear lambda ramp (after delay_steps); 0 = lambda stays 0")
-    schedule: str = _choice(
-        "linear", SCHEDULES, "linear ramp, or auto (variance-driven, never below the linear ramp)"
+    steps: int = _bounded(
+        500, SEPA_BOUNDS["steps"], "steps for the linear lambda ramp (after delay_steps); 0 = lambda stays 0"
     )
+    schedule: str = _choice("linear", SCHEDULES, "linear ramp, or auto (variance-driven, never below the linear ramp)")
     delay_steps: int = _bounded(50, SEPA_BOUNDS["delay_steps"], "steps before the linear ramp starts")
     correct_rate_gate: float = _bounded(
-        0.1, SEPA_BOUNDS["correct_rate_gate"], "lambda stays 0 until a batch's correct_rate reaches this; 0 = open from the start"
+        0.1,
+        SEPA_BOUNDS["correct_rate_gate"],
+        "lambda stays 0 until a batch's correct_rate reaches this; 0 = open from the start",
     )
-    ema_decay: float = _bounded(0.99, SEPA_BOUNDS["ema_decay"], "auto schedule: EMA decay of the execution-uncertainty variance")
-    var_threshold: float = _bounded(0.2, SEPA_BOUNDS["var_threshold"], "auto schedule: lambda_auto = 1 - min(ema/var_0/var_threshold, 1), so it starts rising once the variance falls below this fraction of var_0")
-    warmup: int = _bounded(50, SEPA_BOUNDS["warmup"], "auto schedule: observations before the reference variance is fixed")
+    ema_decay: float = _bounded(
+        0.99, SEPA_BOUNDS["ema_decay"], "auto schedule: EMA decay of the execution-uncertainty variance"
+    )
+    var_threshold: float = _bounded(
+        0.2,
+        SEPA_BOUNDS["var_threshold"],
+        "auto schedule: lambda_auto = 1 - min(ema/var_0/var_threshold, 1), so it starts rising once the variance falls below this fraction of var_0",
+    )
+    warmup: int = _bounded(
+        50, SEPA_BOUNDS["warmup"], "auto schedule: observations before the reference variance is fixed"
+    )
 
 
 class PlanningConfig(_Table):
@@ -222,7 +234,8 @@ class DataConfig(_Table):
         default_factory=lambda: ["+"], min_length=1, description="arithmetic: operations to draw from"
     )
     prompt_style: str = _choice(
-        "answer", tuple(PROMPT_STYLES),
+        "answer",
+        tuple(PROMPT_STYLES),
         "arithmetic: 'answer' asks for just the number; 'steps' asks to solve it step by step, so "
         "completions carry planning phrases (docs/cpu_task.md)",
     )
@@ -244,9 +257,19 @@ class RewardConfig(_Table):
     custom: Annotated[str, _matching(_CALLABLE_OR_EMPTY, "must look like 'module:function'")] = Field(
         "", description="for type = 'custom': 'module:function' taking (completion, reference) -> float"
     )
-    timeout_s: float = Field(5.0, gt=0, description="time limit per reward call, any reward type, on any thread (the worker process is killed past it; a timeout scores 0 and is counted)")
-    max_answer_chars: int = Field(1000, ge=1, description="match/math: an extracted answer longer than this scores 0 without being parsed")
-    memory_mb: int = Field(1024, ge=0, description="memory per reward call above the worker's resting size (MB); past it the call fails (scores 0, counted); 0 = no limit")
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="time limit per reward call, any reward type, on any thread (the worker process is killed past it; a timeout scores 0 and is counted)",
+    )
+    max_answer_chars: int = Field(
+        1000, ge=1, description="match/math: an extracted answer longer than this scores 0 without being parsed"
+    )
+    memory_mb: int = Field(
+        1024,
+        ge=0,
+        description="memory per reward call above the worker's resting size (MB); past it the call fails (scores 0, counted); 0 = no limit",
+    )
     workers: int = Field(1, ge=1, le=64, description="reward worker processes scoring a step's completions in parallel")
 
 
@@ -257,15 +280,23 @@ class BackendConfig(_Table):
     device: Annotated[str, _matching(_DEVICE_RE, "must be auto, cpu, cuda or cuda:N")] = Field(
         "auto", description="where the local backend runs: auto | cpu | cuda | cuda:N"
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights dtype; auto = bfloat16 on CUDA and on CPUs with native bf16 that measure it faster, float32 elsewhere")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="weights dtype; auto = bfloat16 on CUDA and on CPUs with native bf16 that measure it faster, float32 elsewhere",
+    )
     num_threads: int = Field(
-        0, ge=0, description="CPU threads for torch; 0 = torch's choice at start-up (OMP_NUM_THREADS, else the CPUs available), recorded in run.json and reused on resume. The thread count changes a CPU run's floats (docs/reproducibility.md)"
+        0,
+        ge=0,
+        description="CPU threads for torch; 0 = torch's choice at start-up (OMP_NUM_THREADS, else the CPUs available), recorded in run.json and reused on resume. The thread count changes a CPU run's floats (docs/reproducibility.md)",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="backend-specific table; "
-        + "; ".join(f"{name} reads " + ", ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry(name).options.items())
-                    for name in BACKENDS if BACKENDS.entry(name).options)
+        + "; ".join(
+            f"{name} reads " + ", ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry(name).options.items())
+            for name in BACKENDS
+            if BACKENDS.entry(name).options
+        )
         + " (docs/tinker.md)",
     )
 
@@ -276,29 +307,68 @@ class InferenceConfig(_Table):
     engine: str = _choice(
         "hf", ENGINES, "hf: in-process transformers; openai: an OpenAI-compatible server (vllm serve --enable-lora)"
     )
-    url: str = Field("", description="base URL of the openai engine, e.g. http://localhost:8000/v1 (launch: where to start it; empty = a free local port)")
-    launch: bool = Field(False, description="openai: start `python -m vllm.entrypoints.openai.api_server` for this run and stop it at exit")
-    served_model: str = Field("", description="model name the server serves (its --served-model-name); empty = [model].name")
-    python: str = Field("", description="launch: interpreter that has vLLM; empty = $RETRAIN_VLLM_PYTHON, else ./.venv-vllm/bin/python, else this one")
-    server_args: list[str] = Field(default_factory=list, description="launch: extra api_server flags, e.g. [\"--max-model-len\", \"4096\"]; a flag given here replaces retrain's")
-    request_timeout_s: float = Field(900.0, gt=0, description="seconds one completion request may take before it is retried")
-    max_retries: int = Field(3, ge=0, description="retries of a failed request (backoff 2, 4, 8 s) before the run stops resumably")
+    url: str = Field(
+        "",
+        description="base URL of the openai engine, e.g. http://localhost:8000/v1 (launch: where to start it; empty = a free local port)",
+    )
+    launch: bool = Field(
+        False,
+        description="openai: start `python -m vllm.entrypoints.openai.api_server` for this run and stop it at exit",
+    )
+    served_model: str = Field(
+        "", description="model name the server serves (its --served-model-name); empty = [model].name"
+    )
+    python: str = Field(
+        "",
+        description="launch: interpreter that has vLLM; empty = $RETRAIN_VLLM_PYTHON, else ./.venv-vllm/bin/python, else this one",
+    )
+    server_args: list[str] = Field(
+        default_factory=list,
+        description='launch: extra api_server flags, e.g. ["--max-model-len", "4096"]; a flag given here replaces retrain\'s',
+    )
+    request_timeout_s: float = Field(
+        900.0, gt=0, description="seconds one completion request may take before it is retried"
+    )
+    max_retries: int = Field(
+        3, ge=0, description="retries of a failed request (backoff 2, 4, 8 s) before the run stops resumably"
+    )
     startup_timeout_s: float = Field(900.0, gt=0, description="launch: seconds to wait for the server's /health")
-    adapter_dir: str = Field("", description="where each step's adapter is written for the server; empty = <run dir>/sampler_adapters")
-    server_adapter_dir: str = Field("", description="adapter_dir as the server sees it (a shared mount on another machine); empty = the same path")
-    lora_name: str = Field("", description="adapter name prefix on the server (unique per run when runs share one); empty = from the run dir")
+    adapter_dir: str = Field(
+        "", description="where each step's adapter is written for the server; empty = <run dir>/sampler_adapters"
+    )
+    server_adapter_dir: str = Field(
+        "", description="adapter_dir as the server sees it (a shared mount on another machine); empty = the same path"
+    )
+    lora_name: str = Field(
+        "",
+        description="adapter name prefix on the server (unique per run when runs share one); empty = from the run dir",
+    )
 
 
 class BackpressureConfig(_Table):
     """Adaptive batch size from a USL throughput fit."""
 
     enabled: bool = Field(False, description="adapt batch_size to the measured throughput curve")
-    warmup_steps: int = _bounded(10, BACKPRESSURE_BOUNDS["warmup_steps"], "steps sweeping batch sizes before the first fit (made after the last of them)")
-    ema_decay: float = _bounded(0.9, BACKPRESSURE_BOUNDS["ema_decay"], "EMA decay of measured / predicted throughput (the memory_bound test)")
-    throttle_margin: float = _bounded(0.85, BACKPRESSURE_BOUNDS["throttle_margin"], "throttle above this fraction of the optimal p*")
-    increase_margin: float = _bounded(0.5, BACKPRESSURE_BOUNDS["increase_margin"], "increase only below this fraction of p* (hysteresis)")
-    min_batch_size: int = _bounded(1, BACKPRESSURE_BOUNDS["min_batch_size"], "smallest batch_size backpressure may choose")
-    max_batch_size: int = _bounded(64, BACKPRESSURE_BOUNDS["max_batch_size"], "largest batch_size backpressure may choose")
+    warmup_steps: int = _bounded(
+        10,
+        BACKPRESSURE_BOUNDS["warmup_steps"],
+        "steps sweeping batch sizes before the first fit (made after the last of them)",
+    )
+    ema_decay: float = _bounded(
+        0.9, BACKPRESSURE_BOUNDS["ema_decay"], "EMA decay of measured / predicted throughput (the memory_bound test)"
+    )
+    throttle_margin: float = _bounded(
+        0.85, BACKPRESSURE_BOUNDS["throttle_margin"], "throttle above this fraction of the optimal p*"
+    )
+    increase_margin: float = _bounded(
+        0.5, BACKPRESSURE_BOUNDS["increase_margin"], "increase only below this fraction of p* (hysteresis)"
+    )
+    min_batch_size: int = _bounded(
+        1, BACKPRESSURE_BOUNDS["min_batch_size"], "smallest batch_size backpressure may choose"
+    )
+    max_batch_size: int = _bounded(
+        64, BACKPRESSURE_BOUNDS["max_batch_size"], "largest batch_size backpressure may choose"
+    )
 
 
 class LoggingConfig(_Table):
@@ -309,13 +379,19 @@ class LoggingConfig(_Table):
     wandb_project: str = Field("", description="wandb project; '' = no wandb")
     wandb_entity: str = Field("", description="wandb entity (team or user); '' = your default")
     wandb_group: str = Field("", description="wandb group; '' = the condition label")
-    wandb_tags: list[str] = Field(default_factory=list, description="extra wandb tags (condition and seed are always added)")
+    wandb_tags: list[str] = Field(
+        default_factory=list, description="extra wandb tags (condition and seed are always added)"
+    )
     wandb_mode: Literal["online", "offline", "disabled"] = Field("online", description="wandb mode")
     log_generations: bool = Field(True, description="write sampled completions to emergence/generations.jsonl")
     generations_per_prompt: int = Field(
-        1, ge=0, description="completions logged per prompt group; 0 = the whole group (what `retrain grams mine` needs to compare correct and incorrect completions of one prompt)"
+        1,
+        ge=0,
+        description="completions logged per prompt group; 0 = the whole group (what `retrain grams mine` needs to compare correct and incorrect completions of one prompt)",
     )
-    generation_max_chars: int = Field(500, ge=0, description="characters of each logged completion kept in generations.jsonl; 0 = the full text")
+    generation_max_chars: int = Field(
+        500, ge=0, description="characters of each logged completion kept in generations.jsonl; 0 = the full text"
+    )
 
     @field_validator("condition")
     @classmethod
@@ -329,10 +405,16 @@ class EvalConfig(_Table):
     every: int = Field(0, ge=0, description="evaluate every N steps and at the end; 0 = off")
     num_examples: int = Field(40, ge=1, description="held-out examples per evaluation")
     max_tokens: int = Field(0, ge=0, description="completion length for evaluation; 0 = training.max_tokens")
-    k: int = Field(1, ge=1, le=256, description="completions sampled per held-out prompt besides the greedy one; "
-                   "k > 1 also logs eval_pass_at_k and eval_mean_at_k")
-    temperature: float = Field(0.0, ge=0, le=10, description="sampling temperature of the k completions; "
-                               "0 = training.temperature")
+    k: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="completions sampled per held-out prompt besides the greedy one; "
+        "k > 1 also logs eval_pass_at_k and eval_mean_at_k",
+    )
+    temperature: float = Field(
+        0.0, ge=0, le=10, description="sampling temperature of the k completions; 0 = training.temperature"
+    )
 
 
 class ConditionConfig(_Table):
@@ -374,7 +456,9 @@ class ConditionConfig(_Table):
 class CampaignConfig(_Table):
     """A campaign: conditions x seeds, each a full run."""
 
-    seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_CAMPAIGN_SEEDS), description="one run per seed per condition")
+    seeds: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_CAMPAIGN_SEEDS), description="one run per seed per condition"
+    )
     max_steps: int = Field(0, ge=0, description="steps per run; 0 = training.max_steps")
     conditions: list[ConditionConfig] = Field(
         default_factory=list,
@@ -404,10 +488,18 @@ class CampaignConfig(_Table):
 class SqueezeConfig(_Table):
     """LoRA-Squeeze: how much rank a trained adapter really uses."""
 
-    min_variance_retention: float = Field(0.95, gt=0, le=1, description="recommend the smallest rank keeping this much variance")
-    target_ranks: list[int] = Field(default_factory=list, description="ranks to tabulate; [] = powers of two up to the source rank")
-    adapter_path: str = Field("", description="adapter to analyse (standalone squeeze only; campaigns use their first run)")
-    compress_to: int = Field(0, ge=0, description="rank to compress to when output_path is set; 0 = the recommended rank")
+    min_variance_retention: float = Field(
+        0.95, gt=0, le=1, description="recommend the smallest rank keeping this much variance"
+    )
+    target_ranks: list[int] = Field(
+        default_factory=list, description="ranks to tabulate; [] = powers of two up to the source rank"
+    )
+    adapter_path: str = Field(
+        "", description="adapter to analyse (standalone squeeze only; campaigns use their first run)"
+    )
+    compress_to: int = Field(
+        0, ge=0, description="rank to compress to when output_path is set; 0 = the recommended rank"
+    )
     output_path: str = Field("", description="write the compressed adapter here; '' = analyse only")
 
     @field_validator("target_ranks")

@@ -49,15 +49,11 @@ def _source_plugin(fn: SourceFn, path: str) -> Variant[SourceFn]:
 def _check(dataset: Any, source: str) -> Dataset:
     """A plugin's return value must be a Dataset of Examples; say so clearly when it is not."""
     if not isinstance(dataset, Dataset):
-        raise RetrainError(
-            f"[data].source = {source!r} returned {type(dataset).__name__}, not a retrain Dataset"
-        )
+        raise RetrainError(f"[data].source = {source!r} returned {type(dataset).__name__}, not a retrain Dataset")
     for part in ("train", "eval"):
         bad = [e for e in getattr(dataset, part) if not isinstance(e, Example)]
         if bad:
-            raise RetrainError(
-                f"[data].source = {source!r}: {part} holds {type(bad[0]).__name__}, not retrain Example"
-            )
+            raise RetrainError(f"[data].source = {source!r}: {part} holds {type(bad[0]).__name__}, not retrain Example")
     return dataset
 
 
@@ -66,27 +62,40 @@ def _arithmetic_only(cfg: Any) -> list[str]:
     wording, so a non-default style there would silently do nothing."""
     if cfg.data.prompt_style == "answer":
         return []
-    return [(f'[data].prompt_style = "{cfg.data.prompt_style}" words arithmetic prompts only; remove it, '
-             'or use source = "arithmetic"')]
+    return [
+        (
+            f'[data].prompt_style = "{cfg.data.prompt_style}" words arithmetic prompts only; remove it, '
+            'or use source = "arithmetic"'
+        )
+    ]
 
 
 def _needs_path(cfg: Any) -> list[str]:
     problems = _arithmetic_only(cfg)
     if cfg.data.path:
         return problems
-    return problems + ['[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})']
+    return problems + [
+        '[data].path: required when source = "jsonl"; set path = "train.jsonl" (rows {"prompt", "answer"})'
+    ]
 
 
 SOURCES: Registry[SourceFn] = Registry("[data].source", "[data].source", _source_plugin)
-SOURCES.register("arithmetic", summary="generated offline, seeded (operand_digits, max_operand, operations, "
-                 "prompt_style)")(load_arithmetic)
-SOURCES.register("math", summary="Hendrycks MATH through `datasets`, or a local copy at [data].path",
-                 check=_arithmetic_only)(load_math)
-SOURCES.register("gsm8k", summary="GSM8K through `datasets`, or a local copy at [data].path",
-                 check=_arithmetic_only)(load_gsm8k)
+SOURCES.register(
+    "arithmetic", summary="generated offline, seeded (operand_digits, max_operand, operations, prompt_style)"
+)(load_arithmetic)
+SOURCES.register(
+    "math", summary="Hendrycks MATH through `datasets`, or a local copy at [data].path", check=_arithmetic_only
+)(load_math)
+SOURCES.register("gsm8k", summary="GSM8K through `datasets`, or a local copy at [data].path", check=_arithmetic_only)(
+    load_gsm8k
+)
 SOURCES.register("jsonl", summary='rows {"prompt", "answer"} from [data].path', check=_needs_path)(load_jsonl)
-SOURCES.register("reasoning_gym", summary="a reasoning-gym task, written reasoning_gym:<task> (optional extra)",
-                 takes_argument=True, check=_arithmetic_only)(load_reasoning_gym)
+SOURCES.register(
+    "reasoning_gym",
+    summary="a reasoning-gym task, written reasoning_gym:<task> (optional extra)",
+    takes_argument=True,
+    check=_arithmetic_only,
+)(load_reasoning_gym)
 
 
 def resolve_source(source: str) -> SourceFn:

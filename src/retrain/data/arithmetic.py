@@ -120,18 +120,14 @@ def load_arithmetic(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     """The `arithmetic` source: `max_examples` (0 → 10000) train problems, `[eval].num_examples` held out,
     worded per `prompt_style`."""
     if data_cfg.prompt_style not in PROMPT_STYLES:
-        raise RetrainError(
-            f"[data].prompt_style = {data_cfg.prompt_style!r}: use one of {list(PROMPT_STYLES)}"
-        )
+        raise RetrainError(f"[data].prompt_style = {data_cfg.prompt_style!r}: use one of {list(PROMPT_STYLES)}")
     if data_cfg.operand_digits < 1:
         raise RetrainError(f"[data].operand_digits = {data_cfg.operand_digits}: must be >= 1")
     if data_cfg.max_operand < 0 or data_cfg.max_operand > _MAX_OPERAND_LIMIT:
         raise RetrainError(f"[data].max_operand = {data_cfg.max_operand}: must be in [0, 2**62)")
     hi = operand_max(data_cfg.operand_digits, data_cfg.max_operand)
     if hi > _MAX_OPERAND_LIMIT:
-        raise RetrainError(
-            f"[data].operand_digits = {data_cfg.operand_digits} is too large; use at most 18 digits"
-        )
+        raise RetrainError(f"[data].operand_digits = {data_cfg.operand_digits} is too large; use at most 18 digits")
     n_train = data_cfg.max_examples if data_cfg.max_examples > 0 else DEFAULT_TRAIN_SIZE
     train_P, eval_P = generate(seed, n_train, max(eval_cfg.num_examples, 0), hi, _operations(data_cfg))
     style = data_cfg.prompt_style

@@ -55,9 +55,7 @@ def hub_rows(name: str, config: str | None, split: str, source: str) -> list[dic
 def load_gsm8k(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     """The `gsm8k` source: train from `[data].split`, eval (`[eval].num_examples`, seeded) from `eval_split`."""
     if data_cfg.path:
-        return load_local(
-            data_cfg.path, data_cfg.split, data_cfg.eval_split, eval_cfg.num_examples, seed, gsm8k_row
-        )
+        return load_local(data_cfg.path, data_cfg.split, data_cfg.eval_split, eval_cfg.num_examples, seed, gsm8k_row)
 
     def from_hub(split: str) -> list[Example]:
         rows = hub_rows(_HUB_NAME, "main", split, "gsm8k")

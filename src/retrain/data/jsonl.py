@@ -58,19 +58,19 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 row = json.loads(line, parse_constant=_reject_constant)
             except json.JSONDecodeError as e:
                 raise RetrainError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
-                    "one JSON object"
+                    f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
                 ) from None
             except ValueError as e:  # NaN / Infinity (above), or an integer past Python's digit limit
-                why = str(e) if "integer string conversion" not in str(e) else (
-                    f"a number with more than {sys.get_int_max_str_digits()} digits; write it as a string")
+                why = (
+                    str(e)
+                    if "integer string conversion" not in str(e)
+                    else (f"a number with more than {sys.get_int_max_str_digits()} digits; write it as a string")
+                )
                 raise RetrainError(f"{path}:{lineno}: {why}") from None
             except RecursionError:
                 raise RetrainError(f"{path}:{lineno}: JSON nested too deeply to read; flatten the row") from None
             if not isinstance(row, dict):
-                raise RetrainError(
-                    f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}"
-                )
+                raise RetrainError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
             yield lineno, row
 
 
@@ -129,9 +129,7 @@ def hold_out(examples: list[Example], k: int, seed: int, where: str) -> Dataset:
     )
 
 
-def load_local(
-    path: str, split: str, eval_split: str, num_eval: int, seed: int, parse_row: RowParser
-) -> Dataset:
+def load_local(path: str, split: str, eval_split: str, num_eval: int, seed: int, parse_row: RowParser) -> Dataset:
     """A Dataset from a local path: a directory of `<split>.jsonl` files, or one file (held-out slice)."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -148,9 +146,7 @@ def load_local(
     train = parse_file(train_file, parse_row)
     eval_file = p / f"{eval_split}.jsonl"
     if not eval_file.is_file():
-        logger.warning(
-            "%s not found: holding out %d examples of %s for evaluation", eval_file, num_eval, train_file
-        )
+        logger.warning("%s not found: holding out %d examples of %s for evaluation", eval_file, num_eval, train_file)
         return hold_out(train, num_eval, seed, str(train_file))
     return Dataset(train=train, eval=sample_examples(parse_file(eval_file, parse_row), num_eval, seed))
 
@@ -166,9 +162,7 @@ def jsonl_row(row: dict[str, Any], where: str, index: int) -> Example:
     answer = require_str(row, "answer", where, expected)
     answer_format = row.get("answer_format", "boxed")
     if answer_format not in ANSWER_FORMATS:
-        raise RetrainError(
-            f"{where}: answer_format {answer_format!r} is not one of {list(ANSWER_FORMATS)}"
-        )
+        raise RetrainError(f"{where}: answer_format {answer_format!r} is not one of {list(ANSWER_FORMATS)}")
     return Example(prompt=prompt, answer=answer.strip(), id=str(row.get("id", "")), answer_format=answer_format)
 
 
@@ -176,7 +170,7 @@ def load_jsonl(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     """The `jsonl` source: `{"prompt", "answer"}` rows from `[data].path` (required)."""
     if not data_cfg.path:
         raise RetrainError(
-            "[data].source = 'jsonl' needs [data].path: a JSONL file of {\"prompt\", \"answer\"} rows "
+            '[data].source = \'jsonl\' needs [data].path: a JSONL file of {"prompt", "answer"} rows '
             "(or a directory with <split>.jsonl files)"
         )
     dataset = load_local(data_cfg.path, data_cfg.split, data_cfg.eval_split, eval_cfg.num_examples, seed, jsonl_row)
@@ -184,7 +178,7 @@ def load_jsonl(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     if len(unasked) == len(dataset.train):
         logger.warning(
             "%s: no prompt mentions \\boxed{}, but answers are read from the last \\boxed{} (answer_format "
-            "'boxed'); ask for it in the prompts or set \"answer_format\": \"number\" per row",
+            '\'boxed\'); ask for it in the prompts or set "answer_format": "number" per row',
             data_cfg.path,
         )
     return dataset

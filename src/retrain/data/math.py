@@ -40,9 +40,7 @@ def math_row(row: dict[str, Any], where: str, index: int) -> Example:
     else:
         answer = extract_boxed(require_str(row, "solution", where, expected))
         if answer is None:
-            raise RetrainError(
-                f"{where}: the solution has no balanced \\boxed{{...}} answer; add an \"answer\" field"
-            )
+            raise RetrainError(f'{where}: the solution has no balanced \\boxed{{...}} answer; add an "answer" field')
     return Example(prompt=problem + BOXED_INSTRUCTION, answer=answer.strip())
 
 
@@ -63,8 +61,6 @@ def _from_hub(split: str) -> list[Example]:
 def load_math(data_cfg: Any, eval_cfg: Any, seed: int) -> Dataset:
     """The `math` source: local JSONL (`[data].path`) or the hub; eval is `[eval].num_examples`, seeded."""
     if data_cfg.path:
-        return load_local(
-            data_cfg.path, data_cfg.split, data_cfg.eval_split, eval_cfg.num_examples, seed, math_row
-        )
+        return load_local(data_cfg.path, data_cfg.split, data_cfg.eval_split, eval_cfg.num_examples, seed, math_row)
     train = _from_hub(data_cfg.split)
     return Dataset(train=train, eval=sample_examples(_from_hub(data_cfg.eval_split), eval_cfg.num_examples, seed))

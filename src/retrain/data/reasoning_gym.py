@@ -27,9 +27,7 @@ def task_name(source: str) -> str:
     """`"reasoning_gym:basic_arithmetic"` → `"basic_arithmetic"`; RetrainError when the task is empty."""
     task = source.removeprefix(PREFIX).strip() if source.startswith(PREFIX) else ""
     if not task:
-        raise RetrainError(
-            f"[data].source = {source!r}: name the task, e.g. 'reasoning_gym:basic_arithmetic'"
-        )
+        raise RetrainError(f"[data].source = {source!r}: name the task, e.g. 'reasoning_gym:basic_arithmetic'")
     return task
 
 

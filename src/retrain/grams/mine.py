@@ -147,8 +147,9 @@ def generation_files(inputs: Sequence[str]) -> list[Path]:
 def _files_of(path: Path) -> list[Path]:
     if path.is_file():
         if path.suffix != ".jsonl":
-            raise RetrainError(f"{path}: not a JSONL file; pass a run dir (with emergence/generations.jsonl) "
-                               "or a campaign dir")
+            raise RetrainError(
+                f"{path}: not a JSONL file; pass a run dir (with emergence/generations.jsonl) or a campaign dir"
+            )
         return [path]
     if not path.is_dir():
         raise RetrainError(f"{path}: no such run or campaign directory")
@@ -159,10 +160,14 @@ def _files_of(path: Path) -> list[Path]:
         found = sorted(p for p in (path / "runs").glob("*/emergence/generations.jsonl") if p.is_file())
         if found:
             return found
-        raise RetrainError(f"{path}: no run under runs/ has emergence/generations.jsonl yet (runs not started, "
-                           "or [logging] log_generations = false)")
-    raise RetrainError(f"{path}: neither a run dir (no emergence/generations.jsonl) nor a campaign dir (no runs/); "
-                       "runs log completions unless [logging] log_generations = false")
+        raise RetrainError(
+            f"{path}: no run under runs/ has emergence/generations.jsonl yet (runs not started, "
+            "or [logging] log_generations = false)"
+        )
+    raise RetrainError(
+        f"{path}: neither a run dir (no emergence/generations.jsonl) nor a campaign dir (no runs/); "
+        "runs log completions unless [logging] log_generations = false"
+    )
 
 
 def read_generations(inputs: Sequence[str]) -> list[Generation]:
@@ -241,12 +246,19 @@ def mine_grams(
     if top < 1 or min_support < 1 or not 0 <= min_share < 1:
         raise RetrainError("--top and --min-support must be >= 1 and --min-share in [0, 1)")
     n = len(generations)
-    settings = {"n_min": n_min, "n_max": n_max, "top": top, "min_support": min_support, "min_share": min_share,
-                "min_z": min_z}
+    settings = {
+        "n_min": n_min,
+        "n_max": n_max,
+        "top": top,
+        "min_support": min_support,
+        "min_share": min_share,
+        "min_z": min_z,
+    }
     if n < MIN_COMPLETIONS:
         raise RetrainError(
             f"only {n} completions with an outcome were logged; mining needs at least {MIN_COMPLETIONS}. "
-            "Log whole groups ([logging] generations_per_prompt = 0), train longer, or pass more runs")
+            "Log whole groups ([logging] generations_per_prompt = 0), train longer, or pass more runs"
+        )
 
     # Pass 1: document frequency of every gram that is not a number, to prune before grouping.
     df: Counter[str] = Counter()
@@ -292,12 +304,17 @@ def mine_grams(
             c1 = corrects[k]
             tables.append((a, c1 - a, m1 - a, sizes[k] - c1 - (m1 - a)))
         correct_with = sum(a for _, a in by_group.values())
-        scores.append(GramScore(
-            gram=gram, support=support, share=support / n,
-            rate_with=correct_with / support,
-            rate_without=(total_correct - correct_with) / (n - support) if n > support else float("nan"),
-            z=cmh_z(tables), prompt_echo=echo,
-        ))
+        scores.append(
+            GramScore(
+                gram=gram,
+                support=support,
+                share=support / n,
+                rate_with=correct_with / support,
+                rate_without=(total_correct - correct_with) / (n - support) if n > support else float("nan"),
+                z=cmh_z(tables),
+                prompt_echo=echo,
+            )
+        )
     contrast = 0 < total_correct < n
     scores.sort(key=lambda s: (-s.z, -s.support, s.gram) if contrast else (-s.support, s.gram))
     chosen: list[GramScore] = []
@@ -311,9 +328,18 @@ def mine_grams(
         chosen.append(s)
 
     notes = _notes(n, total_correct, stratified, len(informative), generations, contrast)
-    return MiningResult(grams=chosen, completions=n, correct=total_correct, groups=len(group_sizes),
-                        informative_groups=len(informative), stratified=stratified, candidates=len(scores),
-                        truncated=sum(g.truncated for g in generations), settings=settings, notes=notes)
+    return MiningResult(
+        grams=chosen,
+        completions=n,
+        correct=total_correct,
+        groups=len(group_sizes),
+        informative_groups=len(informative),
+        stratified=stratified,
+        candidates=len(scores),
+        truncated=sum(g.truncated for g in generations),
+        settings=settings,
+        notes=notes,
+    )
 
 
 def absorbed_grams(support: dict[str, int], n_min: int, share: float = ABSORBED_SHARE) -> set[str]:
@@ -342,8 +368,9 @@ def _overlaps(a: str, b: str) -> bool:
     return f" {a} " in f" {b} " or f" {b} " in f" {a} "
 
 
-def _notes(n: int, correct: int, stratified: bool, informative: int, generations: Sequence[Generation],
-           contrast: bool) -> list[str]:
+def _notes(
+    n: int, correct: int, stratified: bool, informative: int, generations: Sequence[Generation], contrast: bool
+) -> list[str]:
     notes = []
     if not contrast:
         outcome = "correct" if correct == n else "incorrect"
@@ -352,11 +379,14 @@ def _notes(n: int, correct: int, stratified: bool, informative: int, generations
         notes.append(
             f"only {informative} prompt group(s) logged both a correct and an incorrect completion (need "
             f"{MIN_INFORMATIVE_GROUPS}), so z compares completions across prompts and an easy prompt's phrasing can "
-            "look like a reasoning move; log whole groups with [logging] generations_per_prompt = 0")
+            "look like a reasoning move; log whole groups with [logging] generations_per_prompt = 0"
+        )
     truncated = sum(g.truncated for g in generations)
     if truncated:
-        notes.append(f"{truncated} of {n} completions were cut by [logging] generation_max_chars; grams after the cut "
-                     "were not counted (0 keeps the full text)")
+        notes.append(
+            f"{truncated} of {n} completions were cut by [logging] generation_max_chars; grams after the cut "
+            "were not counted (0 keeps the full text)"
+        )
     return notes
 
 
@@ -366,20 +396,25 @@ def _notes(n: int, correct: int, stratified: bool, informative: int, generations
 
 def render_table(result: MiningResult) -> str:
     """The ranked grams as an aligned text table, with what was counted and any caveats."""
-    head = (f"{result.completions} completions ({result.correct} correct) in {result.groups} prompt groups, "
-            f"{result.informative_groups} with both outcomes; {result.candidates} candidate grams; score: "
-            + ("CMH z within prompt groups" if result.stratified else "two-proportion z over all completions"))
+    head = (
+        f"{result.completions} completions ({result.correct} correct) in {result.groups} prompt groups, "
+        f"{result.informative_groups} with both outcomes; {result.candidates} candidate grams; score: "
+        + ("CMH z within prompt groups" if result.stratified else "two-proportion z over all completions")
+    )
     lines = [head]
     lines += [f"note: {note}" for note in result.notes]
     if not result.grams:
         return "\n".join(lines + ["no gram passed the filters"]) + "\n"
     width = max(len("gram"), *(len(s.gram) for s in result.grams))
-    lines.append(f"{'rank':>4}  {'gram':<{width}}  {'in':>6}  {'share':>6}  {'correct with':>12}  "
-                 f"{'without':>7}  {'z':>6}")
+    lines.append(
+        f"{'rank':>4}  {'gram':<{width}}  {'in':>6}  {'share':>6}  {'correct with':>12}  {'without':>7}  {'z':>6}"
+    )
     for i, s in enumerate(result.grams, 1):
         without = "n/a" if math.isnan(s.rate_without) else f"{s.rate_without:.0%}"
-        lines.append(f"{i:>4}  {s.gram:<{width}}  {s.support:>6}  {s.share:>6.1%}  {s.rate_with:>12.0%}  "
-                     f"{without:>7}  {s.z:>6.2f}")
+        lines.append(
+            f"{i:>4}  {s.gram:<{width}}  {s.support:>6}  {s.share:>6.1%}  {s.rate_with:>12.0%}  "
+            f"{without:>7}  {s.z:>6.2f}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -387,8 +422,11 @@ def render_snippet(result: MiningResult, sources: Sequence[str]) -> str:
     """A `[planning]` TOML table with the chosen grams, one per line with its numbers as a comment."""
     import json
 
-    score = ("Cochran-Mantel-Haenszel z of 'gram present' vs 'correct' within prompt groups" if result.stratified
-             else "two-proportion z of 'gram present' vs 'correct' over all completions")
+    score = (
+        "Cochran-Mantel-Haenszel z of 'gram present' vs 'correct' within prompt groups"
+        if result.stratified
+        else "two-proportion z of 'gram present' vs 'correct' over all completions"
+    )
     lines = [
         "# generated by retrain grams mine from " + ", ".join(sources),
         f"# {result.completions} completions ({result.correct} correct); score: {score}.",

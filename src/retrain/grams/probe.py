@@ -62,8 +62,9 @@ def planning_stats(completions: Iterable[tuple[str, Sequence[tuple[int, int]]]],
     return stats
 
 
-def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
-                   grams: Sequence[str] | None = None, backend=None) -> dict[str, Any]:
+def probe_planning(
+    cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0, grams: Sequence[str] | None = None, backend=None
+) -> dict[str, Any]:
     """Sample `num_prompts` × `samples_per_prompt` (0 = `[training].group_size`) completions of the run's
     first prompts and measure planning tokens under `grams` (None = `[planning].strategic_grams`).
 
@@ -78,7 +79,9 @@ def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
     from retrain.run import DATA_SEED, step_seed
 
     if num_prompts < 1 or samples_per_prompt < 0:
-        raise RetrainError(f"--prompts {num_prompts} / --samples {samples_per_prompt}: need prompts >= 1 and samples >= 0")
+        raise RetrainError(
+            f"--prompts {num_prompts} / --samples {samples_per_prompt}: need prompts >= 1 and samples >= 0"
+        )
     t = cfg.training
     grams = list(cfg.planning.strategic_grams if grams is None else grams)
     n = samples_per_prompt or t.group_size
@@ -87,8 +90,9 @@ def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
         raise RetrainError(f"[data].source = {cfg.data.source!r} produced no training examples")
     cursor = Cursor(len(data.train), t.seed, shuffle=cfg.data.shuffle)
     examples = [data.train[i] for i in cursor.next_batch(min(num_prompts, len(data.train)))]
-    params = SamplingParams(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p,
-                            seed=step_seed(t.seed, 0))
+    params = SamplingParams(
+        max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p, seed=step_seed(t.seed, 0)
+    )
     own = backend is None
     backend = backend or make_backend(cfg)
     try:
@@ -98,15 +102,25 @@ def probe_planning(cfg, *, num_prompts: int = 4, samples_per_prompt: int = 0,
             backend.close("success")
     completions = [c for g in groups for c in g]
     with make_scorer(cfg.reward) as scorer:  # reward worker processes: stopped when scored
-        rewards = scorer.score_batch([c.text for c in completions],
-                                     [ex for ex, g in zip(examples, groups, strict=True) for _ in g])
+        rewards = scorer.score_batch(
+            [c.text for c in completions], [ex for ex, g in zip(examples, groups, strict=True) for _ in g]
+        )
     correct = sum(r > CORRECT_THRESHOLD for r in rewards)
     stats = planning_stats(((c.text, c.offsets) for c in completions), grams)
-    shown = [c.text for c in completions if find_planning_phrases(c.text, grams)][:3] or [c.text for c in completions[:2]]
+    shown = [c.text for c in completions if find_planning_phrases(c.text, grams)][:3] or [
+        c.text for c in completions[:2]
+    ]
     return {
-        "model": cfg.model.name, "data": cfg.data.source, "prompts": len(examples), "samples_per_prompt": n,
-        "max_tokens": t.max_tokens, "temperature": t.temperature, "grams": grams,
-        **asdict(stats), "planning_token_fraction": stats.planning_token_fraction, "unmatched": stats.unmatched,
+        "model": cfg.model.name,
+        "data": cfg.data.source,
+        "prompts": len(examples),
+        "samples_per_prompt": n,
+        "max_tokens": t.max_tokens,
+        "temperature": t.temperature,
+        "grams": grams,
+        **asdict(stats),
+        "planning_token_fraction": stats.planning_token_fraction,
+        "unmatched": stats.unmatched,
         "correct_rate": correct / len(completions) if completions else 0.0,
         "max_token_hit_rate": sum(c.hit_max_tokens for c in completions) / max(len(completions), 1),
         "examples": shown,
@@ -118,19 +132,27 @@ def render_probe(report: dict[str, Any]) -> str:
     from retrain.void import planning_void_warning
 
     lines = [
-        (f"planning probe: {report['model']} on {report['data']}, {report['prompts']} prompts x "
-         f"{report['samples_per_prompt']} completions (max_tokens {report['max_tokens']}, "
-         f"temperature {report['temperature']:g}); correct {report['correct_rate']:.0%}, "
-         f"hit max_tokens {report['max_token_hit_rate']:.0%}"),
-        (f"planning_token_fraction {report['planning_token_fraction']:.4f} ({report['planning_tokens']} of "
-         f"{report['tokens']} completion tokens); completions with a planning token: "
-         f"{report['completions_with_planning']} of {report['completions']}"),
+        (
+            f"planning probe: {report['model']} on {report['data']}, {report['prompts']} prompts x "
+            f"{report['samples_per_prompt']} completions (max_tokens {report['max_tokens']}, "
+            f"temperature {report['temperature']:g}); correct {report['correct_rate']:.0%}, "
+            f"hit max_tokens {report['max_token_hit_rate']:.0%}"
+        ),
+        (
+            f"planning_token_fraction {report['planning_token_fraction']:.4f} ({report['planning_tokens']} of "
+            f"{report['tokens']} completion tokens); completions with a planning token: "
+            f"{report['completions_with_planning']} of {report['completions']}"
+        ),
     ]
     hits = sorted(((g, h) for g, h in report["gram_hits"].items() if h), key=lambda gh: (-gh[1], gh[0]))
-    lines.append("grams that matched (completions): " + (", ".join(f"{g!r} ({h})" for g, h in hits) if hits else "none"))
+    lines.append(
+        "grams that matched (completions): " + (", ".join(f"{g!r} ({h})" for g, h in hits) if hits else "none")
+    )
     if report["unmatched"]:
-        lines.append(f"{len(report['unmatched'])} of {len(report['grams'])} grams never matched: "
-                     + ", ".join(repr(g) for g in report["unmatched"]))
+        lines.append(
+            f"{len(report['unmatched'])} of {len(report['grams'])} grams never matched: "
+            + ", ".join(repr(g) for g in report["unmatched"])
+        )
     lines.append("sample completions:")
     lines += [f"  | {text[:300]!r}" for text in report["examples"]]
     warning = planning_void_warning("this gram list", report["planning_token_fraction"])

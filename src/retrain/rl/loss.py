@@ -103,9 +103,7 @@ def policy_loss(
         clipped_B_T = torch.clamp(ratio_B_T, 1.0 - clip_eps, 1.0 + eps_high)
         term_B_T = -torch.minimum(ratio_B_T * adv_B_T, clipped_B_T * adv_B_T)
         # The clipped branch is the one taken (and its gradient is 0) exactly here.
-        is_clipped_B_T = ((adv_B_T > 0) & (ratio_B_T > 1.0 + eps_high)) | (
-            (adv_B_T < 0) & (ratio_B_T < 1.0 - clip_eps)
-        )
+        is_clipped_B_T = ((adv_B_T > 0) & (ratio_B_T > 1.0 + eps_high)) | ((adv_B_T < 0) & (ratio_B_T < 1.0 - clip_eps))
         num_clipped = int((is_clipped_B_T & m_B_T).sum().item())
     else:
         term_B_T = -ratio_B_T * adv_B_T

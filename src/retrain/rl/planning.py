@@ -66,8 +66,7 @@ def _compiled(grams: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]
     for gram in grams:
         if not gram.strip():
             raise RetrainError(
-                "[planning].strategic_grams contains an empty gram; remove it or write a phrase "
-                "such as 'let me check'"
+                "[planning].strategic_grams contains an empty gram; remove it or write a phrase such as 'let me check'"
             )
         out.append((gram, re.compile(_gram_regex(gram), re.IGNORECASE)))
     return tuple(out)
@@ -79,9 +78,7 @@ def _patterns(grams: Sequence[str] | None) -> tuple[tuple[str, re.Pattern[str]],
 
 def _matched_spans(text: str, grams: Sequence[str] | None) -> list[tuple[int, int]]:
     """Character spans [start, end) of every gram match, merged and sorted."""
-    spans = sorted(
-        m.span() for _, pattern in _patterns(grams) for m in pattern.finditer(text)
-    )
+    spans = sorted(m.span() for _, pattern in _patterns(grams) for m in pattern.finditer(text))
     merged: list[tuple[int, int]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:
@@ -91,9 +88,7 @@ def _matched_spans(text: str, grams: Sequence[str] | None) -> list[tuple[int, in
     return merged
 
 
-def planning_mask(
-    text: str, offsets: Sequence[tuple[int, int]], grams: Sequence[str] | None = None
-) -> list[int]:
+def planning_mask(text: str, offsets: Sequence[tuple[int, int]], grams: Sequence[str] | None = None) -> list[int]:
     """mask_T for one completion: 1 on planning tokens, 0 elsewhere.
 
         mask_t = 1  ⇔  start_t < end_t  and  ∃ match [s, e):  start_t < e  and  s < end_t

@@ -23,12 +23,15 @@ from retrain.errors import ConfigError, RetrainError
 SCHEDULES = ("linear", "auto")
 VAR_0_FLOOR = 1e-8  # var_0 divides the EMA; a batch of identical uncertainties must not give 0
 _STATE_VERSION = 1
-_HYPERPARAMETERS = (
-    "steps", "schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold", "warmup"
-)
+_HYPERPARAMETERS = ("steps", "schedule", "delay_steps", "correct_rate_gate", "ema_decay", "var_threshold", "warmup")
 # The learned state in a checkpoint: its key -> the attribute holding it.
-_LEARNED = {"var_ema": "var_ema", "var_0": "var_0", "warmup_seen": "warmup_seen",
-            "gate_open": "_gate_open", "gate_open_step": "_gate_open_step"}
+_LEARNED = {
+    "var_ema": "var_ema",
+    "var_0": "var_0",
+    "warmup_seen": "warmup_seen",
+    "gate_open": "_gate_open",
+    "gate_open_step": "_gate_open_step",
+}
 
 # The limits of the [sepa] settings: the config's fields take their constraints from here and
 # `SEPAController` checks its arguments against them, so both reject a value in the same words.
@@ -43,12 +46,23 @@ SEPA_BOUNDS = {
 
 
 def sepa_problems(
-    steps: float, schedule: str, delay_steps: float, correct_rate_gate: float, ema_decay: float,
-    var_threshold: float, warmup: float,
+    steps: float,
+    schedule: str,
+    delay_steps: float,
+    correct_rate_gate: float,
+    ema_decay: float,
+    var_threshold: float,
+    warmup: float,
 ) -> list[str]:
     """Every [sepa] setting outside its limits, as `[sepa].key: must be ..., got ...`."""
-    values = {"steps": steps, "delay_steps": delay_steps, "correct_rate_gate": correct_rate_gate,
-              "ema_decay": ema_decay, "var_threshold": var_threshold, "warmup": warmup}
+    values = {
+        "steps": steps,
+        "delay_steps": delay_steps,
+        "correct_rate_gate": correct_rate_gate,
+        "ema_decay": ema_decay,
+        "var_threshold": var_threshold,
+        "warmup": warmup,
+    }
     problems = [] if schedule in SCHEDULES else [f"[sepa].schedule: {choice_problem(schedule, SCHEDULES)}"]
     return problems + bound_problems("sepa", SEPA_BOUNDS, values)
 
@@ -56,7 +70,7 @@ def sepa_problems(
 def linear_lambda(step: int, steps: int, delay_steps: int) -> float:
     """The linear ramp.
 
-        λ_linear = clamp((step − delay_steps) / steps, 0, 1);   0 when steps ≤ 0
+    λ_linear = clamp((step − delay_steps) / steps, 0, 1);   0 when steps ≤ 0
     """
     if steps <= 0:
         return 0.0
@@ -199,7 +213,9 @@ class SEPAController:
         """
         where = "SEPA state in the checkpoint"
         if not isinstance(state, dict):
-            raise RetrainError(f"{where} is invalid: expected a table of values, got {type(state).__name__} {state!r:.80}")
+            raise RetrainError(
+                f"{where} is invalid: expected a table of values, got {type(state).__name__} {state!r:.80}"
+            )
         missing = [k for k in _LEARNED if k not in state]
         if missing:
             raise RetrainError(f"{where} is invalid: missing {', '.join(missing)}; resume from an intact checkpoint")
@@ -213,8 +229,7 @@ class SEPAController:
         var_ema, var_0 = state.get("var_ema"), state.get("var_0")
         for name, value in (("var_ema", var_ema), ("var_0", var_0)):
             if value is not None and not (
-                isinstance(value, int | float) and not isinstance(value, bool)
-                and math.isfinite(value) and value >= 0
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
             ):
                 problems.append(f"{name} must be a finite number ≥ 0 or null, got {value!r}")
         warmup_seen = state["warmup_seen"]
@@ -224,9 +239,7 @@ class SEPAController:
         if not isinstance(gate_open, bool):
             problems.append(f"gate_open must be true or false, got {gate_open!r}")
         gate_open_step = state.get("gate_open_step")
-        if gate_open_step is not None and (
-            not isinstance(gate_open_step, int) or isinstance(gate_open_step, bool)
-        ):
+        if gate_open_step is not None and (not isinstance(gate_open_step, int) or isinstance(gate_open_step, bool)):
             problems.append(f"gate_open_step must be an int or null, got {gate_open_step!r}")
         if problems:
             raise RetrainError(f"{where} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))

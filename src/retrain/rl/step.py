@@ -120,7 +120,7 @@ def rl_step(ctx: StepContext, examples_P: list[Example], *, step: int, seed: int
     rewards_P_G: list[list[float]] = []
     start = 0
     for group_G in groups_P_G:
-        rewards_P_G.append(list(flat_rewards[start:start + len(group_G)]))
+        rewards_P_G.append(list(flat_rewards[start : start + len(group_G)]))
         start += len(group_G)
     score_time = time.perf_counter() - t0 - sample_time
     t_adv = time.perf_counter()  # credit assignment: uncertainty, planning masks, advantages, datums
@@ -267,8 +267,9 @@ def _split_uncertainty(
     return exec_h, plan_h, post_exec_h
 
 
-def _generation_row(ex: Example, completion: Completion, reward: float, grams: list[str],
-                    max_chars: int) -> dict[str, Any]:
+def _generation_row(
+    ex: Example, completion: Completion, reward: float, grams: list[str], max_chars: int
+) -> dict[str, Any]:
     # completion_chars is the full length, so a reader (`retrain grams mine`) can tell a cut text.
     return {
         "prompt": ex.prompt[:200],

@@ -41,10 +41,7 @@ def sepa_pool(h: Sequence[float], planning_mask: Sequence[int], lam: float) -> l
     if lam == 0.0 or not exec_h:
         return h_T
     mean_exec = sum(exec_h) / len(exec_h)
-    return [
-        x if m else lam * mean_exec + (1.0 - lam) * x
-        for x, m in zip(h_T, planning_mask, strict=True)
-    ]
+    return [x if m else lam * mean_exec + (1.0 - lam) * x for x, m in zip(h_T, planning_mask, strict=True)]
 
 
 def gtpo_weights(h: Sequence[float], beta: float) -> list[float]:
@@ -66,9 +63,7 @@ def gtpo_weights(h: Sequence[float], beta: float) -> list[float]:
     return [max(0.0, 1.0 + beta * (x / mean_h - 1.0)) for x in h_T]
 
 
-def apply_hicra(
-    token_adv: Sequence[float], planning_mask: Sequence[int], alpha: float
-) -> list[float]:
+def apply_hicra(token_adv: Sequence[float], planning_mask: Sequence[int], alpha: float) -> list[float]:
     """HICRA: extra credit on planning tokens.
 
         A'_t = A_t + α·|A_t|·mask_t
@@ -77,10 +72,7 @@ def apply_hicra(
     it amplifies rewarded planning and *softens* penalties on it (that is the formula, not a bug).
     α = 0 is the identity; execution tokens are never changed.
     """
-    return [
-        a + alpha * abs(a) * (1.0 if m else 0.0)
-        for a, m in zip(token_adv, planning_mask, strict=True)
-    ]
+    return [a + alpha * abs(a) * (1.0 if m else 0.0) for a, m in zip(token_adv, planning_mask, strict=True)]
 
 
 # The knobs a transform can ask for by naming them as keyword-only parameters.
@@ -135,8 +127,10 @@ def _knobs_match_signature(entry: Variant[TokenTransform]) -> None:
     """A built-in's declared knobs are exactly its keyword-only parameters (so they cannot drift)."""
     asked = transform_knobs(entry.load(), entry.name)
     if asked != entry.consumes & set(KNOBS):
-        raise ValueError(f"transform {entry.name!r} declares {sorted(entry.consumes & set(KNOBS))} "
-                         f"but its signature asks for {sorted(asked)}")
+        raise ValueError(
+            f"transform {entry.name!r} declares {sorted(entry.consumes & set(KNOBS))} "
+            f"but its signature asks for {sorted(asked)}"
+        )
 
 
 TRANSFORMS: Registry[TokenTransform] = Registry(
@@ -156,8 +150,9 @@ def gtpo_transform(advantage: float, h: Sequence[float], planning_mask: Sequence
     return [advantage * w for w in gtpo_weights(h, beta)]
 
 
-@TRANSFORMS.register("gtpo_hicra", summary="GTPO, then A_t ← A_t + α·|A_t|·mask_t",
-                     consumes={"beta", "alpha", "planning_mask"})
+@TRANSFORMS.register(
+    "gtpo_hicra", summary="GTPO, then A_t ← A_t + α·|A_t|·mask_t", consumes={"beta", "alpha", "planning_mask"}
+)
 def gtpo_hicra_transform(
     advantage: float, h: Sequence[float], planning_mask: Sequence[int], *, beta: float, alpha: float
 ) -> list[float]:
@@ -165,8 +160,11 @@ def gtpo_hicra_transform(
     return apply_hicra(gtpo_transform(advantage, h, planning_mask, beta=beta), planning_mask, alpha)
 
 
-@TRANSFORMS.register("gtpo_sepa", summary="h_t ← λ·mean(h_exec) + (1 − λ)·h_t on execution tokens, then GTPO",
-                     consumes={"beta", "sepa_lambda", "planning_mask"})
+@TRANSFORMS.register(
+    "gtpo_sepa",
+    summary="h_t ← λ·mean(h_exec) + (1 − λ)·h_t on execution tokens, then GTPO",
+    consumes={"beta", "sepa_lambda", "planning_mask"},
+)
 def gtpo_sepa_transform(
     advantage: float, h: Sequence[float], planning_mask: Sequence[int], *, beta: float, sepa_lambda: float
 ) -> list[float]:

@@ -61,9 +61,7 @@ def _shannon_entropy(logprobs: Sequence[float], entropies: Sequence[float] | Non
             "sampling with want_entropy), or set [algorithm].uncertainty_kind = 'surprisal'."
         )
     if len(entropies) != len(logprobs):
-        raise ValueError(
-            f"entropies has {len(entropies)} values but the completion has {len(logprobs)} tokens"
-        )
+        raise ValueError(f"entropies has {len(entropies)} values but the completion has {len(logprobs)} tokens")
     return [min(float(e), MAX_SURPRISAL) for e in entropies]
 
 
@@ -77,13 +75,12 @@ def _predictive_variance_kind(logprobs: Sequence[float], entropies: Sequence[flo
     return predictive_variance(logprobs)
 
 
-UNCERTAINTIES.register("shannon_entropy", summary="h_t = −Σ_v p_v log p_v over the vocabulary (from the backend)",
-                       consumes={"entropies"})(_shannon_entropy)
+UNCERTAINTIES.register(
+    "shannon_entropy", summary="h_t = −Σ_v p_v log p_v over the vocabulary (from the backend)", consumes={"entropies"}
+)(_shannon_entropy)
 
 
-def token_uncertainty(
-    kind: str, logprobs: Sequence[float], entropies: Sequence[float] | None = None
-) -> list[float]:
+def token_uncertainty(kind: str, logprobs: Sequence[float], entropies: Sequence[float] | None = None) -> list[float]:
     """h_T for one completion, by `kind`:
 
     - surprisal:            h_t = min(−logprob_t, 50)

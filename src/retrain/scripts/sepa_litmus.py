@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from retrain.analysis.cli import exit_3_on_usage_error, add_litmus_arguments, run_litmus
+from retrain.analysis.cli import add_litmus_arguments, exit_3_on_usage_error, run_litmus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain.scripts.sepa_litmus",
-                                     description="Litmus verdict: evidence gates, then threshold checks (same as `retrain litmus`).")
+    parser = argparse.ArgumentParser(
+        prog="python -m retrain.scripts.sepa_litmus",
+        description="Litmus verdict: evidence gates, then threshold checks (same as `retrain litmus`).",
+    )
     add_litmus_arguments(parser)
     exit_3_on_usage_error(parser)
     args = parser.parse_args(argv)

@@ -17,8 +17,10 @@ from retrain.errors import RetrainError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain.scripts.sepa_significance",
-                                     description="Baseline vs candidate significance report (same as `retrain compare`).")
+    parser = argparse.ArgumentParser(
+        prog="python -m retrain.scripts.sepa_significance",
+        description="Baseline vs candidate significance report (same as `retrain compare`).",
+    )
     add_compare_arguments(parser)
     args = parser.parse_args(argv)
     try:
