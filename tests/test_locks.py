@@ -125,8 +125,14 @@ def test_two_runs_on_one_log_dir_and_two_resumes(tmp_path: Path):
     first = _start([str(cfg)], tmp_path)
     holder = _wait_for_holder(log_dir, first)
     assert holder["pid"] == first.pid
-    second = _start([str(cfg)], tmp_path)
-    out, err = second.communicate(timeout=120)
+    # Paused while the second starts: a fast machine could otherwise finish the tiny run first, and a
+    # finished run's dir is rightly left alone (the second then writes to run_2 and exits 0).
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _start([str(cfg)], tmp_path)
+        out, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, (out, err)
     assert f"in use by pid {first.pid} on host {socket.gethostname()}" in err and "Traceback" not in err
     assert not (tmp_path / "run_2").exists()  # not silently redirected either
@@ -139,8 +145,12 @@ def test_two_runs_on_one_log_dir_and_two_resumes(tmp_path: Path):
     (log_dir / "config.toml").write_text(toml)
     first = _start(["resume", str(log_dir)], tmp_path)
     _wait_for_holder(log_dir, first)
-    second = _start(["resume", str(log_dir)], tmp_path)
-    out, err = second.communicate(timeout=120)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _start(["resume", str(log_dir)], tmp_path)
+        out, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and f"pid {first.pid}" in err, (out, err)
     assert first.communicate(timeout=300) and first.returncode == 0
     assert [r["step"] for r in read_jsonl(log_dir / "metrics.jsonl")] == list(range(10))

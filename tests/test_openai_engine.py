@@ -157,6 +157,18 @@ def test_launch_mode_needs_no_url(tmp_path):
     assert cfg.inference.launch and cfg.inference.url == ""
 
 
+def test_the_trainer_beside_a_cpu_server_computes_in_the_servers_dtype(tmp_path):
+    """dtype = "auto" launches an fp32 server on a CPU; a trainer that picked bf16 on a bf16 CPU
+    compared its logprobs with the server's and logged sampler_train_kl ~1e-3 instead of ~1e-7."""
+    from retrain.backends.openai_engine import trainer_config
+
+    cfg = load_config(_write(tmp_path, 'engine = "openai"\nlaunch = true', '[backend]\ndevice = "cpu"'))
+    assert cfg.backend.dtype == "auto" and trainer_config(cfg).backend.dtype == "float32"
+    assert trainer_config(cfg).model == cfg.model  # nothing else changes
+    bf16 = cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"dtype": "bfloat16"})})
+    assert trainer_config(bf16) is bf16  # an explicit choice is the user's (the server gets it too)
+
+
 def test_unreachable_server_is_exit_2_before_anything_is_written(tmp_path):
     from retrain.backends.vllm_server import free_port
 

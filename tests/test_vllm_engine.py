@@ -297,7 +297,8 @@ def test_engine_samples_reproducibly_matches_the_trainer_and_reloads_a_lost_adap
     from retrain.backends.openai_engine import OpenAIClient, OpenAIEngine, ServerSampledBackend
 
     monkeypatch.setenv("RETRAIN_CACHE", run_env["env"]["RETRAIN_CACHE"])
-    local = LocalBackend(SERVED, lora_rank=8, device="cpu", temperature=0.7)
+    # float32 like the server (what `trainer_config` picks for dtype = "auto" beside it on a CPU)
+    local = LocalBackend(SERVED, lora_rank=8, device="cpu", dtype="float32", temperature=0.7)
     engine = OpenAIEngine(
         OpenAIClient(vllm_server.url, timeout_s=300),
         SERVED,

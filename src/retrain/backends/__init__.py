@@ -95,10 +95,11 @@ def make_backend(cfg: Any) -> Backend:
     """Build the backend `cfg.backend.backend` names: "local", "tinker" or "module:Class".
 
     With a server engine (`[inference] engine = "openai"`) the backend trains and the engine's
-    `build(cfg, make_local)` wraps it so that sampling goes to the server."""
+    `build(cfg, make_local)` wraps it so that sampling goes to the server; `make_local(c)` builds the
+    trainer from a config the engine may adjust (the dtype its server runs)."""
     from retrain.backends.engines import ENGINES
 
-    make_local = lambda: BACKENDS.resolve(cfg.backend.backend)(cfg)  # noqa: E731
+    make_local = lambda c=cfg: BACKENDS.resolve(c.backend.backend)(c)  # noqa: E731
     engine = ENGINES.entry(cfg.inference.engine)
     if engine.target is None:
         return make_local()

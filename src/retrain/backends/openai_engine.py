@@ -642,7 +642,7 @@ def launch_server(cfg, log_path: Path, wait: bool = True):
     else:
         host, port = "127.0.0.1", free_port()
     model = resolve_model(cfg.model.name, cfg.model.revision or None)
-    on_cpu = cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not _cuda_available())
+    on_cpu = _on_cpu(cfg)
     dtype = {"float32": "float32", "bfloat16": "bfloat16"}.get(cfg.backend.dtype, "float32" if on_cpu else "auto")
     extra = list(inf.server_args)
     if not on_cpu and not any(a.startswith("--gpu-memory-utilization") for a in extra):
@@ -684,8 +684,24 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _on_cpu(cfg) -> bool:
+    return cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not _cuda_available())
+
+
+def trainer_config(cfg):
+    """The config the local trainer is built from beside a sampling server.
+
+    On a CPU, `dtype = "auto"` runs the server in float32 (`launch_server`), so the trainer's "auto"
+    becomes float32 too: the loss must compare the logprobs the server sampled with (a bf16 trainer
+    beside an fp32 server measured sampler_train_kl ~1e-3 against ~1e-7). Elsewhere both sides pick the
+    model's own dtype."""
+    if cfg.backend.dtype != "auto" or not _on_cpu(cfg):
+        return cfg
+    return cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"dtype": "float32"})})
+
+
 def build(cfg, make_local) -> ServerSampledBackend:
-    """The local backend (`make_local()`) wrapped so that it samples through the server.
+    """The local backend (`make_local(cfg)`) wrapped so that it samples through the server.
 
     Launch mode starts the server first and loads the local model while it boots."""
     inf = cfg.inference
@@ -694,7 +710,7 @@ def build(cfg, make_local) -> ServerSampledBackend:
     if inf.launch:
         server = launch_server(cfg, run_dir / "vllm_server.log", wait=False)
     try:
-        local = make_local()
+        local = make_local(trainer_config(cfg))
         url = server.url if server is not None else inf.url
         if server is not None:
             server.wait_healthy(inf.startup_timeout_s)
