@@ -500,11 +500,17 @@ transform_mode = "none"
     seen: list[set[str]] = []
     stop = threading.Event()
 
+    def served() -> set[str]:
+        return {m["id"] for m in json.loads(urlopen(vllm_server.url + "/models"))["data"]}
+
+    # The server is shared with the earlier tests of this module: an adapter a faulted run left
+    # loaded there (its run stopped while the server was away) is not one of this campaign's.
+    before = served()
+
     def poll() -> None:  # which adapters the server holds, while the campaign runs
         while not stop.is_set():
             try:
-                ids = {m["id"] for m in json.loads(urlopen(vllm_server.url + "/models"))["data"]}
-                seen.append(ids - {SERVED})
+                seen.append(served() - before - {SERVED})
             except OSError:
                 pass
             time.sleep(0.5)
