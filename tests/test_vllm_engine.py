@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runutil import read_jsonl
 
 from retrain.backends.vllm_server import VLLMServer, free_port, server_args
 
@@ -189,9 +190,8 @@ def retrain(args: list[str], env: dict, timeout: float = 900) -> subprocess.Comp
 
 
 def rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a log the run may not have created yet (polled while it starts)."""
+    return read_jsonl(path) if path.exists() else []
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
