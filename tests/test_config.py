@@ -262,7 +262,7 @@ def test_with_overrides_validates_and_leaves_the_original_alone():
         ),
         (
             "[backend.options]\nmicro_batch_size = 0\n",
-            "[backend.options].micro_batch_size: must be an integer >= 1, got 0",
+            '[backend.options].micro_batch_size: must be "auto" or an integer >= 1, got 0',
         ),
         (
             '[campaign]\n[squeeze]\nadapter_path = "a"\n',

@@ -387,7 +387,7 @@ def test_length_chunks_cut_by_length_and_keep_small_batches_as_they_are():
 
 
 def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(tiny_model_dir):
-    from retrain.backends.local import FastDropout
+    from retrain.backends.lora import FastDropout
 
     drop = FastDropout(0.25)
     x = torch.ones(200_000, requires_grad=True)
@@ -405,6 +405,24 @@ def test_fast_dropout_keeps_1_minus_p_scales_by_its_inverse_and_is_off_in_eval(t
     )
     drops = [m for m in backend.model.modules() if isinstance(m, (FastDropout, torch.nn.Dropout))]
     assert len(drops) == 4 and all(isinstance(m, FastDropout) and m.p == 0.1 for m in drops)
+
+
+def test_cpu_sampling_preallocates_the_cache_in_bf16_only(tiny_model_dir, monkeypatch):
+    """The preallocated cache measured 25% faster sampling in bf16 on CPU and no faster in fp32."""
+    import warnings
+
+    import retrain.backends.local as local
+    from retrain.backends.base import SamplingParams
+
+    seen = []
+    real = local.sample_groups
+    monkeypatch.setattr(local, "sample_groups", lambda *a, **kw: seen.append(kw["static_cache"]) or real(*a, **kw))
+    for dtype in ("float32", "bfloat16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # CPUs without native bf16 warn that it is slow
+            backend = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj"], device="cpu", dtype=dtype)
+        backend.sample(PROMPTS[:1], 2, SamplingParams(max_tokens=3, temperature=1.0, seed=0))
+    assert seen == [False, True]
 
 
 def test_bf16_on_cpu_runs_bf16_weights_with_fp32_lora_optimizer_and_logits(tiny_model_dir):

@@ -25,9 +25,10 @@ from retrain.backends.base import (
     SamplingParams,
     TrainResult,
 )
+from retrain.checks import show
 from retrain.errors import RetrainError
 from retrain.jsonio import now_iso, read_json, write_json_atomic
-from retrain.registry import Option, Registry, Variant
+from retrain.registry import POSITIVE_INT, Option, Registry, Variant
 
 __all__ = [
     "BACKENDS",
@@ -61,6 +62,12 @@ def _backend_plugin(factory: Callable[[Any], Any], path: str) -> Variant[Backend
     return Variant(path, build, f"plugin {path}", plugin=True)
 
 
+def _micro_batch_size_problem(value: Any) -> str | None:
+    if value == "auto" or POSITIVE_INT(value) is None:
+        return None
+    return f'must be "auto" or an integer >= 1, got {show(value)}'
+
+
 BACKENDS: Registry[BackendFactory] = Registry(
     "backend",
     "[backend].backend",
@@ -76,9 +83,11 @@ BACKENDS.add(
         provides=frozenset({"entropies"}),
         options={
             "micro_batch_size": Option(
-                4,
+                "auto",
                 "completions per forward/backward in train_step (each prompt still runs once); "
-                "bounds activation memory, does not change the result",
+                'bounds activation memory, does not change the result; "auto": 4 in fp32, 8 in bf16 '
+                "(the same activation memory)",
+                check=_micro_batch_size_problem,
             ),
             "max_sample_rows": Option(256, "most completions decoded at once; bounds KV-cache memory"),
         },

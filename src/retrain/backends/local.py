@@ -45,6 +45,7 @@ from retrain.backends.base import (
     effective_lora_alpha,
 )
 from retrain.backends.chat import cached_prompt_ids
+from retrain.backends.lora import use_fast_dropout, use_fused_lora
 from retrain.backends.models import load_model_and_tokenizer, model_shape
 from retrain.backends.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
 from retrain.backends.prefix import (
@@ -127,43 +128,13 @@ def resolve_target_modules(model: torch.nn.Module, requested) -> list[str] | str
     return list(requested)
 
 
-class FastDropout(torch.nn.Module):
-    """Dropout with the same distribution as `nn.Dropout(p)`, about 2× faster on CPU.
+def auto_micro_batch_size(dtype: torch.dtype) -> int:
+    """`micro_batch_size = "auto"`: 4 rows in fp32, 8 in bf16, i.e. the same activation memory.
 
-        keep ~ Bernoulli(1 − p) per element, drawn as  u ≥ p  with u ~ U[0, 1);   y = x · keep / (1 − p)
-
-    `nn.Dropout` draws with `bernoulli_` and then scales in two more passes; LoRA applies dropout to
-    the input of each of the 7 adapted projections in every layer, and those passes were ~10% of a
-    SmolLM2 training step with lora_dropout = 0.05 (torch.profiler: `aten::bernoulli_`, `aten::mul`).
-    The random stream differs from `nn.Dropout`'s, the distribution does not."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # 0 or 1/(1−p); no gradient
-        return x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def use_fast_dropout(model: torch.nn.Module) -> int:
-    """Swap the `nn.Dropout` of every LoRA layer (peft's `lora_dropout` tables) for `FastDropout`;
-    returns how many were swapped. Dropout holds no weights, so saved adapters are unchanged."""
-    swapped = 0
-    for module in model.modules():
-        table = getattr(module, "lora_dropout", None)
-        if not isinstance(table, torch.nn.ModuleDict):
-            continue
-        for name, dropout in table.items():
-            if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
-                table[name] = FastDropout(dropout.p)
-                swapped += 1
-    return swapped
+    Rows per micro-batch set the matmuls' height: on a 2-core AVX512-BF16 CPU (SmolLM2, ~27-token
+    completions) 8 rows instead of 4 made the bf16 training phase ~15-25% faster at +0.3 GB peak RSS,
+    while fp32 gained nothing and would add 0.5 GB (docs/performance.md)."""
+    return 8 if dtype in (torch.bfloat16, torch.float16) else 4
 
 
 class LocalBackend:
@@ -182,7 +153,7 @@ class LocalBackend:
         target_modules: list[str] | str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        micro_batch_size: int = 4,
+        micro_batch_size: int | str = "auto",
         max_sample_rows: int = 256,
         clip_eps: float = 0.0,
         clip_eps_high: float = 0.0,
@@ -211,7 +182,7 @@ class LocalBackend:
                 file=sys.stderr,
                 flush=True,
             )
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size = auto_micro_batch_size(self.dtype) if micro_batch_size == "auto" else micro_batch_size
         self.max_sample_rows = max_sample_rows
         self.clip_eps, self.clip_eps_high, self.kl_beta = clip_eps, clip_eps_high, kl_beta
         self.loss_agg = loss_agg
@@ -235,6 +206,7 @@ class LocalBackend:
             torch.manual_seed(seed)  # LoRA A init: the same seed gives the same starting adapter
             self.model = get_peft_model(base, lora)
         use_fast_dropout(self.model)
+        use_fused_lora(self.model)
         self.model.to(self.device)
         self.model.eval()
         self._softcap = logit_softcap(self.model)
@@ -324,9 +296,10 @@ class LocalBackend:
                 stop_ids=self.stop_ids,
                 pad_id=self.pad_id,
                 device=self.device,
-                # Preallocated KV cache + CUDA graph on CUDA (launch-bound there); on CPU the
-                # growing cache measured as fast or faster (retrain.backends.decode).
-                static_cache=self.device.type == "cuda",
+                # Preallocated KV cache + CUDA graph on CUDA (launch-bound there). On CPU the
+                # preallocated cache measured 25% faster sampling in bf16 and no faster in fp32
+                # (SmolLM2, 32 rows; docs/performance.md), so fp32 keeps the growing cache.
+                static_cache=self.device.type == "cuda" or self.dtype is torch.bfloat16,
                 cuda_graph=True,
             )
             for prompt_ids, raw_G in zip(chunk_P, raw_P_G, strict=True):
