@@ -46,7 +46,7 @@ def _forward_backward(backend: LocalBackend, fused: bool, ids: torch.Tensor):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("p", [0.0, 0.2])
 def test_fused_lora_gives_peft_values_and_gradients(tiny_model_dir, p, dtype):
-    """Same outputs, input gradients and LoRA gradients as peft's five nodes (with FastDropout drawing
+    """The outputs, input gradients and LoRA gradients of peft's five nodes (with FastDropout drawing
     the same masks), with bf16 base weights too."""
     import warnings
 
@@ -55,10 +55,17 @@ def test_fused_lora_gives_peft_values_and_gradients(tiny_model_dir, p, dtype):
         backend = _backend(tiny_model_dir, p, dtype)
     ids = torch.randint(3, 300, (3, 11), generator=torch.Generator().manual_seed(0))
     fused, peft = _forward_backward(backend, True, ids), _forward_backward(backend, False, ids)
-    assert torch.equal(fused[0], peft[0]) and torch.equal(fused[1], peft[1])
+    # The fused node folds 1 / (1 − p) and s into A and B: float rounding apart, the same numbers
+    # (fp32: ~1e-7 relative; bf16 base: a last-bit flip where the fp32 LoRA sum is added to bf16).
+    tol = 1e-5 if dtype == "float32" else 1e-2
+
+    def close(a, b):
+        return (a - b).abs().max().item() <= tol * b.abs().max().item()
+
+    assert close(fused[0], peft[0]) and close(fused[1], peft[1])
     assert fused[2].keys() == peft[2].keys() and len(fused[2]) == 2 * len(ALL[:-1]) * 2 + 2  # 2 layers + lm_head
     for name, grad in peft[2].items():
-        assert torch.allclose(fused[2][name], grad, rtol=1e-5, atol=1e-7), name
+        assert close(fused[2][name], grad), name
 
 
 def test_fused_lora_saves_a_boolean_mask_not_two_float_copies(tiny_model_dir):
