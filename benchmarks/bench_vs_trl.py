@@ -31,7 +31,10 @@ That is the "tight floor" of a conventional trainer (frozen base, LoRA: forward 
 it actually executes (`flops_executed`) are printed beside it.
 
 Results: benchmarks/results/vs_trl.json (everything) and vs_trl.md (the table). Timings on a
-shared machine are noisy; the `contended` columns count the steps that other processes disturbed.
+shared machine are noisy; the `contended` columns count the steps that other processes disturbed,
+and `host speed` says how fast the host ran each row's steps compared with when the floor was
+measured (quiet.host_gflops: a VM slowed by other guests shows no busy CPU). A row outside 90-110%
+is flagged: its times and its × floor do not compare with the others.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def child_floor(out: Path, threads: int) -> None:
         }
 
     res: dict = {
+        "host_gflops": quiet.wait_quiet("floor host probe")["host_gflops"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": cpu_model_name(),
@@ -275,11 +279,17 @@ def summarize(run: dict, floor: dict, n_params: int, head_params: int) -> dict:
         shared_prefix_training=run["who"].startswith("retrain"),
     )
     peak = floor["fp32_peak_gflops"] * 1e9
+    probes = [s["wait"].get("host_gflops") for s in timed if s.get("wait")]
+    probes = [g for g in probes if g]
+    host_speed = (
+        round(statistics.median(probes) / floor["host_gflops"], 2) if probes and floor.get("host_gflops") else None
+    )
     return {
         "who": run["who"],
         "dtype": run["dtype"],
         "steps_timed": len(timed),
         "contended_steps": sum(bool(s["contended"]) for s in timed),
+        "host_speed": host_speed,  # the host probe before its steps ÷ the probe when the floor was measured
         **{k: round(v, 2) for k, v in med.items()},
         "step_s_all": [s["wall_s"] for s in timed],
         "completion_tokens": round(comp, 1),
@@ -295,14 +305,15 @@ def summarize(run: dict, floor: dict, n_params: int, head_params: int) -> dict:
 
 def table(rows: list[dict], floor: dict) -> str:
     lines = [
-        "| | s/step | sample | train | × floor | peak RSS | tokens/completion | contended steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| | s/step | sample | train | × floor | peak RSS | tokens/completion | contended steps | host speed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['who']} | {r['wall_s']:.2f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | "
             f"{r['x_floor']:.2f} | {r['peak_rss_mb'] / 1024:.2f} GB | {r['completion_tokens']:.1f} | "
-            f"{r['contended_steps']}/{r['steps_timed']} |"
+            f"{r['contended_steps']}/{r['steps_timed']} | "
+            + (f"{r['host_speed']:.0%} |" if r.get("host_speed") else "– |")
         )
     lines.append("")
     lines.append(
@@ -398,6 +409,14 @@ def main(argv=None) -> int:
         text += (
             "\n\n**The floor's matmuls ran while other processes used the CPU: the GFLOP/s above are too low "
             "and every `× floor` too small; re-run on a quiet machine.**"
+        )
+    slow = [r["who"] for r in rows if r.get("host_speed") and not 0.9 <= r["host_speed"] <= 1.1]
+    if slow:
+        text += (
+            f"\n\n**The host ran at another speed during {', '.join(slow)} than when the floor was measured "
+            "(`host speed`: a 0.2 s fp32 matmul probe before each step, median, ÷ the same probe before the "
+            "floor; other VMs on the host do this, invisibly to /proc/stat): these rows do not compare; "
+            "re-run.**"
         )
     contended = sum(r["contended_steps"] for r in rows)
     if contended:

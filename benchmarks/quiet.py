@@ -1,10 +1,16 @@
-"""Wait for a quiet machine and flag contended timing windows (stdlib only: also imported by the
-TRL child, which runs in its own virtual environment).
+"""Wait for a quiet machine and flag contended timing windows (stdlib only, torch imported lazily:
+also imported by the TRL child, which runs in its own virtual environment).
 
 On a 2-core box, another CPU-bound process does not just halve a 2-thread torch process: OpenMP
 threads that wait for each other at every barrier can slow it 10× or more. So each timed step
 first waits until other processes use little CPU, and each window records how much CPU *other*
 processes used while it ran (`/proc/stat` busy time minus this process's own CPU time).
+
+What `/proc/stat` cannot see is the host: on a VM, other guests can slow this one by 20-40% for
+minutes while its steal time stays 0 (measured on this project's VM: the same retrain step went from
+10.4 s to 14.4 s between two steps of one run, no other process running). So every wait ends with
+`host_gflops()`, a 0.2 s fp32 matmul probe; the benchmark compares it with the same probe taken
+when the floor was measured.
 """
 
 from __future__ import annotations
@@ -41,12 +47,13 @@ def wait_quiet(label: str = "", timeout: float = QUIET_TIMEOUT_S, cores: float =
 
     Returns {"waited_s", "quiet", "others_cores"} for the record. BENCH_NOWAIT=1 skips waiting."""
     if os.environ.get("BENCH_NOWAIT"):
-        return {"waited_s": 0.0, "quiet": None, "others_cores": None}
+        return {"waited_s": 0.0, "quiet": None, "others_cores": None, "host_gflops": None}
     t0 = time.time()
     seen = others_cores()
     while seen >= cores and time.time() - t0 < timeout:
         seen = others_cores()
     quiet = seen < cores
+    host = host_gflops()
     if not quiet:
         print(
             f"WARNING {label}: machine not quiet after {timeout:.0f} s (other processes use {seen:.2f} "
@@ -54,7 +61,24 @@ def wait_quiet(label: str = "", timeout: float = QUIET_TIMEOUT_S, cores: float =
             file=sys.stderr,
             flush=True,
         )
-    return {"waited_s": round(time.time() - t0, 1), "quiet": quiet, "others_cores": round(seen, 3)}
+    return {"waited_s": round(time.time() - t0, 1), "quiet": quiet, "others_cores": round(seen, 3), "host_gflops": host}
+
+
+def host_gflops(n: int = 1024, reps: int = 9) -> float | None:
+    """fp32 GFLOP/s of an n³ matmul now, the median of `reps` (~0.2 s): how fast the host lets this
+    VM run at this moment. None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return round(2 * n**3 / sorted(times)[reps // 2] / 1e9, 1)
 
 
 class Window:
