@@ -137,3 +137,32 @@ def test_micro_batch_size_auto_holds_activation_memory_fixed(tiny_model_dir):
     assert auto_micro_batch_size(torch.float32) == 4 and auto_micro_batch_size(torch.bfloat16) == 8
     backend = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj"], device="cpu")
     assert backend.micro_batch_size == 4  # tiny models stay fp32 under auto
+
+
+def test_merged_adapters_sample_the_same_policy_and_leave_the_base_untouched(tiny_model_dir):
+    backend = _backend(tiny_model_dir, 0.1)
+    backend.model.eval()
+    base = {n: p.detach().clone() for n, p in backend.model.named_parameters()}
+    ids = torch.randint(3, 300, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        unmerged = backend.model(input_ids=ids).logits
+        with L.merged_adapters(backend.model) as n:
+            merged = backend.model(input_ids=ids).logits
+            with torch.enable_grad():  # a training forward inside the block still runs the adapter
+                assert backend.model(input_ids=ids).logits.requires_grad
+    assert n == len(ALL[:-1]) * 2 + 1  # every adapted projection of the 2 layers, and lm_head
+    assert torch.allclose(merged, unmerged, rtol=1e-5, atol=1e-5) and not torch.equal(merged, unmerged)
+    for name, p in backend.model.named_parameters():
+        assert torch.equal(p, base[name]), name
+    assert all(m._merged_weight is None for m in backend.model.modules() if hasattr(m, "_merged_weight"))
+
+
+def test_merged_adapters_leave_bf16_base_weights_unmerged(tiny_model_dir):
+    """Merging an fp32 update into bf16 weights would round it away: the block merges nothing."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backend = _backend(tiny_model_dir, 0.0, "bfloat16")
+    with L.merged_adapters(backend.model) as n:
+        assert n == 0
