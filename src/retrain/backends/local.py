@@ -7,9 +7,11 @@ on AVX2-only CPUs). No gradient checkpointing: on the target hardware it only co
 
 Speed (docs/performance.md): sampling prefills each prompt once for its whole group; training runs
 each prompt once too (retrain.backends.prefix), its completions in micro-batches of
-`micro_batch_size` rows; the logprob of the sampled token is computed without materialising the
-full-vocabulary log-softmax; LoRA dropout uses `FastDropout`; on CUDA the decode step runs from a
-preallocated KV cache, captured in a CUDA graph (retrain.backends.decode).
+`micro_batch_size` rows (4 in fp32, 8 in bf16 by default); the logprob of the sampled token is
+computed without materialising the full-vocabulary log-softmax; each LoRA projection is one autograd
+node with a boolean dropout mask, and CPU fp32 sampling runs on merged copies of the adapted weights
+(retrain.backends.lora); the decode step runs from a preallocated KV cache on CUDA (captured in a
+CUDA graph) and in bf16 on CPU (retrain.backends.decode).
 
 Temperature: the loss uses log_softmax(logits / T) with T = `self.temperature` (set from
 `[training].temperature`), the same scaling the sampler records, so on-policy the ratio is 1.
@@ -18,7 +20,8 @@ LoRA on `lm_head` of a tied-embedding model (needed for a random tiny model to l
 the output projection only; the shared base weight stays frozen and tied, so the embedding is
 unchanged and only the adapter delta acts on the logits. The adapter file holds the LoRA matrices
 only (`save_embedding_layers=False`): the frozen base weights belong to the base model. Merging such
-an adapter into the base weights would also change the embedding, so retrain never merges.
+an adapter into the base weights would also change the embedding, so retrain never merges in place
+(the merged copies CPU fp32 sampling decodes with are new tensors; the shared weight stays as it is).
 
 Example::
 
@@ -201,7 +204,7 @@ class LocalBackend:
             target_modules=targets,
         )
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-            # The tied-lm_head warning is about merging, which retrain never does (module docstring).
+            # The tied-lm_head warning is about merging in place, which retrain never does (module docstring).
             warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             torch.manual_seed(seed)  # LoRA A init: the same seed gives the same starting adapter
