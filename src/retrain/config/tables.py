@@ -9,6 +9,7 @@ come from the components (`SEPA_BOUNDS`, `BACKPRESSURE_BOUNDS`), so both speak t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -293,7 +294,8 @@ class BackendConfig(_Table):
         default_factory=dict,
         description="backend-specific table; "
         + "; ".join(
-            f"{name} reads " + ", ".join(f"{k} (default {o.default})" for k, o in BACKENDS.entry(name).options.items())
+            f"{name} reads "
+            + ", ".join(f"{k} (default {json.dumps(o.default)})" for k, o in BACKENDS.entry(name).options.items())
             for name in BACKENDS
             if BACKENDS.entry(name).options
         )
