@@ -52,7 +52,8 @@ def others_cores(interval: float = 2.0) -> float:
 def wait_quiet(label: str = "", timeout: float = QUIET_TIMEOUT_S, cores: float = QUIET_CORES) -> dict:
     """Block until other processes use < `cores` cores for 2 s (or `timeout` passes: a warning).
 
-    Returns {"waited_s", "quiet", "others_cores"} for the record. BENCH_NOWAIT=1 skips waiting."""
+    Returns {"waited_s", "quiet", "others_cores", "host_gflops"} for the record. BENCH_NOWAIT=1 skips
+    waiting and the host probe."""
     if os.environ.get("BENCH_NOWAIT"):
         return {"waited_s": 0.0, "quiet": None, "others_cores": None, "host_gflops": None}
     t0 = time.time()
