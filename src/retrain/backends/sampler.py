@@ -86,8 +86,8 @@ def target_logprobs(logits_N_V: torch.Tensor, targets_N: torch.Tensor, chunk: in
 
     computed into ONE N × V tensor. `log_softmax` + `gather` keep the N × V log-probabilities for
     the backward and build two more N × V tensors there (the gather's scattered zeros and the
-    softmax); at 49k vocabulary entries those passes are ~5% of a SmolLM2 training step on CPU
-    (torch.profiler, benchmarks/results/perf_profile.txt). Rows go in chunks of `chunk` so each
+    softmax); at 49k vocabulary entries those passes were ~5% of a SmolLM2 training step on CPU
+    (torch.profiler, before this function replaced them). Rows go in chunks of `chunk` so each
     chunk's temporaries stay in cache."""
     if logits_N_V.requires_grad and torch.is_grad_enabled():
         return _TargetLogprob.apply(logits_N_V, targets_N, chunk)
