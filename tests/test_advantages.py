@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from retrain.rl.advantages import grpo_advantages, is_uninformative, maxrl_advantages
@@ -70,6 +70,7 @@ def test_maxrl_zero_when_mean_not_positive():
 
 @settings(max_examples=100, deadline=None)
 @given(binary_st)
+@example([0.0] * 10 + [1.0])  # p = 1/11: the eps in the denominator moves −1 by 1.1e-5
 def test_maxrl_binary_rewards(rewards):
     adv = maxrl_advantages(rewards)
     p = sum(rewards) / len(rewards)
@@ -77,8 +78,10 @@ def test_maxrl_binary_rewards(rewards):
         assert adv == [0.0] * len(rewards)
         return
     for r, a in zip(rewards, adv, strict=True):
-        expected = (1 - p) / p if r == 1.0 else -1.0
-        assert a == pytest.approx(expected, rel=1e-5, abs=1e-5)
+        # (1 − p)/p for a correct answer, −1 for a wrong one, each over p + eps (eps = 1e-6) rather than p
+        expected = ((1 - p) if r == 1.0 else -p) / (p + 1e-6)
+        assert a == pytest.approx(expected, rel=1e-9)
+        assert a == pytest.approx((1 - p) / p if r == 1.0 else -1.0, rel=4e-5)  # eps/p ≤ 32e-6 (≤ 32 rewards)
     assert sum(adv) == pytest.approx(0.0, abs=1e-9)
 
 
