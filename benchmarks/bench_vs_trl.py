@@ -183,32 +183,38 @@ log_dir = "{log_dir}"
 """
 
 
+def side_config(tmp: Path, steps: int, dtype: str):
+    """The side-by-side workload as a retrain Config (its TOML and problems written into `tmp`)."""
+    from retrain.config import load_config
+
+    toml = tmp / "side.toml"
+    toml.write_text(
+        RETRAIN_TOML.format(
+            rank=W.LORA_RANK,
+            alpha=W.LORA_ALPHA,
+            dropout=W.LORA_DROPOUT,
+            steps=steps,
+            prompts=W.N_PROMPTS,
+            group=W.GROUP,
+            max_tokens=W.MAX_TOKENS,
+            temperature=W.TEMPERATURE,
+            lr=W.LR,
+            data=W.write_problems(tmp / "problems.jsonl"),
+            dtype=dtype,
+            log_dir=tmp / "run",
+        )
+    )
+    return load_config(toml)
+
+
 def child_retrain(out: Path, threads: int, steps: int, dtype: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from retrain.config import load_config
     from retrain.run import build_components, run_one_step, versions
 
     with tempfile.TemporaryDirectory() as tmp:
-        toml = Path(tmp) / "side.toml"
-        toml.write_text(
-            RETRAIN_TOML.format(
-                rank=W.LORA_RANK,
-                alpha=W.LORA_ALPHA,
-                dropout=W.LORA_DROPOUT,
-                steps=steps,
-                prompts=W.N_PROMPTS,
-                group=W.GROUP,
-                max_tokens=W.MAX_TOKENS,
-                temperature=W.TEMPERATURE,
-                lr=W.LR,
-                data=W.write_problems(Path(tmp) / "problems.jsonl"),
-                dtype=dtype,
-                log_dir=Path(tmp) / "run",
-            )
-        )
-        cfg = load_config(toml)
+        cfg = side_config(Path(tmp), steps, dtype)
         t0 = time.time()
         c = build_components(cfg)
         load_s = time.time() - t0

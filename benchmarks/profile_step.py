@@ -37,30 +37,12 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(args.threads)
-    from retrain.config import load_config
     from retrain.run import build_components, run_one_step
 
     suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
     out = HERE / "results" / f"perf_profile{suffix}.txt"
     with tempfile.TemporaryDirectory() as tmp:
-        toml = Path(tmp) / "side.toml"
-        toml.write_text(
-            B.RETRAIN_TOML.format(
-                rank=W.LORA_RANK,
-                alpha=W.LORA_ALPHA,
-                dropout=W.LORA_DROPOUT,
-                steps=args.steps + 1,
-                prompts=W.N_PROMPTS,
-                group=W.GROUP,
-                max_tokens=W.MAX_TOKENS,
-                temperature=W.TEMPERATURE,
-                lr=W.LR,
-                data=W.write_problems(Path(tmp) / "problems.jsonl"),
-                dtype=args.dtype,
-                log_dir=Path(tmp) / "run",
-            )
-        )
-        cfg = load_config(toml)
+        cfg = B.side_config(Path(tmp), args.steps + 1, args.dtype)
         c = build_components(cfg)
         run_one_step(cfg, c, 0)  # warm-up
         rows = []

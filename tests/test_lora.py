@@ -134,9 +134,17 @@ def test_keep_mask_keeps_one_minus_p(p):
 
 
 def test_micro_batch_size_auto_holds_activation_memory_fixed(tiny_model_dir):
+    import warnings
+
     assert auto_micro_batch_size(torch.float32) == 4 and auto_micro_batch_size(torch.bfloat16) == 8
     backend = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj"], device="cpu")
     assert backend.micro_batch_size == 4  # tiny models stay fp32 under auto
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 on a CPU without native bf16 warns that it is slow
+        bf16 = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj"], device="cpu", dtype="bfloat16")
+    assert bf16.micro_batch_size == 8
+    explicit = LocalBackend(tiny_model_dir, lora_rank=4, target_modules=["q_proj"], device="cpu", micro_batch_size=3)
+    assert explicit.micro_batch_size == 3
 
 
 def test_merged_adapters_sample_the_same_policy_and_leave_the_base_untouched(tiny_model_dir):
@@ -155,6 +163,21 @@ def test_merged_adapters_sample_the_same_policy_and_leave_the_base_untouched(tin
     for name, p in backend.model.named_parameters():
         assert torch.equal(p, base[name]), name
     assert all(m._merged_weight is None for m in backend.model.modules() if hasattr(m, "_merged_weight"))
+
+
+def test_cpu_fp32_sampling_decodes_on_merged_weights(tiny_model_dir):
+    from retrain.backends.base import SamplingParams
+
+    backend = _backend(tiny_model_dir, 0.0)
+    layer = next(m for m in backend.model.modules() if hasattr(m, "_merged_weight"))
+    seen = []
+    hook = layer.register_forward_pre_hook(lambda m, args: seen.append(m._merged_weight is not None))
+    try:
+        backend.sample(["Say 7"], 2, SamplingParams(max_tokens=3, temperature=1.0, seed=0))
+    finally:
+        hook.remove()
+    assert seen and all(seen)  # prefill and every decode step
+    assert layer._merged_weight is None  # freed after sampling
 
 
 def test_merged_adapters_leave_bf16_base_weights_unmerged(tiny_model_dir):
